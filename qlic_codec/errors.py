@@ -1,0 +1,28 @@
+"""The exceptions qlic raises. Every failure caused by bad data is a ``QlicError``.
+
+This module imports nothing from qlic so that every layer can use it.
+"""
+
+
+class QlicError(Exception):
+    """Base class of every error qlic raises on purpose."""
+
+
+class InvalidImageError(QlicError):
+    """An input image cannot be read or is not acceptable (mode, alpha, size)."""
+
+
+class CorruptStreamError(QlicError):
+    """A ``.qlic`` stream is truncated, corrupt or inconsistent."""
+
+
+class ModelFileError(QlicError):
+    """A model file is missing, corrupt, of the wrong version or fails validation."""
+
+
+class UnsupportedError(QlicError):
+    """A valid request that this version of qlic cannot serve (format version, option)."""
+
+
+class ResourceLimitError(QlicError):
+    """An input would need more pixels or memory than the configured limit allows."""
