@@ -1,0 +1,175 @@
+"""The file-system edge: ``-`` for stdin/stdout, whole-file reads and atomic writes.
+
+``atomic_write`` writes to a temporary file in the target's directory and renames it onto
+the target, so a failed or interrupted write never leaves a partial file and never touches
+an existing one. The module knows nothing about images or bitstreams.
+
+This module imports nothing from qlic except ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from qlic_codec.errors import QlicError
+
+__all__ = ["atomic_write", "default_output_path", "read_input", "same_file"]
+
+STDIO = "-"
+
+
+def read_input(path: str) -> bytes:
+    """Read a whole input file, or binary stdin for ``"-"``.
+
+    Args:
+        path: A file path, or ``"-"`` for standard input.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        QlicError: If the file cannot be read (missing, a directory, no permission), with a
+            one-line message such as ``cannot read 'x.png': No such file or directory``.
+    """
+    if path == STDIO:
+        try:
+            return sys.stdin.buffer.read()
+        except OSError as exc:
+            raise QlicError(f"cannot read standard input: {_reason(exc)}") from exc
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise QlicError(f"cannot read {path!r}: {_reason(exc)}") from exc
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
+
+    For ``"-"`` the data goes to binary stdout, which is flushed. Otherwise the data is
+    written to a temporary file in the same directory (same file system, so the rename is
+    atomic), fsynced, given the mode a plain ``open`` would give (``0o666 & ~umask``) and
+    renamed onto ``path`` with ``os.replace``. On any failure, including
+    ``KeyboardInterrupt``, the temporary file is removed and an existing ``path`` is left
+    untouched.
+
+    Args:
+        path: The target file path, or ``"-"`` for standard output.
+        data: The bytes to write.
+
+    Raises:
+        QlicError: If the file cannot be written, with a one-line message.
+    """
+    if path == STDIO:
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            raise QlicError(f"cannot write standard output: {_reason(exc)}") from exc
+        return
+
+    directory = os.path.dirname(path) or "."
+    try:
+        fd, tmp_path = tempfile.mkstemp(
+            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+        )
+    except OSError as exc:
+        raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
+    try:
+        # fdopen takes ownership of fd, so the with-block closes it on every path.
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            # Make the data durable before the rename publishes it; otherwise a crash
+            # could leave an empty file under the final name.
+            os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode a normal open() would.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
+        os.replace(tmp_path, path)
+    except BaseException as exc:
+        # BaseException: a Ctrl-C mid-write must not leave a stray temporary file.
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
+        raise
+    _fsync_directory(directory)
+
+
+def same_file(a: str, b: str) -> bool:
+    """Tell whether two paths name the same existing file.
+
+    Used to refuse an output path that would overwrite the input.
+
+    Args:
+        a: A path, or ``"-"``.
+        b: A path, or ``"-"``.
+
+    Returns:
+        True if both exist and are the same file (``os.path.samefile``); False otherwise,
+        and always False if either is ``"-"``.
+    """
+    if a == STDIO or b == STDIO:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def default_output_path(input_path: str, new_suffix: str) -> str:
+    """Derive an output path by replacing the input's suffix.
+
+    ``a/b.png`` becomes ``a/b.qlic``; a name without a suffix (``a/b``, ``.hidden``) gets
+    the new suffix appended.
+
+    Args:
+        input_path: The input file path (not ``"-"``).
+        new_suffix: The new suffix, with or without its leading dot (``".qlic"``).
+
+    Returns:
+        The output path.
+
+    Raises:
+        ValueError: If ``input_path`` is ``"-"`` or empty, or ``new_suffix`` is empty.
+    """
+    if input_path in ("", STDIO):
+        raise ValueError(f"cannot derive an output name from {input_path!r}; pass -o")
+    suffix = new_suffix if new_suffix.startswith(".") else "." + new_suffix
+    if suffix == ".":
+        raise ValueError(f"new_suffix must not be empty, got {new_suffix!r}")
+    root, _ = os.path.splitext(input_path)
+    return root + suffix
+
+
+def _reason(exc: OSError) -> str:
+    # strerror is the short human text ("No such file or directory"); keep it to one line.
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _current_umask() -> int:
+    # The only portable way to read the umask is to set it and restore it. The window is a
+    # few instructions long; qlic does not create files from other threads meanwhile.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory: str) -> None:
+    # Persist the rename itself. Best effort: some platforms (Windows) and file systems
+    # cannot open or fsync a directory, and the file is already in place.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
