@@ -1,0 +1,254 @@
+"""Entropy coding of integer symbols with exact integer tables: the only constriction user.
+
+Stream layout (one ``constriction.stream.queue`` range-coder stream, 32-bit words written
+little-endian):
+
+1. Table symbols, grouped by table: for ``t = 0 .. T-1``, the symbols of all positions with
+   ``indexes == t`` in increasing position order, coded with table ``t`` in one call. A value
+   outside table ``t``'s range is coded as its escape symbol ``sizes[t] - 1``.
+2. For every escaped position, in position order, a header symbol ``2 * L + side`` from a
+   66-symbol categorical with (almost) equal counts: ``side`` is 0 for a value below the
+   table's range and 1 for one above it, and ``L`` (0..32) is the bit length of the excess
+   ``e >= 0``: ``v = offsets[t] - 1 - e`` below, ``v = offsets[t] + sizes[t] - 1 + e`` above.
+   Any int32 value against any int32 offset gives ``e < 2**32``, so ``L <= 32``.
+3. For every escaped position, in position order, the ``L - 1`` bits of ``e`` below its leading
+   one (none when ``L <= 1``): first the low ``min(L - 1, 16)`` bits, then the remaining high bits,
+   each chunk of ``w`` bits with constriction's ``Uniform(2**w)`` (exact: ``2**24 / 2**w``
+   counts per value).
+
+Exact tables: constriction 0.5.0 has no integer-CDF constructor. Its ``Categorical(p,
+perfect=False)`` calls ``from_floating_point_probabilities_fast``, whose fixed-point CDF is
+``cdf[i] = floor(sum(p[:i]) * ((2**24 - S) / sum(p))) + i``. With ``p = counts - 1`` the
+scale is exactly 1.0 and every partial sum is an integer below ``2**24``, exact in float32 and
+float64, so ``cdf[i] == sum(counts[:i])``. ``tests/entropy/test_coder.py`` probes the decoder's
+quantile function to prove this for the pinned version, and pins a golden stream.
+"""
+
+from __future__ import annotations
+
+import weakref
+from functools import lru_cache
+
+import constriction
+import numpy as np
+
+from qlic_codec.entropy.tables import TOTAL, CdfTables
+from qlic_codec.errors import CorruptStreamError
+
+_Categorical = constriction.stream.model.Categorical
+_Uniform = constriction.stream.model.Uniform
+_RangeEncoder = constriction.stream.queue.RangeEncoder
+_RangeDecoder = constriction.stream.queue.RangeDecoder
+
+_MAX_BITS = 32  # an excess is below 2**32
+_HEADER_SYMBOLS = 2 * (_MAX_BITS + 1)  # (bit length 0..32) x (side below / above)
+_CHUNK_BITS = 16
+# Powers of two 2**0 .. 2**32: the bit length of e is the number of them that are <= e.
+_POWERS = np.left_shift(np.int64(1), np.arange(_MAX_BITS + 1, dtype=np.int64))
+_INT32 = np.iinfo(np.int32)
+
+# Everything constriction raises on bad compressed data (AssertionError for an invalid
+# point, ValueError for bad arguments), plus what our own index arithmetic could raise.
+_CODER_ERRORS = (AssertionError, KeyError, ValueError, RuntimeError, IndexError, OverflowError)
+
+
+def exact_categorical(counts: np.ndarray) -> constriction.stream.model.Categorical:
+    """A constriction model whose fixed-point CDF is exactly ``cumsum(counts)``.
+
+    Args:
+        counts: integer counts, each >= 1, summing to ``2**24``, at least 2 of them.
+
+    Returns:
+        A concrete ``Categorical`` over symbols ``0 .. len(counts) - 1``.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size < 2 or counts.min() < 1 or counts.sum() != TOTAL:
+        raise ValueError("counts must be >= 1, at least 2 of them, summing to 2**24")
+    # See the module docstring: p = counts - 1 makes constriction's scale exactly 1.0.
+    return _Categorical((counts - 1).astype(np.float64), perfect=False)
+
+
+@lru_cache(maxsize=1)
+def _header_model() -> constriction.stream.model.Categorical:
+    # Equal counts, the 2**24 % 66 leftover counts going to the first symbols.
+    counts = np.full(_HEADER_SYMBOLS, TOTAL // _HEADER_SYMBOLS, dtype=np.int64)
+    counts[:TOTAL % _HEADER_SYMBOLS] += 1
+    return exact_categorical(counts)
+
+
+class _TableModels:
+    """The constriction models and int64 copies of one ``CdfTables``, built once."""
+
+    def __init__(self, tables: CdfTables) -> None:
+        tables.validate("entropy tables")
+        self.sizes = tables.sizes.astype(np.int64)
+        self.offsets = tables.offsets.astype(np.int64)
+        self.models = [exact_categorical(tables.cdf_counts[t, :size])
+                       for t, size in enumerate(tables.sizes.tolist())]
+
+
+_MODEL_CACHE: weakref.WeakKeyDictionary[CdfTables, _TableModels] = weakref.WeakKeyDictionary()
+
+
+def _models_for(tables: CdfTables) -> _TableModels:
+    models = _MODEL_CACHE.get(tables)
+    if models is None:
+        models = _TableModels(tables)
+        _MODEL_CACHE[tables] = models
+    return models
+
+
+def _check_indexes(indexes: np.ndarray, tables: CdfTables) -> None:
+    if not isinstance(tables, CdfTables):
+        raise ValueError(f"tables must be CdfTables, got {type(tables).__name__}")
+    if not isinstance(indexes, np.ndarray) or indexes.dtype != np.int32 or indexes.ndim != 1:
+        raise ValueError("indexes must be a 1-D int32 numpy array")
+    if indexes.size and (indexes.min() < 0 or indexes.max() >= tables.num_tables):
+        raise ValueError(f"indexes must be in [0, {tables.num_tables}), got "
+                         f"[{indexes.min()}, {indexes.max()}]")
+
+
+def _group(indexes: np.ndarray, num_tables: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Positions sorted by table (stable), and (table, start, stop) for each non-empty table."""
+    # A stable sort of 16-bit keys is a radix sort in numpy, about 5x faster than for int32.
+    keys = indexes.astype(np.uint16) if num_tables <= 1 << 16 else indexes
+    order = np.argsort(keys, kind="stable")
+    stops = np.cumsum(np.bincount(indexes, minlength=num_tables)).tolist()
+    starts = [0] + stops[:-1]
+    groups = [(t, a, b) for t, (a, b) in enumerate(zip(starts, stops)) if b > a]
+    return order, groups
+
+
+def _chunk_widths(lengths: np.ndarray) -> np.ndarray:
+    """int64[n, 2] widths of the low and high chunk of each excess, from its bit length."""
+    below_lead = np.maximum(lengths - 1, 0)
+    low = np.minimum(below_lead, _CHUNK_BITS)
+    return np.stack([low, below_lead - low], axis=1)
+
+
+def encode_symbols(values: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
+    """Range-codes integer values, each with the table its index names.
+
+    Args:
+        values: int32[n] the values to code (any int32; outside a table's range they escape).
+        indexes: int32[n] table index of each value, in ``[0, T)``.
+        tables: the tables (validated on first use).
+
+    Returns:
+        The compressed stream, a whole number of little-endian 32-bit words.
+
+    Raises:
+        ValueError: on bad shapes, dtypes or index range.
+        ModelFileError: if ``tables`` breaks the table convention.
+    """
+    _check_indexes(indexes, tables)
+    if not isinstance(values, np.ndarray) or values.dtype != np.int32 or values.ndim != 1:
+        raise ValueError("values must be a 1-D int32 numpy array")
+    if values.shape != indexes.shape:
+        raise ValueError(f"values {values.shape} and indexes {indexes.shape} differ in shape")
+    models = _models_for(tables)
+    if values.size == 0:
+        return b""
+
+    encoder = _RangeEncoder()
+    order, groups = _group(indexes, tables.num_tables)
+    grouped = values[order].astype(np.int64)
+    escaped = []  # positions of escaped values, per table
+    for t, start, stop in groups:
+        symbols = grouped[start:stop] - models.offsets[t]
+        escape = models.sizes[t] - 1
+        outside = (symbols < 0) | (symbols >= escape)
+        if np.any(outside):
+            symbols[outside] = escape
+            escaped.append(order[start + np.flatnonzero(outside)])
+        encoder.encode(symbols.astype(np.int32), models.models[t])
+
+    if escaped:
+        positions = np.sort(np.concatenate(escaped))
+        v_esc = values[positions].astype(np.int64)
+        o_esc = models.offsets[indexes[positions]]
+        last = o_esc + models.sizes[indexes[positions]] - 1
+        side = (v_esc >= last).astype(np.int64)
+        excess = np.where(side == 1, v_esc - last, o_esc - 1 - v_esc)
+        lengths = np.searchsorted(_POWERS, excess, side="right").astype(np.int64)
+        encoder.encode((2 * lengths + side).astype(np.int32), _header_model())
+        widths = _chunk_widths(lengths)
+        chunks = np.stack([excess & ((1 << widths[:, 0]) - 1),
+                           (excess >> _CHUNK_BITS) & ((1 << widths[:, 1]) - 1)], axis=1)
+        keep = widths.ravel() > 0
+        if np.any(keep):
+            encoder.encode(chunks.ravel()[keep].astype(np.int32), _Uniform(),
+                           (1 << widths.ravel()[keep]).astype(np.int32))
+
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
+    """Decodes the values that ``encode_symbols`` coded with the same indexes and tables.
+
+    Trailing unused words are ignored. Garbage input takes time bounded by ``len(indexes)``
+    and ends in either some values or ``CorruptStreamError``.
+
+    Args:
+        data: the compressed stream.
+        indexes: int32[n] the table index of each value, as given to the encoder.
+        tables: the tables given to the encoder.
+
+    Returns:
+        int32[n] the decoded values, escapes resolved.
+
+    Raises:
+        CorruptStreamError: if ``data`` is not a valid stream for these indexes and tables.
+        ValueError: on bad ``indexes`` or ``tables`` arguments.
+        ModelFileError: if ``tables`` breaks the table convention.
+    """
+    _check_indexes(indexes, tables)
+    models = _models_for(tables)
+    data = bytes(data)
+    if len(data) % 4:
+        raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is not a whole "
+                                 "number of 32-bit words")
+    n = indexes.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+    try:
+        decoder = _RangeDecoder(words)
+        order, groups = _group(indexes, tables.num_tables)
+        grouped = np.empty(n, dtype=np.int64)
+        escaped = []  # positions of escape symbols, per table
+        for t, start, stop in groups:
+            symbols = decoder.decode(models.models[t], stop - start)
+            grouped[start:stop] = symbols
+            grouped[start:stop] += models.offsets[t]
+            outside = symbols == models.sizes[t] - 1
+            if np.any(outside):
+                escaped.append(order[start + np.flatnonzero(outside)])
+        values = np.empty(n, dtype=np.int64)
+        values[order] = grouped
+
+        if escaped:
+            positions = np.sort(np.concatenate(escaped))
+            header = decoder.decode(_header_model(), positions.size).astype(np.int64)
+            lengths, side = header >> 1, header & 1
+            if np.any((header < 0) | (lengths > _MAX_BITS)):
+                raise CorruptStreamError("escape bit length above 32 in entropy-coded stream")
+            widths = _chunk_widths(lengths)
+            flat = widths.ravel()
+            keep = flat > 0
+            chunks = np.zeros(flat.size, dtype=np.int64)
+            if np.any(keep):
+                chunks[keep] = decoder.decode(_Uniform(), (1 << flat[keep]).astype(np.int32))
+            chunks = chunks.reshape(-1, 2)
+            lead = np.where(lengths > 0, np.left_shift(1, np.maximum(lengths - 1, 0)), 0)
+            excess = lead | chunks[:, 0] | (chunks[:, 1] << _CHUNK_BITS)
+            o_esc = models.offsets[indexes[positions]]
+            last = o_esc + models.sizes[indexes[positions]] - 1
+            v_esc = np.where(side == 1, last + excess, o_esc - 1 - excess)
+            if np.any((v_esc < _INT32.min) | (v_esc > _INT32.max)):
+                raise CorruptStreamError("escaped value outside int32 in entropy-coded stream")
+            values[positions] = v_esc
+    except _CODER_ERRORS as exc:
+        raise CorruptStreamError(f"corrupt entropy-coded stream ({type(exc).__name__})") from exc
+    return values.astype(np.int32)
