@@ -1,0 +1,1 @@
+"""Training of the float model (PyTorch). Never imported by the codec path."""

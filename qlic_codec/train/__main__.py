@@ -1,0 +1,64 @@
+"""``python -m qlic_codec.train``: train or resume a float model, or validate one.
+
+Examples::
+
+    python -m qlic_codec.train --run runs/mse --metric mse --steps 200000
+    python -m qlic_codec.train --run runs/msssim --metric msssim --init models/mse.pt
+    python -m qlic_codec.train --validate models/qlic-mse.pt
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .checkpoint import load_float_model
+from .data import default_data_root, load_folder
+from .loop import TrainConfig, train, validate
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qlic_codec.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/mse", help="run folder (checkpoints, log); resumes")
+    p.add_argument("--data", default=None, help="folder with train/ and val/ (default $QLIC_DATA "
+                   "or the shared data folder)")
+    p.add_argument("--metric", choices=["mse", "msssim"], default="mse")
+    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast on CPU (auto: only where the CPU has native bf16)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--N", type=int, default=128)
+    p.add_argument("--M", type=int, default=192)
+    p.add_argument("--init", default="", help="fp16 model to start from (fine-tuning)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_root = args.data or str(default_data_root())
+    if args.validate:
+        model, meta = load_float_model(args.validate)
+        rows = validate(model, load_folder(f"{data_root}/val"))
+        print(json.dumps({"model": args.validate, "meta": meta, "val": rows}, indent=1))
+        return 0
+    cfg = TrainConfig(run_dir=args.run, data_root=data_root, metric=args.metric, steps=args.steps,
+                      batch=args.batch, crop=args.crop, lr=args.lr,
+                      checkpoint_minutes=args.checkpoint_minutes,
+                      time_limit_minutes=args.time_limit, bf16=args.bf16,
+                      device=args.device, seed=args.seed, N=args.N, M=args.M,
+                      init_from=args.init, log_every=args.log_every)
+    train(cfg, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

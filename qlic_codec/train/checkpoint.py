@@ -1,0 +1,36 @@
+"""Training checkpoints (resumable, full precision) and compact fp16 model checkpoints."""
+
+import os
+from pathlib import Path
+
+import torch
+
+from .model import MeanScaleHyperprior
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_config(model: MeanScaleHyperprior) -> dict:
+    return {"N": model.N, "M": model.M, "levels": model.levels}
+
+
+def save_float_model(model: MeanScaleHyperprior, path: Path, meta: dict) -> None:
+    """Save the weights as fp16 with the architecture and training metadata."""
+    state = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
+    save_atomic({"config": model_config(model), "state_dict": state, "meta": meta}, path)
+
+
+def load_float_model(path: Path) -> tuple[MeanScaleHyperprior, dict]:
+    """Load a model saved by ``save_float_model`` or a training checkpoint, in float32."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = MeanScaleHyperprior(**blob["config"])
+    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    model.eval()
+    return model, blob.get("meta", {})

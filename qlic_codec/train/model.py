@@ -1,0 +1,116 @@
+"""The float model: a mean-scale hyperprior with gain units for variable rate.
+
+Minnen, Balle, Toderici 2018, "Joint Autoregressive and Hierarchical Priors for Learned Image
+Compression" (arXiv:1809.02736), without the autoregressive context model so that decoding
+stays parallel; gain units from Cui et al. 2021, "Asymmetric Gained Deep Image Compression
+With Continuous Rate Adaptation" (arXiv:2003.02012)::
+
+            g_a          gain[q]                 h_a
+      x ---------> y ----------> y_g            y ----> z --Q--> z_hat --[factorized]
+                                  |                                 |
+                                  Q (round)              h_s        v
+                                  |                (mean, log_scale) * gain[q]
+                                  v                                 |
+                                y_g_hat  --[Gaussian(mean_g, scale_g)]
+                                  |
+                          / gain[q] --> y_hat --g_s--> x_hat
+
+The hyper-analysis sees the un-gained ``y`` and the hyper-synthesis predicts un-gained mean
+and log-scale, so one hyperprior serves every quality level; the per-level gain multiplies
+``y``, the mean and the scale, and the integer engine folds it into per-channel fixed-point
+multipliers. Symbols are ``round(y_g) - round(mean_g)``, so the reconstruction is
+``round(y_g)`` whatever the mean: training uses the same rounding.
+"""
+
+import torch
+from torch import nn
+
+from .layers import SimplifiedGDN, conv, deconv, round_ste
+from .priors import FactorizedPrior, gaussian_likelihood, SCALE_BOUND
+
+# Trained rate-distortion trade-offs, one per quality level (1-based in the product).
+MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+MSSSIM_LAMBDAS = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
+LEAKY_SLOPE = 0.01
+
+
+class MeanScaleHyperprior(nn.Module):
+    """Variable-rate mean-scale hyperprior.
+
+    Args:
+        N: channels of the hidden layers.
+        M: channels of the latent ``y``.
+        levels: number of trained gain vectors (quality levels).
+    """
+
+    def __init__(self, N: int = 128, M: int = 192, levels: int = 8) -> None:
+        super().__init__()
+        self.N, self.M, self.levels = N, M, levels
+        self.g_a = nn.Sequential(
+            conv(3, N), SimplifiedGDN(N),
+            conv(N, N), SimplifiedGDN(N),
+            conv(N, N), SimplifiedGDN(N),
+            conv(N, M),
+        )
+        self.g_s = nn.Sequential(
+            deconv(M, N), SimplifiedGDN(N, inverse=True),
+            deconv(N, N), SimplifiedGDN(N, inverse=True),
+            deconv(N, N), SimplifiedGDN(N, inverse=True),
+            deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, 3, 1), nn.LeakyReLU(LEAKY_SLOPE),
+            conv(N, N), nn.LeakyReLU(LEAKY_SLOPE),
+            conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(LEAKY_SLOPE),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(LEAKY_SLOPE),
+            conv(M * 3 // 2, M * 2, 3, 1),
+        )
+        self.z_prior = FactorizedPrior(N)
+        # Log-gains, spread at init so that low levels start at a coarser effective step.
+        init = torch.linspace(-1.0, 1.0, levels)[:, None].repeat(1, M)
+        self.log_gain = nn.Parameter(init)
+
+    def gains(self, level: torch.Tensor) -> torch.Tensor:
+        """Per-channel gains for (fractional) 0-based levels: geometric interpolation."""
+        level = level.clamp(0, self.levels - 1)
+        lo = level.floor().long().clamp(max=self.levels - 2)
+        frac = (level - lo.to(level.dtype))[:, None]
+        log_gain = (1 - frac) * self.log_gain[lo] + frac * self.log_gain[lo + 1]
+        return torch.exp(log_gain)
+
+    def hyper(self, y: torch.Tensor, train: bool):
+        z = self.h_a(y)
+        z_hat = round_ste(z.float())
+        z_noisy = z.float() + torch.empty_like(z.float()).uniform_(-0.5, 0.5) if train else z_hat
+        z_lik = self.z_prior.likelihood(z_noisy)
+        params = self.h_s(z_hat.to(y.dtype)).float()
+        mean, log_scale = params.chunk(2, dim=1)
+        return z_hat, z_lik, mean, log_scale
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+        """Run the model on a batch.
+
+        Args:
+            x: images in [0, 1], shape (B, 3, H, W), H and W multiples of 64.
+            level: 0-based quality level of each image, shape (B,), may be fractional.
+
+        Returns:
+            dict with ``x_hat`` (B, 3, H, W) and ``likelihoods`` of ``y`` and ``z``.
+        """
+        y = self.g_a(x)
+        gain = self.gains(level)[:, :, None, None]
+        _, z_lik, mean, log_scale = self.hyper(y, self.training)
+        y_g = y.float() * gain
+        mean_g = mean * gain
+        scale_g = torch.exp(log_scale) * gain
+        y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5) if self.training else y_g.round()
+        y_lik = gaussian_likelihood(y_noisy, mean_g, scale_g)
+        y_hat = round_ste(y_g) / gain
+        x_hat = self.g_s(y_hat.to(x.dtype))
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+__all__ = ["MeanScaleHyperprior", "MSE_LAMBDAS", "MSSSIM_LAMBDAS", "LEAKY_SLOPE", "SCALE_BOUND"]
