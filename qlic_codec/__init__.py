@@ -1,0 +1,33 @@
+"""qlic: a learned image codec whose network runs entirely in 8-bit integers.
+
+The public API is ``encode``, ``decode`` and ``read_info``; they import their modules lazily,
+so ``import qlic_codec`` stays light (numba is loaded only when a network first runs).
+"""
+
+from .errors import (CorruptStreamError, InvalidImageError, ModelFileError, QlicError,
+                     ResourceLimitError, UnsupportedError)
+
+__version__ = "0.1.0"
+
+
+def encode(rgb, quality: int = 4, model: str | None = None) -> bytes:
+    """Compress a uint8 (H, W, 3) image; see ``qlic_codec.api.encode``."""
+    from . import api
+    return api.encode(rgb, quality, model)
+
+
+def decode(data: bytes, model: str | None = None, max_pixels: int = 2**28):
+    """Decompress ``.qlic`` bytes to a uint8 (H, W, 3) image; see ``qlic_codec.api.decode``."""
+    from . import api
+    return api.decode(data, model, max_pixels)
+
+
+def read_info(data: bytes) -> dict:
+    """Header fields of a ``.qlic`` stream; see ``qlic_codec.api.read_info``."""
+    from . import api
+    return api.read_info(data)
+
+
+__all__ = ["encode", "decode", "read_info", "QlicError", "InvalidImageError",
+           "CorruptStreamError", "ModelFileError", "UnsupportedError", "ResourceLimitError",
+           "__version__"]

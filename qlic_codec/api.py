@@ -1,0 +1,170 @@
+"""Encode and decode: the one place where image, network, entropy coder and container meet.
+
+Example::
+
+    >>> import numpy as np, qlic_codec
+    >>> rgb = np.zeros((33, 47, 3), np.uint8)
+    >>> data = qlic_codec.encode(rgb, quality=4)          # doctest: +SKIP
+    >>> qlic_codec.decode(data).shape                      # doctest: +SKIP
+    (33, 47, 3)
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import container, modelfile, zoo
+from .engine.graph import IntegerNetwork, ModelSpec
+from .entropy import coder
+from .entropy.tables import CdfTables
+from .errors import CorruptStreamError, InvalidImageError, ModelFileError
+from .imageio import pad_to_multiple
+
+QUALITY_LEVELS = zoo.QUALITY_LEVELS
+DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
+BLOCK = 64  # the analysis transform downsamples by 64 in all (g_a 16, h_a 4)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    model_id: bytes
+    metric: str
+    network: IntegerNetwork
+    z_tables: CdfTables
+    y_tables: CdfTables
+
+
+def _tables(arrays, key) -> CdfTables:
+    try:
+        t = CdfTables(arrays[f"entropy.{key}.cdf_counts"], arrays[f"entropy.{key}.sizes"],
+                      arrays[f"entropy.{key}.offsets"])
+    except KeyError as exc:
+        raise ModelFileError(f"model has no entropy table {exc}") from None
+    t.validate(f"entropy.{key}")
+    return t
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int) -> LoadedModel:
+    manifest, arrays, mid = modelfile.read(path)
+    network = IntegerNetwork(ModelSpec(manifest, arrays))
+    z_tables, y_tables = _tables(arrays, "z"), _tables(arrays, "y")
+    if z_tables.num_tables != network.N or y_tables.num_tables != network.y_levels:
+        raise ModelFileError(f"{path}: entropy tables do not match the network")
+    metric = manifest.get("metric", "mse")
+    if metric not in ("mse", "msssim"):
+        raise ModelFileError(f"{path}: unknown metric '{metric}'")
+    return LoadedModel(Path(path), mid, metric, network, z_tables, y_tables)
+
+
+def load_model(model: str | None = None) -> LoadedModel:
+    """Load and validate a model by name or path (cached while the file is unchanged)."""
+    path = zoo.resolve(model)
+    st = path.stat()
+    return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _check_quality(quality: int, levels: int) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+        raise ValueError(f"quality must be an integer, got {quality!r}")
+    if not 1 <= quality <= levels:
+        raise ValueError(f"quality {quality} is out of range 1..{levels}")
+    return int(quality) - 1
+
+
+def _channel_indexes(shape) -> np.ndarray:
+    return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape).reshape(-1)
+
+
+def encode(rgb: np.ndarray, quality: int = DEFAULT_QUALITY, model: str | None = None) -> bytes:
+    """Compress an image.
+
+    Args:
+        rgb: uint8 array (H, W, 3), any size from 1x1.
+        quality: level in ``QUALITY_LEVELS`` (higher is better and larger).
+        model: bundled model name or model file path; None for the default.
+
+    Returns:
+        The ``.qlic`` bytes.
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InvalidImageError(f"expected a uint8 (H, W, 3) array, got "
+                                f"{getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}")
+    m = load_model(model)
+    level = _check_quality(quality, m.network.levels)
+    height, width = rgb.shape[:2]
+    padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
+    y_g, z = m.network.analysis(padded, level)
+    mean_g, index = m.network.hyper_synthesis(z, level)
+    z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
+    y_sym = (y_g.astype(np.int64) - mean_g).astype(np.int32)
+    y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
+    header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
+                              model_hash=m.model_id,
+                              stream_lengths=(len(z_stream), len(y_stream)))
+    return container.pack(header, [z_stream, y_stream])
+
+
+def _model_for(header: container.Header, model: str | None) -> LoadedModel:
+    if model is not None:
+        m = load_model(model)
+        if m.model_id != header.model_hash:
+            raise CorruptStreamError(f"stream was made with model {header.model_hash.hex()}, "
+                                     f"not {m.model_id.hex()} ({model})")
+        return m
+    for path in zoo.bundled_paths():
+        m = load_model(str(path))
+        if m.model_id == header.model_hash:
+            return m
+    raise ModelFileError(f"stream was made with model {header.model_hash.hex()}, which is not "
+                         "bundled; pass it with --model")
+
+
+def decode(data: bytes, model: str | None = None,
+           max_pixels: int = container.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decompress ``.qlic`` bytes to a uint8 (H, W, 3) array, bit-exact on every machine.
+
+    Args:
+        data: the whole stream.
+        model: the model it was made with, if not a bundled one.
+        max_pixels: refuse streams whose header claims more pixels.
+    """
+    header, (z_stream, y_stream) = _parse(data, max_pixels)
+    m = _model_for(header, model)
+    level = _check_quality_stream(header.quality, m.network.levels)
+    if header.metric != m.metric:
+        raise CorruptStreamError(f"header metric '{header.metric}' does not match the model")
+    ph, pw = -(-header.height // BLOCK), -(-header.width // BLOCK)
+    z_shape = (ph, pw, m.network.N)
+    z = coder.decode_symbols(z_stream, _channel_indexes(z_shape), m.z_tables).reshape(z_shape)
+    mean_g, index = m.network.hyper_synthesis(z, level)
+    y_sym = coder.decode_symbols(y_stream, index.reshape(-1), m.y_tables).reshape(mean_g.shape)
+    y_g = np.clip(y_sym.astype(np.int64) + mean_g, -(2**31), 2**31 - 1).astype(np.int32)
+    pixels = m.network.synthesis(y_g, level)
+    return np.ascontiguousarray(pixels[: header.height, : header.width])
+
+
+def _parse(data, max_pixels):
+    header, streams = container.parse(bytes(data), max_pixels)
+    if len(streams) != 2:
+        raise CorruptStreamError(f"expected 2 entropy streams, found {len(streams)}")
+    return header, streams
+
+
+def _check_quality_stream(quality: int, levels: int) -> int:
+    if not 1 <= quality <= levels:
+        raise CorruptStreamError(f"quality {quality} is not a level of the model (1..{levels})")
+    return quality - 1
+
+
+def read_info(data: bytes) -> dict:
+    """Header fields of a ``.qlic`` stream (validated, without decoding)."""
+    header, _ = container.parse(bytes(data), max_pixels=2**62)
+    return {"width": header.width, "height": header.height, "quality": header.quality,
+            "metric": header.metric, "model_hash": header.model_hash.hex(),
+            "bytes": len(data), "bpp": 8.0 * len(data) / (header.width * header.height),
+            "stream_lengths": list(header.stream_lengths)}

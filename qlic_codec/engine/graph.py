@@ -1,0 +1,271 @@
+"""The integer network: g_a, h_a, h_s and g_s run from an in-memory model spec.
+
+Data flow (all integers; ``q`` is the quality level, 0-based)::
+
+    pixels - 128 (int8) --g_a--> acc_y (int32) --head.y[q]----> y_g   (int32, round(y*gain))
+                                      |
+                                      +--------head.ha_in-----> int8 --h_a--> acc_z
+                                                                       head.z --> z (int32)
+    z (clamped, int16) --h_s--> acc_p (int32, 2M channels)
+        channels 0..M-1   --head.mean[q]--> mean_g (int32, round(mean*gain))
+        channels M..2M-1  --head.scale[q]-> scale index (0..levels-1, log-spaced table)
+    y_g (int32) --head.ys[q]--> int16 codes of y_g/gain --g_s--> acc_x --head.pixel--> uint8
+
+Every transform is a list of layers: ``conv`` (K x K, stride 1/2), ``deconv`` (5x5, stride 2),
+``gdn`` / ``igdn`` (simplified GDN on 8-bit codes). A conv layer either requantizes its
+accumulators to the next layer's codes in its epilogue (with optional LeakyReLU) or, as the
+last layer of a transform, hands them to a head. The spec is validated (names, dtypes,
+shapes, ranges and the overflow bound of every accumulator) before anything runs.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelFileError
+from . import fixedpoint
+
+TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
+_GDN_SHIFT_MAX = 30
+
+
+@dataclass
+class ModelSpec:
+    """A model in memory: JSON-able ``manifest`` and named integer ``arrays``."""
+
+    manifest: dict
+    arrays: dict
+
+
+def _array(arrays, name, dtype, shape):
+    if name not in arrays:
+        raise ModelFileError(f"model is missing array '{name}'")
+    a = arrays[name]
+    if a.dtype != np.dtype(dtype):
+        raise ModelFileError(f"array '{name}' has dtype {a.dtype}, expected {np.dtype(dtype)}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ModelFileError(f"array '{name}' has shape {a.shape}, expected {tuple(shape)}")
+    return np.ascontiguousarray(a)
+
+
+def _check_range(name, a, lo, hi):
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ModelFileError(f"array '{name}' has values outside {lo}..{hi}")
+
+
+class IntegerNetwork:
+    """Validated integer network; ``kernels`` is the module that runs the layers.
+
+    Args:
+        spec: the model (see ``quantize.export``).
+        kernels: ``engine.kernels`` (default) or ``engine.reference``: same names, same results.
+    """
+
+    def __init__(self, spec: ModelSpec, kernels=None) -> None:
+        if kernels is None:
+            from . import kernels as default_kernels
+            kernels = default_kernels
+        self.k = kernels
+        m = spec.manifest
+        try:
+            self.N, self.M, self.levels = int(m["N"]), int(m["M"]), int(m["levels"])
+            self.leaky_mult, self.leaky_shift = (int(v) for v in m["leaky"])
+            self.clamps = {k: int(m["clamps"][k]) for k in ("y", "z", "ys")}
+            self.scale_shift = int(m["scale_shift"])
+            self.y_levels = int(m["y_levels"])
+            layer_lists = {t: list(m["transforms"][t]) for t in TRANSFORMS}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"model manifest is incomplete or malformed: {exc}") from None
+        if not (1 <= self.levels <= 255 and 1 <= self.N <= 4096 and 1 <= self.M <= 4096):
+            raise ModelFileError("model manifest has out-of-range sizes")
+        if not (0 <= self.leaky_mult < 2**16 and 1 <= self.leaky_shift <= 16):
+            raise ModelFileError("model manifest has an invalid LeakyReLU slope")
+        if not (1 <= self.scale_shift <= 30 and 2 <= self.y_levels <= 1024):
+            raise ModelFileError("model manifest has an invalid scale-index mapping")
+        for key, value in self.clamps.items():
+            if not 1 <= value <= 32767:
+                raise ModelFileError(f"model manifest clamp '{key}' is out of range")
+        self.layers = {t: [self._load_layer(spec.arrays, d) for d in layer_lists[t]]
+                       for t in TRANSFORMS}
+        self._load_heads(spec.arrays)
+        self._check_chain()
+
+    # ---------------------------------------------------------------------------------------
+    # Loading and validation
+
+    def _load_layer(self, arrays, d):
+        try:
+            name, op = str(d["name"]), str(d["op"])
+        except (KeyError, TypeError):
+            raise ModelFileError("model layer without a name or op") from None
+        layer = {"name": name, "op": op}
+        if op in ("conv", "deconv"):
+            w = arrays.get(f"{name}.weight")
+            if w is None or w.ndim != 4:
+                raise ModelFileError(f"layer '{name}' has no 4-D weight")
+            cout, k, k2, cin = w.shape
+            layer["weight"] = _array(arrays, f"{name}.weight", np.int8, (cout, k, k2, cin))
+            layer["bias"] = _array(arrays, f"{name}.bias", np.int32, (cout,))
+            layer["stride"] = int(d.get("stride", 2))
+            layer["pad_value"] = int(d.get("pad_value", 0))
+            layer["in_max"] = int(d["in_max"])
+            if k != k2 or k not in (1, 3, 5) or layer["stride"] not in (1, 2):
+                raise ModelFileError(f"layer '{name}' has an unsupported kernel or stride")
+            if op == "deconv" and (k != 5 or layer["stride"] != 2):
+                raise ModelFileError(f"layer '{name}': transposed convolution must be 5x5/2")
+            if layer["pad_value"] not in (0, -128) or not 1 <= layer["in_max"] <= 32768:
+                raise ModelFileError(f"layer '{name}' has an invalid padding or input range")
+            l1 = (fixedpoint.deconv_weight_l1 if op == "deconv" else
+                  fixedpoint.conv_weight_l1)(layer["weight"])
+            bound = fixedpoint.accumulator_bound(layer["in_max"], l1, layer["bias"])
+            if max(bound) >= fixedpoint.INT32_LIMIT:
+                raise ModelFileError(f"layer '{name}' could overflow its int32 accumulators")
+            out = d.get("out")
+            layer["out"] = out
+            if out is not None:
+                layer["mult"] = _array(arrays, f"{name}.mult", np.int32, (cout,))
+                layer["shift"] = _array(arrays, f"{name}.shift", np.int32, (cout,))
+                _check_range(f"{name}.mult", layer["mult"], 0, 2**31 - 1)
+                _check_range(f"{name}.shift", layer["shift"], 1, 62)
+                layer["leaky"] = bool(out.get("leaky", False))
+                layer["lo"], layer["hi"] = int(out["lo"]), int(out["hi"])
+                if not -127 <= layer["lo"] < layer["hi"] <= 127:
+                    raise ModelFileError(f"layer '{name}' has an invalid output range")
+        elif op in ("gdn", "igdn"):
+            gamma = arrays.get(f"{name}.gamma")
+            if gamma is None or gamma.ndim != 2:
+                raise ModelFileError(f"layer '{name}' has no 2-D gamma")
+            c = gamma.shape[0]
+            layer["gamma"] = _array(arrays, f"{name}.gamma", np.uint8, (c, c))
+            layer["beta"] = _array(arrays, f"{name}.beta", np.int32, (c,))
+            _check_range(f"{name}.beta", layer["beta"], 1, 2**24)
+            # |x| <= 127 and gamma <= 255: norm < 2**24 + 255*127*C, far below 2**31.
+            norm_max = 2**24 + 255 * 127 * c
+            if op == "gdn":
+                layer["mult"] = _array(arrays, f"{name}.mult", np.int64, (c,))
+                layer["shift"] = int(d["shift"])
+                if not 0 <= layer["shift"] <= _GDN_SHIFT_MAX:
+                    raise ModelFileError(f"layer '{name}' has an invalid shift")
+                _check_range(f"{name}.mult", layer["mult"], 0, 2**54)
+            else:
+                layer["mult"] = _array(arrays, f"{name}.mult", np.int32, (c,))
+                layer["shift"] = _array(arrays, f"{name}.shift", np.int32, (c,))
+                _check_range(f"{name}.shift", layer["shift"], 1, 62)
+                limit = fixedpoint.INT64_PRODUCT_LIMIT // (127 * norm_max)
+                _check_range(f"{name}.mult", layer["mult"], 0, min(limit, 2**31 - 1))
+        else:
+            raise ModelFileError(f"layer '{name}' has unknown op '{op}'")
+        return layer
+
+    def _load_heads(self, arrays):
+        L, M, N = self.levels, self.M, self.N
+        h = {}
+        for key, shape in (("y", (L, M)), ("mean", (L, M)), ("ys", (L, M)),
+                           ("ha_in", (M,)), ("z", (N,)), ("pixel", (3,))):
+            h[f"{key}.mult"] = _array(arrays, f"head.{key}.mult", np.int32, shape)
+            h[f"{key}.shift"] = _array(arrays, f"head.{key}.shift", np.int32, shape)
+            _check_range(f"head.{key}.mult", h[f"{key}.mult"], 0, 2**31 - 1)
+            _check_range(f"head.{key}.shift", h[f"{key}.shift"], 1, 62)
+        h["scale.mult"] = _array(arrays, "head.scale.mult", np.int64, (M,))
+        h["scale.offset"] = _array(arrays, "head.scale.offset", np.int64, (L, M))
+        _check_range("head.scale.mult", h["scale.mult"], -(2**31), 2**31)
+        _check_range("head.scale.offset", h["scale.offset"], -(2**60), 2**60)
+        self.heads = h
+
+    def _check_chain(self):
+        """Channel counts line up, and each layer's declared input range is what it gets."""
+        expect = {"g_a": (3, self.M), "h_a": (self.M, self.N), "h_s": (self.N, 2 * self.M),
+                  "g_s": (self.M, 3)}
+        in_max = {"g_a": 128, "h_a": 127, "h_s": self.clamps["z"], "g_s": self.clamps["ys"]}
+        for t, layers in self.layers.items():
+            if not layers or layers[0]["op"] not in ("conv", "deconv"):
+                raise ModelFileError(f"transform '{t}' must start with a convolution")
+            channels, last = expect[t]
+            current_max = in_max[t]
+            for i, layer in enumerate(layers):
+                final = i == len(layers) - 1
+                if layer["op"] in ("conv", "deconv"):
+                    cout, _, _, cin = layer["weight"].shape
+                    if cin != channels or layer["in_max"] < current_max:
+                        raise ModelFileError(f"layer '{layer['name']}' does not fit its input")
+                    if (layer["out"] is None) != final:
+                        raise ModelFileError(f"layer '{layer['name']}': only the last layer of "
+                                             "a transform hands out accumulators")
+                    channels = cout
+                    if not final:
+                        current_max = max(abs(layer["lo"]), abs(layer["hi"]))
+                else:
+                    if layer["gamma"].shape[0] != channels or final:
+                        raise ModelFileError(f"layer '{layer['name']}' does not fit its input")
+                    current_max = 127
+            if channels != last:
+                raise ModelFileError(f"transform '{t}' ends with {channels} channels, "
+                                     f"expected {last}")
+        if self.layers["g_a"][0]["pad_value"] != -128:
+            raise ModelFileError("the first analysis layer must pad with the zero-pixel code")
+
+    # ---------------------------------------------------------------------------------------
+    # Running
+
+    def _run(self, transform: str, x: np.ndarray) -> np.ndarray:
+        """Run a transform on codes; returns the last layer's int32 accumulators."""
+        k = self.k
+        for layer in self.layers[transform]:
+            op = layer["op"]
+            if op in ("conv", "deconv"):
+                args = (layer["weight"], layer["bias"])
+                if layer["out"] is None:
+                    if op == "conv":
+                        return k.conv2d(x, *args, layer["stride"], layer["pad_value"])
+                    return k.conv_transpose2d(x, *args)
+                leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
+                req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
+                if op == "conv":
+                    x = k.conv2d_requant(x, *args, layer["stride"], layer["pad_value"], *req,
+                                         np.int8)
+                else:
+                    x = k.conv_transpose2d_requant(x, *args, *req, np.int8)
+            elif op == "gdn":
+                x = k.gdn(x, layer["gamma"], layer["beta"], layer["mult"], layer["shift"])
+            else:
+                x = k.igdn(x, layer["gamma"], layer["beta"], layer["mult"], layer["shift"])
+        raise AssertionError("unreachable: a transform ends with a convolution")
+
+    def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
+        mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
+        if level is not None:
+            mult, shift = mult[level], shift[level]
+        return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
+
+    def analysis(self, pixels: np.ndarray, level: int):
+        """uint8 (H, W, 3), H and W multiples of 64 -> (y_g int32, z int32)."""
+        x = (pixels.astype(np.int16) - 128).astype(np.int8)
+        acc_y = self._run("g_a", x)
+        cy = self.clamps["y"]
+        y_g = self._head(acc_y, "y", level, -cy, cy)
+        ha_in = self._head(acc_y, "ha_in", None, -127, 127).astype(np.int8)
+        acc_z = self._run("h_a", ha_in)
+        cz = self.clamps["z"]
+        z = self._head(acc_z, "z", None, -cz, cz)
+        return y_g, z
+
+    def hyper_synthesis(self, z: np.ndarray, level: int):
+        """z int32 (h, w, N) -> (mean_g int32 (2h... , M), scale index int32)."""
+        cz = self.clamps["z"]
+        # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
+        z16 = np.clip(z, -cz, cz).astype(np.int16)
+        acc = self._run("h_s", z16)
+        M, cy = self.M, self.clamps["y"]
+        mean_g = self._head(np.ascontiguousarray(acc[..., :M]), "mean", level, -cy, cy)
+        index = self.k.scale_index(np.ascontiguousarray(acc[..., M:]),
+                                   self.heads["scale.mult"], self.heads["scale.offset"][level],
+                                   self.scale_shift, self.y_levels)
+        return mean_g, index
+
+    def synthesis(self, y_g: np.ndarray, level: int) -> np.ndarray:
+        """y_g int32 (h, w, M) -> uint8 pixels (16h, 16w, 3)."""
+        cy, cys = self.clamps["y"], self.clamps["ys"]
+        y_g = np.clip(y_g, -cy, cy).astype(np.int32)
+        codes = self._head(y_g, "ys", level, -cys, cys).astype(np.int16)
+        acc = self._run("g_s", codes)
+        return self._head(acc, "pixel", None, 0, 255).astype(np.uint8)

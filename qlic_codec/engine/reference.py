@@ -1,0 +1,122 @@
+"""The specification of every integer kernel: plain NumPy, int64 throughout, slow and obvious.
+
+Each function here has a twin of the same name and signature in ``kernels.py``; tests assert
+that the two are equal bit for bit. Tensors are NHWC without the batch axis: ``(H, W, C)``.
+Weights are ``(Cout, K, K, Cin)``.
+
+Rounding rule (the only one in the engine): a fixed-point product ``v * mult`` is scaled down
+by ``2**shift`` with *round half up*, ``(v * mult + 2**(shift - 1)) >> shift``, where ``>>`` is
+an arithmetic (flooring) shift. Divisions (GDN) round half away from zero.
+"""
+
+import numpy as np
+
+
+def _rshift_round(v: np.ndarray, shift) -> np.ndarray:
+    shift = np.asarray(shift, dtype=np.int64)
+    return (v + (np.int64(1) << (shift - 1))) >> shift
+
+
+def conv2d(x, w, bias, stride, pad_value):
+    """Convolution, zero ('pad_value') padding of K//2, output ``ceil(H/stride)`` rows.
+
+    Args:
+        x: int8 or int16 codes (H, W, Cin).
+        w: int8 weights (Cout, K, K, Cin).
+        bias: int32 (Cout,).
+        stride: 1 or 2.
+        pad_value: code of the padding (0, or -128 for the first layer whose codes are
+            ``pixel - 128``: padding a zero pixel).
+
+    Returns:
+        int32 accumulators (ceil(H/stride), ceil(W/stride), Cout).
+    """
+    h, wd, _ = x.shape
+    cout, k = w.shape[0], w.shape[1]
+    p = k // 2
+    ho, wo = -(-h // stride), -(-wd // stride)
+    xp = np.full((h + 2 * p + stride, wd + 2 * p + stride, x.shape[2]), pad_value, np.int64)
+    xp[p : p + h, p : p + wd] = x
+    out = np.zeros((ho, wo, cout), np.int64) + bias.astype(np.int64)
+    w64 = w.astype(np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[ky : ky + stride * ho : stride, kx : kx + stride * wo : stride]
+            out += patch @ w64[:, ky, kx, :].T
+    return out.astype(np.int32)
+
+
+def conv_transpose2d(x, w, bias):
+    """Transposed convolution, stride 2, K=5, padding 2, output padding 1: (2H, 2W, Cout).
+
+    ``out[oy, ox] = bias + sum x[iy, ix] . w[:, ky, kx]`` over ``oy = 2*iy - 2 + ky`` and
+    ``ox = 2*ix - 2 + kx``; ``w[co, ky, kx, ci]`` is PyTorch's ``weight[ci, co, ky, kx]``.
+    """
+    h, wd, _ = x.shape
+    cout, k = w.shape[0], w.shape[1]
+    full = np.zeros((2 * h + k, 2 * wd + k, cout), np.int64)
+    x64, w64 = x.astype(np.int64), w.astype(np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            full[ky : ky + 2 * h : 2, kx : kx + 2 * wd : 2] += x64 @ w64[:, ky, kx, :].T
+    p = k // 2
+    return (full[p : p + 2 * h, p : p + 2 * wd] + bias.astype(np.int64)).astype(np.int32)
+
+
+def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    """Per-channel fixed-point rescale of int32 accumulators to the next layer's codes.
+
+    ``v = acc``; if ``leaky_shift > 0`` negative values become ``round(v * leaky_mult /
+    2**leaky_shift)`` (LeakyReLU); then ``clamp(round(v * mult[c] / 2**shift[c]), lo, hi)``.
+
+    Returns:
+        int32 array of the shape of ``acc`` (the caller narrows to int8/int16).
+    """
+    v = acc.astype(np.int64)
+    if leaky_shift > 0:
+        v = np.where(v < 0, _rshift_round(v * leaky_mult, leaky_shift), v)
+    out = _rshift_round(v * mult.astype(np.int64), shift.astype(np.int64))
+    return np.clip(out, lo, hi).astype(np.int32)
+
+
+def _norm(x, gamma, beta):
+    return beta.astype(np.int64) + np.abs(x.astype(np.int64)) @ gamma.astype(np.int64).T
+
+
+def gdn(x, gamma, beta, mult, shift):
+    """Simplified GDN on codes: ``round(x * mult[c] / (norm[c] * 2**shift))`` clamped to +-127.
+
+    ``norm[c] = beta[c] + sum_j gamma[c, j] * |x[j]|`` (``gamma`` uint8, ``beta`` int32 >= 1);
+    the quotient rounds half away from zero.
+    """
+    num = x.astype(np.int64) * mult.astype(np.int64)
+    den = _norm(x, gamma, beta) << np.int64(shift)
+    q = (2 * np.abs(num) + den) // (2 * den)
+    return np.clip(np.sign(num) * q, -127, 127).astype(np.int8)
+
+
+def igdn(x, gamma, beta, mult, shift):
+    """Inverse simplified GDN on codes: ``requantize(x * norm, mult, shift)`` to +-127."""
+    v = x.astype(np.int64) * _norm(x, gamma, beta)
+    out = _rshift_round(v * mult.astype(np.int64), shift.astype(np.int64))
+    return np.clip(out, -127, 127).astype(np.int8)
+
+
+def scale_index(acc, mult, offset, shift, levels):
+    """Index of the entropy table for each latent: ``clamp(round((acc*mult[c] + offset[c]) /
+    2**shift), 0, levels - 1)``, an affine map of the predicted log-scale."""
+    v = acc.astype(np.int64) * mult.astype(np.int64) + offset.astype(np.int64)
+    return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
+
+
+def codebook_encode(values, thresholds):
+    """Non-linear 8-bit code of each wide value: the number of ``thresholds`` <= value.
+
+    ``thresholds`` is a sorted int32 table of 255 decision levels, so codes are 0..255.
+    """
+    return np.searchsorted(thresholds, values, side="right").astype(np.uint8)
+
+
+def codebook_decode(codes, lut):
+    """The fixed-point value (int16) that each 8-bit code stands for."""
+    return lut[codes.astype(np.int64)].astype(np.int16)

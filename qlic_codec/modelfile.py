@@ -1,0 +1,129 @@
+"""The ``.qlicm`` model file: a JSON manifest and named integer arrays, sealed by SHA-256.
+
+Layout (little-endian)::
+
+    offset  size  field
+    0       8     magic b"QLICMDL\\0"
+    8       4     format version (u32), currently 1
+    12      4     length J of the JSON header (u32)
+    16      J     JSON: {"manifest": {...}, "arrays": {name: {"dtype", "shape", "offset"}}}
+    16+J    pad   zeros up to a multiple of 8
+    ...     P     array payload, each array C-ordered at its offset (8-aligned)
+    end-32  32    SHA-256 of every byte before it
+
+The short model id written into every ``.qlic`` stream is the first 8 bytes of the SHA-256.
+Reading validates the structure (magic, version, hash, dtypes, shapes, offsets inside the
+payload, no overlap) before any array is built; the network validates the content. No pickle.
+"""
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFileError
+
+MAGIC = b"QLICMDL\0"
+FORMAT_VERSION = 1
+MAX_JSON = 1 << 24
+MAX_FILE = 1 << 30
+_DTYPES = {"int8", "uint8", "int16", "int32", "int64"}
+_PREFIX = struct.Struct("<8sII")
+
+
+def pack(manifest: dict, arrays: dict) -> bytes:
+    """Serialise a model; arrays must be integer numpy arrays of the allowed dtypes."""
+    entries, chunks, offset = {}, [], 0
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        if a.dtype.name not in _DTYPES:
+            raise ValueError(f"array '{name}' has unsupported dtype {a.dtype}")
+        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        entries[name] = {"dtype": a.dtype.name, "shape": list(a.shape), "offset": offset}
+        chunks.append(data + b"\0" * (-len(data) % 8))
+        offset += len(chunks[-1])
+    header = json.dumps({"manifest": manifest, "arrays": entries}, sort_keys=True).encode()
+    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
+    head += b"\0" * (-len(head) % 8)
+    body = head + b"".join(chunks)
+    return body + hashlib.sha256(body).digest()
+
+
+def model_id(data: bytes) -> bytes:
+    """The 8-byte id of a packed model (the start of its SHA-256)."""
+    return data[-32:-24]
+
+
+def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
+    """Validate and parse a packed model.
+
+    Returns:
+        (manifest, arrays, model id). Raises ``ModelFileError`` with a one-line reason.
+    """
+    if len(data) < _PREFIX.size + 32:
+        raise ModelFileError(f"{source}: too short to be a qlic model file")
+    magic, version, json_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise ModelFileError(f"{source}: not a qlic model file (bad magic)")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{source}: model format {version} is not supported by this qlic "
+                             f"(format {FORMAT_VERSION}); re-export the model or upgrade qlic")
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise ModelFileError(f"{source}: content hash mismatch (the file is corrupt)")
+    if json_len > MAX_JSON or _PREFIX.size + json_len > len(data) - 32:
+        raise ModelFileError(f"{source}: header length is out of range")
+    try:
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + json_len])
+        manifest, entries = header["manifest"], header["arrays"]
+        if not isinstance(manifest, dict) or not isinstance(entries, dict):
+            raise TypeError("manifest and arrays must be objects")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{source}: malformed header: {exc}") from None
+    start = _PREFIX.size + json_len
+    start += -start % 8
+    payload = memoryview(data)[start:-32]
+    arrays, spans = {}, []
+    for name, e in entries.items():
+        try:
+            dtype = np.dtype(e["dtype"]).newbyteorder("<") if e["dtype"] in _DTYPES else None
+            shape = tuple(int(s) for s in e["shape"])
+            offset = int(e["offset"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{source}: malformed entry for array '{name}'") from None
+        if dtype is None:
+            raise ModelFileError(f"{source}: array '{name}' has an unsupported dtype")
+        if any(s < 0 for s in shape) or len(shape) > 4:
+            raise ModelFileError(f"{source}: array '{name}' has an invalid shape")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if offset < 0 or offset % 8 or offset + nbytes > len(payload):
+            raise ModelFileError(f"{source}: array '{name}' lies outside the payload")
+        spans.append((offset, offset + nbytes, name))
+        arrays[name] = np.frombuffer(payload[offset : offset + nbytes], dtype=dtype).reshape(
+            shape).astype(dtype.newbyteorder("="))
+    spans.sort()
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ModelFileError(f"{source}: arrays '{a}' and '{b}' overlap")
+    return manifest, arrays, model_id(data)
+
+
+def read(path) -> tuple[dict, dict, bytes]:
+    """Read and validate a model file (see ``unpack``)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE:
+            raise ModelFileError(f"{path}: larger than {MAX_FILE} bytes, not a qlic model")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model '{path}': {exc.strerror or exc}") from None
+    return unpack(data, source=str(path))
+
+
+def write(path, manifest: dict, arrays: dict) -> bytes:
+    """Write a model file; returns its 8-byte id."""
+    data = pack(manifest, arrays)
+    Path(path).write_bytes(data)
+    return model_id(data)

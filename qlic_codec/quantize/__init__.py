@@ -1,0 +1,1 @@
+"""Quantization and export of float models to integer model files (PyTorch only here)."""

@@ -1,0 +1,248 @@
+"""Turn a float model into an integer model file (8-bit weights and activations).
+
+This first export is post-training quantization with the simplest sound choices, written so
+that each choice can be swapped for a better one (see DESIGN section 4):
+
+- weights: symmetric, per output channel, int8 in [-127, 127];
+- activations: symmetric, per tensor, int8 in [-127, 127], range = max |x| on calibration
+  images over every quality level;
+- GDN gamma: uint8 per row, beta in the units of the row's normaliser;
+- the latents ``y``/``mean`` are integers (step 1 after the gain), ``z`` too; ``y_hat`` enters
+  the synthesis as int16 codes whose range is the largest the overflow proof allows.
+
+Usage::
+
+    python -m qlic_codec.quantize.export models/qlic-mse-float.pt -o models/qlic-mse.qlicm
+"""
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine import fixedpoint
+from ..entropy import tables as entropy_tables
+from .. import modelfile
+from ..train.checkpoint import load_float_model
+from ..train.data import default_data_root, load_folder
+from ..train.model import LEAKY_SLOPE
+from .calibrate import calibrate, integer_layers, is_gdn
+
+ACT_MAX = 127
+LEAKY_SHIFT = 16
+GDN_SHIFT = 16
+Y_CLAMP = 16383
+SCALE_LEVELS = 64
+SCALE_MIN, SCALE_MAX = 0.11, 256.0
+
+
+def _weight_codes(weight: torch.Tensor, transposed: bool):
+    """(Cout, K, K, Cin) int8 codes and per-output-channel scales of a conv weight."""
+    w = weight.detach().double()
+    w = w.permute(1, 2, 3, 0) if transposed else w.permute(0, 2, 3, 1)
+    w = w.numpy()
+    scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    codes = np.clip(np.round(w / scale[:, None, None, None]), -127, 127).astype(np.int8)
+    return codes, scale
+
+
+def _mult_shift(real, max_mult=2**31 - 1):
+    mult, shift = fixedpoint.multiplier_from_real(real, max_mult)
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+class _Builder:
+    def __init__(self, model, amax):
+        self.model, self.amax = model, amax
+        self.arrays: dict[str, np.ndarray] = {}
+        self.acc_scale: dict[str, np.ndarray] = {}  # real value of one accumulator unit
+
+    def act_scale(self, name, code_max):
+        # A tensor that was all zeros in calibration (an untrained model) still needs a step.
+        return max(self.amax[name], 1e-4) / code_max
+
+    def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None):
+        transposed = isinstance(module, nn.ConvTranspose2d)
+        codes, w_scale = _weight_codes(module.weight, transposed)
+        unit = in_scale * w_scale
+        bias = np.round(module.bias.detach().double().numpy() / unit).astype(np.int64)
+        if extra_bias is not None:
+            bias += extra_bias(codes)
+        self.arrays[f"{name}.weight"] = codes
+        self.arrays[f"{name}.bias"] = bias.astype(np.int32)
+        layer = {"name": name, "op": "deconv" if transposed else "conv",
+                 "stride": int(module.stride[0]), "pad_value": pad_value, "in_max": int(in_max)}
+        if out_scale is None:
+            layer["out"] = None
+            self.acc_scale[name] = unit
+        else:
+            mult, shift = _mult_shift(unit / out_scale)
+            self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
+            layer["out"] = {"lo": -ACT_MAX, "hi": ACT_MAX, "leaky": bool(leaky)}
+        return layer
+
+    def gdn(self, name, module, in_scale, out_scale):
+        gamma = module.gamma.detach().double().numpy()
+        beta = module.beta.detach().double().numpy()
+        g_scale = gamma.max(axis=1) / 255.0
+        g_scale[g_scale == 0] = 1.0
+        self.arrays[f"{name}.gamma"] = np.clip(np.round(gamma / g_scale[:, None]), 0, 255).astype(
+            np.uint8)
+        unit = g_scale * in_scale  # one unit of the integer normaliser
+        self.arrays[f"{name}.beta"] = np.clip(np.round(beta / unit), 1, 2**24).astype(np.int32)
+        if module.inverse:
+            norm_max = 2**24 + 255 * 127 * gamma.shape[0]
+            limit = min(2**31 - 1, fixedpoint.INT64_PRODUCT_LIMIT // (127 * norm_max))
+            mult, shift = _mult_shift(in_scale * unit / out_scale, limit)
+            self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
+            return {"name": name, "op": "igdn"}
+        mult = np.round(2.0**GDN_SHIFT / (g_scale * out_scale)).astype(np.int64)
+        self.arrays[f"{name}.mult"] = mult
+        return {"name": name, "op": "gdn", "shift": GDN_SHIFT}
+
+    def transform(self, prefix, seq, in_scale, in_max, first_pad=0, extra_bias=None):
+        layers = []
+        groups = integer_layers(seq)
+        for i, group in enumerate(groups):
+            name = f"{prefix}.{i}"
+            module = group[0]
+            last = i == len(groups) - 1
+            out_scale = None if last else self.act_scale(name, ACT_MAX)
+            if is_gdn(module):
+                layers.append(self.gdn(name, module, in_scale, out_scale))
+            else:
+                layers.append(self.conv(name, module, len(group) > 1, in_scale, in_max,
+                                        out_scale, first_pad if i == 0 else 0,
+                                        extra_bias if i == 0 else None))
+            in_scale, in_max = out_scale, ACT_MAX
+        return layers
+
+
+def _int16_input_range(module, scale_for) -> int:
+    """Largest int16 input range of a first layer whose accumulators provably fit in int32.
+
+    ``scale_for(clamp)`` is the real value of one input code for that range; the bias in
+    accumulator units grows as the code gets finer, so the range is searched downwards.
+    """
+    codes, w_scale = _weight_codes(module.weight, isinstance(module, nn.ConvTranspose2d))
+    l1 = (fixedpoint.deconv_weight_l1 if isinstance(module, nn.ConvTranspose2d)
+          else fixedpoint.conv_weight_l1)(codes)
+    clamp = min(32767, fixedpoint.max_input_for(l1, 0, 0.9))
+    bias = module.bias.detach().double().numpy()
+    while clamp > 1:
+        bias_int = np.abs(np.round(bias / (scale_for(clamp) * w_scale)))
+        bound = fixedpoint.accumulator_bound(clamp, l1, bias_int.astype(np.int64))
+        if max(bound) < 0.98 * fixedpoint.INT32_LIMIT:
+            return int(clamp)
+        clamp //= 2
+    raise ValueError("no int16 input range satisfies the overflow bound")
+
+
+def build(model, amax: dict, card: dict) -> tuple[dict, dict]:
+    """Manifest and arrays of the integer model (see ``engine.graph``)."""
+    b = _Builder(model, amax)
+    L, M, N = model.levels, model.M, model.N
+    gains = model.gains(torch.arange(L).double()).detach().double().numpy()  # (L, M)
+
+    # g_a: codes are pixel - 128 at scale 1/255; the +128 folds into the bias, and padding
+    # with code -128 is padding with a zero pixel, as in the float model.
+    g_a = b.transform("g_a", model.g_a, 1 / 255.0, 128, first_pad=-128,
+                      extra_bias=lambda codes: 128 * codes.astype(np.int64).reshape(
+                          codes.shape[0], -1).sum(axis=1))
+    unit_y = b.acc_scale[f"g_a.{len(g_a) - 1}"]
+    heads = {}
+    heads["y"] = _mult_shift(unit_y[None, :] * gains)
+    y_scale = b.act_scale("y", ACT_MAX)
+    heads["ha_in"] = _mult_shift(unit_y / y_scale)
+
+    h_a = b.transform("h_a", model.h_a, y_scale, ACT_MAX)
+    heads["z"] = _mult_shift(b.acc_scale[f"h_a.{len(h_a) - 1}"])
+
+    # h_s reads z as int16 integers (scale 1), clamped to what its overflow bound allows.
+    z_clamp = _int16_input_range(integer_layers(model.h_s)[0][0], lambda clamp: 1.0)
+    h_s = b.transform("h_s", model.h_s, 1.0, z_clamp)
+    unit_p = b.acc_scale[f"h_s.{len(h_s) - 1}"]
+    heads["mean"] = _mult_shift(unit_p[None, :M] * gains)
+    step = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+    slope = unit_p[M:] / step
+    scale_shift = int(min(30, 29 - math.floor(math.log2(slope.max()))))
+    offset = (np.log(gains) - math.log(SCALE_MIN)) / step
+
+    # g_s reads y_hat = y_g / gain as int16 codes, as fine as the overflow bound allows.
+    ys_clamp = _int16_input_range(integer_layers(model.g_s)[0][0],
+                                  lambda clamp: b.act_scale("y_hat", clamp))
+    ys_scale = b.act_scale("y_hat", ys_clamp)
+    g_s = b.transform("g_s", model.g_s, ys_scale, ys_clamp)
+    heads["ys"] = _mult_shift(1.0 / (gains * ys_scale))
+    heads["pixel"] = _mult_shift(b.acc_scale[f"g_s.{len(g_s) - 1}"] * 255.0)
+
+    arrays = dict(b.arrays)
+    for key, (mult, shift) in heads.items():
+        arrays[f"head.{key}.mult"], arrays[f"head.{key}.shift"] = mult, shift
+    arrays["head.scale.mult"] = np.round(slope * 2.0**scale_shift).astype(np.int64)
+    arrays["head.scale.offset"] = np.round(offset * 2.0**scale_shift).astype(np.int64)
+
+    y_tables = entropy_tables.build_gaussian_tables(
+        entropy_tables.gaussian_scale_table(SCALE_MIN, SCALE_MAX, SCALE_LEVELS))
+    pmfs, offsets, tails = model.z_prior.pmf_table()
+    z_tables = entropy_tables.build_factorized_tables(pmfs, offsets, tails)
+    for key, t in (("y", y_tables), ("z", z_tables)):
+        arrays[f"entropy.{key}.cdf_counts"] = t.cdf_counts
+        arrays[f"entropy.{key}.sizes"] = t.sizes
+        arrays[f"entropy.{key}.offsets"] = t.offsets
+
+    manifest = {
+        "format": "qlic-model", "N": N, "M": M, "levels": L,
+        "metric": card.get("metric", "mse"),
+        "leaky": [int(round(LEAKY_SLOPE * 2**LEAKY_SHIFT)), LEAKY_SHIFT],
+        "clamps": {"y": Y_CLAMP, "z": int(z_clamp), "ys": int(ys_clamp)},
+        "scale_shift": scale_shift, "y_levels": SCALE_LEVELS,
+        "scale_table": {"min": SCALE_MIN, "max": SCALE_MAX, "levels": SCALE_LEVELS},
+        "transforms": {"g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s},
+        "card": card,
+    }
+    return manifest, arrays
+
+
+def export(model, images, path, card: dict) -> bytes:
+    """Calibrate on ``images``, build and write the model file; returns its id."""
+    amax = calibrate(model, images)
+    manifest, arrays = build(model, amax, card)
+    return modelfile.write(path, manifest, arrays)
+
+
+def calibration_images(data_root, count: int = 8, size: int = 256, seed: int = 0):
+    """Centre crops (multiples of 64) of the first ``count`` training photos."""
+    images = load_folder(Path(data_root) / "train")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    out = []
+    for i in sorted(picks):
+        im = images[i]
+        h, w = (min(size, im.shape[0]) // 64) * 64, (min(size, im.shape[1]) // 64) * 64
+        top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+        out.append(np.ascontiguousarray(im[top : top + h, left : left + w]))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qlic_codec.quantize.export")
+    p.add_argument("checkpoint", help="fp16 float model (models/*.pt)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--data", default=None)
+    p.add_argument("--calibration-images", type=int, default=8)
+    args = p.parse_args(argv)
+    model, meta = load_float_model(args.checkpoint)
+    images = calibration_images(args.data or default_data_root(), args.calibration_images)
+    card = {"source": Path(args.checkpoint).name, **meta}
+    mid = export(model, images, args.output, card)
+    print(f"wrote {args.output} (id {mid.hex()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
