@@ -279,6 +279,8 @@ def gdn(x, gamma, beta, mult, shift):
     """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int."""
     x, gamma, beta = _check_gdn(x, gamma, beta)
     mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
+    if mult.shape[0] != x.shape[2]:
+        raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
     out = np.empty(x.shape, np.int8)
     _gdn_kernel(x.reshape(-1, x.shape[2]), gamma, beta, mult, int(shift),
                 out.reshape(-1, x.shape[2]))
@@ -308,6 +310,10 @@ def _scale_index_kernel(acc, mult, offset, shift, levels, out):
 def scale_index(acc, mult, offset, shift, levels):
     """See ``reference.scale_index``; ``mult``/``offset`` int64 (C,)."""
     acc = _require(acc, "acc", _I32, 3)
+    mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
+    offset = _require(offset, "offset", (np.dtype(np.int64),), 1)
+    if mult.shape[0] != acc.shape[2] or offset.shape[0] != acc.shape[2]:
+        raise ValueError(f"scale index tables must have {acc.shape[2]} entries")
     out = np.empty(acc.shape, np.int32)
     _scale_index_kernel(acc.reshape(-1, acc.shape[2]), mult, offset, int(shift), int(levels),
                         out.reshape(-1, acc.shape[2]))
@@ -331,7 +337,7 @@ def _codebook_encode_kernel(values, thresholds, out):
 
 def codebook_encode(values, thresholds):
     """See ``reference.codebook_encode``."""
-    values = _require(values, "values", _I32, values.ndim)
+    values = _require(values, "values", _I32, np.ndim(values))
     thresholds = _require(thresholds, "thresholds", _I32, 1)
     out = np.empty(values.shape, np.uint8)
     _codebook_encode_kernel(values.reshape(-1), thresholds, out.reshape(-1))
@@ -346,7 +352,7 @@ def _codebook_decode_kernel(codes, lut, out):
 
 def codebook_decode(codes, lut):
     """See ``reference.codebook_decode``."""
-    codes = _require(codes, "codes", (np.dtype(np.uint8),), codes.ndim)
+    codes = _require(codes, "codes", (np.dtype(np.uint8),), np.ndim(codes))
     lut = _require(lut, "lut", (np.dtype(np.int16),), 1)
     if lut.shape[0] != 256:
         raise ValueError("a codebook has 256 entries")

@@ -1,0 +1,515 @@
+"""Bit-exact equality of the Numba kernels with the NumPy reference, at 1 and 2 threads.
+
+Operands respect the engine's contract: every conv accumulator fits int32 (the loader proves
+``sum |w| * |x| + |bias| < 2**31``), requantization shifts are in 1..40 and multipliers in
+``[0, 2**31)``, so that no int64 intermediate reaches ``2**62``.
+"""
+
+import hashlib
+import itertools
+import os
+import subprocess
+import sys
+import types
+import zlib
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+from qlic_codec.engine import kernels, reference
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+W_ABS = 128  # the largest |int8 weight|
+
+# (H, W, Cin, Cout): odd sizes, 1x1, and one moderate layer.
+CONV_SHAPES = [
+    (1, 1, 1, 1),
+    (1, 7, 3, 2),
+    (2, 3, 5, 4),
+    (5, 5, 1, 7),
+    (7, 4, 8, 3),
+    (3, 13, 16, 20),
+    (13, 11, 20, 6),
+    (17, 9, 32, 24),
+]
+# (x_mode, w_mode): random operands, then every pairing of the extreme codes.
+MODES = [("random", "random"), ("min", "min"), ("min", "max"), ("max", "min"), ("max", "max")]
+# (out dtype, lo, hi) of the fused requantization.
+OUT_SPECS = [
+    (np.int8, -127, 127),
+    (np.int8, -128, 127),
+    (np.int16, 0, 255),
+    (np.int16, -32768, 32767),
+    (np.int32, I32_MIN, I32_MAX),
+    (np.int32, -1000, 5000),
+]
+LEAKY = [(0, 0), (655, 16)]  # (leaky_mult, leaky_shift): off, LeakyReLU(~0.01)
+ELEMENT_SHAPES = [(1, 1, 1), (1, 5, 3), (4, 3, 7), (9, 13, 20), (6, 11, 1)]
+
+
+def _spec_id(spec) -> str:
+    return f"{np.dtype(spec[0]).name}_{spec[1]}_{spec[2]}"
+
+
+def _rng(*key) -> np.random.Generator:
+    """A generator seeded from the test's parameters, stable across runs and processes."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def _fill(rng, shape, dtype, mode, limit=None) -> np.ndarray:
+    """Random values of ``dtype`` with ``|v| <= limit``, or all the smallest / largest one."""
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    if limit is not None:
+        lo, hi = max(lo, -limit), min(hi, limit)
+    if mode == "min":
+        return np.full(shape, lo, dtype)
+    if mode == "max":
+        return np.full(shape, hi, dtype)
+    return rng.integers(lo, hi, shape, endpoint=True, dtype=np.int64).astype(dtype)
+
+
+def _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode="random", w_mode="random"):
+    """x (H, W, Cin), w (Cout, K, K, Cin) int8, bias int32 within the no-overflow contract.
+
+    int16 codes are bounded so that ``K*K*Cin*128*|x| + 2**24 < 2**31``; with extreme operands
+    the bias takes all the remaining headroom, so accumulators reach +-(2**31 - 1).
+    """
+    bound = k * k * cin * W_ABS
+    limit = 128 if np.dtype(dtype) == np.int8 else min(32768, (I32_MAX - 2**24) // bound)
+    x = _fill(rng, (h, wd, cin), dtype, x_mode, limit)
+    w = _fill(rng, (cout, k, k, cin), np.int8, w_mode)
+    if x_mode == w_mode == "random":
+        bias = rng.integers(-(2**16), 2**16, cout, endpoint=True).astype(np.int32)
+    else:
+        sign = rng.choice(np.array([-1, 1]), cout)
+        bias = (sign * (I32_MAX - bound * limit)).astype(np.int32)
+    return x, w, bias
+
+
+def _requant_tables(rng, c, scale, target):
+    """Per-channel int32 mult in [0, 2**31) and shift in 1..40 mapping ``|acc| ~ scale`` to about
+    ``target``; channel 0 gets a random shift, channel 1 the largest mult, channel 2 mult 0 and
+    channel 3 mult 1, shift 1 (exact halves for every odd value)."""
+    mult = rng.integers(0, 2**31, c, dtype=np.int64)
+    if c > 1:
+        mult[1] = I32_MAX
+    if c > 2:
+        mult[2] = 0
+    ideal = np.log2(np.maximum(mult, 1) * max(float(scale), 1.0) / max(float(target), 1.0))
+    shift = np.clip(np.round(ideal) + rng.integers(-2, 3, c), 1, 40)
+    shift[0] = rng.integers(1, 41)
+    if c > 3:
+        mult[3], shift[3] = 1, 1
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+def _ref_conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift, lo,
+                        hi, out_dtype):
+    acc = reference.conv2d(x, w, bias, stride, pad_value)
+    return reference.requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi).astype(
+        out_dtype)
+
+
+def _ref_conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,
+                                  out_dtype):
+    acc = reference.conv_transpose2d(x, w, bias)
+    return reference.requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi).astype(
+        out_dtype)
+
+
+# The reference, with the fused kernels spelled as their specification.
+REF = types.SimpleNamespace(
+    **{name: getattr(reference, name) for name in dir(reference) if not name.startswith("_")},
+    conv2d_requant=_ref_conv2d_requant,
+    conv_transpose2d_requant=_ref_conv_transpose2d_requant,
+)
+
+
+def _gdn_operands(rng, shape, x_mode, gamma_mode):
+    c = shape[2]
+    x = _fill(rng, shape, np.int8, x_mode)
+    gamma = _fill(rng, (c, c), np.uint8, gamma_mode)
+    beta = rng.integers(1, 2**16, c, endpoint=True).astype(np.int32)
+    return x, gamma, beta
+
+
+def _norm_scale(x, gamma, beta) -> float:
+    return float(np.mean(reference._norm(x, gamma, beta)))
+
+
+def _thresholds(rng, kind) -> np.ndarray:
+    """Sorted int32 decision levels, 255 of them, some with many repeated values."""
+    if kind == "wide":
+        t = rng.integers(I32_MIN, I32_MAX, 255, endpoint=True)
+    elif kind == "narrow":
+        t = rng.integers(-50, 50, 255, endpoint=True)
+    elif kind == "flat":
+        t = np.zeros(255, np.int64)
+    else:  # "ends": the int32 extremes repeated at both ends
+        t = np.concatenate([np.full(20, I32_MIN), rng.integers(-1000, 1000, 215),
+                            np.full(20, I32_MAX)])
+    return np.sort(t).astype(np.int32)
+
+
+def _codebook_values(rng, t, shape) -> np.ndarray:
+    """Values near and on the thresholds, small and wide random ones, and the int32 extremes."""
+    n = int(np.prod(shape))
+    pool = np.concatenate([
+        t.astype(np.int64) + rng.integers(-1, 2, t.size),
+        rng.integers(-60, 60, 64),
+        rng.integers(I32_MIN, I32_MAX, 64, endpoint=True),
+        [I32_MIN, I32_MIN + 1, -1, 0, 1, I32_MAX - 1, I32_MAX],
+    ])
+    pool = np.clip(pool, I32_MIN, I32_MAX)
+    return rng.choice(pool, n).reshape(shape).astype(np.int32)
+
+
+def _suite(ops) -> list:
+    """Outputs of every public kernel on fixed operands, through ``ops`` (kernels or REF)."""
+    rng = np.random.default_rng(20240611)
+    outs = []
+    for (h, wd, cin, cout), dtype, (k, stride) in itertools.product(
+            [(1, 1, 3, 2), (5, 7, 6, 5), (17, 9, 32, 24)], [np.int8, np.int16],
+            [(1, 1), (3, 2), (5, 1), (5, 2)]):
+        for x_mode, w_mode in MODES[:3]:
+            x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
+            outs.append(ops.conv2d(x, w, bias, stride, -128))
+            mult, shift = _requant_tables(rng, cout, 2**14, 100)
+            outs.append(ops.conv2d_requant(x, w, bias, stride, 0, mult, shift, 655, 16, -127,
+                                           127, np.int8))
+            if k == 5 and stride == 2:
+                outs.append(ops.conv_transpose2d(x, w, bias))
+                outs.append(ops.conv_transpose2d_requant(x, w, bias, mult, shift, 0, 0, 0, 255,
+                                                         np.int16))
+    acc = rng.integers(I32_MIN, I32_MAX, (9, 7, 12), endpoint=True).astype(np.int32)
+    mult, shift = _requant_tables(rng, 12, 2**30, 100)
+    outs.append(ops.requantize(acc, mult, shift, 655, 16, -128, 127))
+    x, gamma, beta = _gdn_operands(rng, (9, 7, 12), "random", "random")
+    outs.append(ops.gdn(x, gamma, beta, rng.integers(0, 2**40, 12), 16))
+    mult, shift = _requant_tables(rng, 12, 2**6 * _norm_scale(x, gamma, beta), 100)
+    outs.append(ops.igdn(x, gamma, beta, mult, shift))
+    outs.append(ops.scale_index(rng.integers(-(2**20), 2**20, (9, 7, 12)).astype(np.int32),
+                                rng.integers(0, 2**20, 12), rng.integers(0, 2**30, 12), 24, 64))
+    t = _thresholds(rng, "narrow")
+    outs.append(ops.codebook_encode(_codebook_values(rng, t, (9, 7, 12)), t))
+    codes = rng.integers(0, 256, (9, 7, 12)).astype(np.uint8)
+    outs.append(ops.codebook_decode(codes, rng.integers(-32768, 32768, 256).astype(np.int16)))
+    return outs
+
+
+def _digest(outs) -> str:
+    h = hashlib.sha256()
+    for a in outs:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# A fresh interpreter: Numba's thread pool size is fixed per process by NUMBA_NUM_THREADS.
+_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numba
+import test_kernels
+from qlic_codec.engine import kernels
+assert numba.get_num_threads() == int(sys.argv[2]), numba.get_num_threads()
+print(test_kernels._digest(test_kernels._suite(kernels)))
+"""
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    n = request.param
+    if n > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    yield n
+    numba.set_num_threads(before)
+
+
+# --- convolutions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pad_value", [0, -128])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16], ids=["int8", "int16"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv2d(threads, k, stride, dtype, pad_value):
+    rng = _rng("conv2d", k, stride, np.dtype(dtype).name, pad_value)
+    for (h, wd, cin, cout), (x_mode, w_mode) in itertools.product(CONV_SHAPES, MODES):
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
+        want = reference.conv2d(x, w, bias, stride, pad_value)
+        assert want.shape == (-(-h // stride), -(-wd // stride), cout)
+        _assert_same(kernels.conv2d(x, w, bias, stride, pad_value), want)
+
+
+def test_conv2d_reaches_int32_extremes(threads):
+    # All -128 codes, weights and padding, and the bias taking the remaining headroom.
+    x, w, bias = _conv_operands(_rng("edge"), 3, 3, 4, 2, 3, np.int8, "min", "min")
+    bias[:] = [I32_MAX - 9 * 4 * W_ABS**2, -I32_MAX]
+    out = kernels.conv2d(x, w, bias, 1, -128)
+    _assert_same(out, reference.conv2d(x, w, bias, 1, -128))
+    assert (out[..., 0] == I32_MAX).all() and (out[..., 1] == -I32_MAX + 9 * 4 * W_ABS**2).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16], ids=["int8", "int16"])
+def test_conv_transpose2d(threads, dtype):
+    rng = _rng("deconv", np.dtype(dtype).name)
+    for (h, wd, cin, cout), (x_mode, w_mode) in itertools.product(CONV_SHAPES, MODES):
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
+        want = reference.conv_transpose2d(x, w, bias)
+        assert want.shape == (2 * h, 2 * wd, cout)
+        _assert_same(kernels.conv_transpose2d(x, w, bias), want)
+
+
+@pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
+@pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
+def test_conv2d_requant(threads, out_spec, leaky):
+    out_dtype, lo, hi = out_spec
+    rng = _rng("conv2d_requant", _spec_id(out_spec), leaky)
+    cases = itertools.product([(1, 1), (1, 2), (3, 1), (3, 2), (5, 1), (5, 2)],
+                              [np.int8, np.int16], CONV_SHAPES)
+    for i, ((k, stride), dtype, (h, wd, cin, cout)) in enumerate(cases):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        pad_value = (0, -128)[i // len(MODES) % 2]
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
+        scale = np.abs(reference.conv2d(x, w, bias, stride, pad_value)).mean()
+        mult, shift = _requant_tables(rng, cout, scale, (hi - lo) / 4)
+        args = (x, w, bias, stride, pad_value, mult, shift, *leaky, lo, hi, out_dtype)
+        _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(*args))
+
+
+@pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
+@pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
+def test_conv_transpose2d_requant(threads, out_spec, leaky):
+    out_dtype, lo, hi = out_spec
+    rng = _rng("deconv_requant", _spec_id(out_spec), leaky)
+    for i, (dtype, (h, wd, cin, cout)) in enumerate(
+            itertools.product([np.int8, np.int16], CONV_SHAPES)):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
+        scale = np.abs(reference.conv_transpose2d(x, w, bias)).mean()
+        mult, shift = _requant_tables(rng, cout, scale, (hi - lo) / 4)
+        args = (x, w, bias, mult, shift, *leaky, lo, hi, out_dtype)
+        _assert_same(kernels.conv_transpose2d_requant(*args), _ref_conv_transpose2d_requant(*args))
+
+
+# --- element-wise -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
+def test_requantize(threads, leaky):
+    rng = _rng("requantize", leaky)
+    shapes = ELEMENT_SHAPES + [(7,), (3, 5), (2, 3, 4, 6)]
+    for shape, (lo, hi), mode in itertools.product(
+            shapes, [(-127, 127), (0, 255), (-32768, 32767), (I32_MIN, I32_MAX)],
+            ["random", "small", "min", "max"]):
+        if mode == "small":
+            acc = rng.integers(-(2**16), 2**16, shape).astype(np.int32)
+        else:
+            acc = _fill(rng, shape, np.int32, mode)
+        c = shape[-1]
+        mult, shift = _requant_tables(rng, c, 2**16 if mode == "small" else 2**30, (hi - lo) / 4)
+        want = reference.requantize(acc, mult, shift, *leaky, lo, hi)
+        _assert_same(kernels.requantize(acc, mult, shift, *leaky, lo, hi), want)
+
+
+@pytest.mark.parametrize("leaky", LEAKY + [(1, 1), (3, 2)], ids=["linear", "leaky", "l1", "l2"])
+def test_requantize_rounding_ties(threads, leaky):
+    # mult 1, shift 1..3 (and leaky 1/2, 3/4): every residue of the shift, exact halves included.
+    acc = np.arange(-64, 64, dtype=np.int32).reshape(-1, 1).repeat(3, axis=1)
+    mult = np.ones(3, np.int32)
+    shift = np.array([1, 2, 3], np.int32)
+    want = reference.requantize(acc, mult, shift, *leaky, -127, 127)
+    _assert_same(kernels.requantize(acc, mult, shift, *leaky, -127, 127), want)
+    np.testing.assert_array_equal(want[:, 0][acc[:, 0] >= 0], (acc[:, 0][acc[:, 0] >= 0] + 1) >> 1)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 16, 30])
+def test_gdn(threads, shift):
+    rng = _rng("gdn", shift)
+    for shape, x_mode, gamma_mode in itertools.product(
+            ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
+        x, gamma, beta = _gdn_operands(rng, shape, x_mode, gamma_mode)
+        c = shape[2]
+        # Log-uniform multipliers: quotients from 0 through clamped.
+        mult = np.floor(2.0 ** rng.uniform(0, 44, c)).astype(np.int64)
+        want = reference.gdn(x, gamma, beta, mult, shift)
+        _assert_same(kernels.gdn(x, gamma, beta, mult, shift), want)
+
+
+def test_gdn_rounding_ties(threads):
+    # norm = 1: x * mult / 2 is an exact half for odd x, which rounds away from zero.
+    x = np.arange(-128, 128, dtype=np.int8).reshape(16, 16, 1)
+    gamma, beta, mult = np.zeros((1, 1), np.uint8), np.ones(1, np.int32), np.ones(1, np.int64)
+    want = reference.gdn(x, gamma, beta, mult, 1)
+    _assert_same(kernels.gdn(x, gamma, beta, mult, 1), want)
+    assert want[0, 1, 0] == -64 and want[8, 1, 0] == 1 and want[8, 3, 0] == 2
+
+
+def test_igdn(threads):
+    rng = _rng("igdn")
+    for shape, x_mode, gamma_mode in itertools.product(
+            ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
+        x, gamma, beta = _gdn_operands(rng, shape, x_mode, gamma_mode)
+        scale = 64 * _norm_scale(x, gamma, beta)
+        mult, shift = _requant_tables(rng, shape[2], scale, 64)
+        want = reference.igdn(x, gamma, beta, mult, shift)
+        _assert_same(kernels.igdn(x, gamma, beta, mult, shift), want)
+
+
+@pytest.mark.parametrize("levels", [1, 64, 256])
+def test_scale_index(threads, levels):
+    rng = _rng("scale_index", levels)
+    for shape, mode, shift in itertools.product(ELEMENT_SHAPES, ["random", "wide", "min", "max"],
+                                                [1, 12, 40]):
+        c = shape[2]
+        if mode == "random":
+            acc = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        else:
+            acc = _fill(rng, shape, np.int32, "random" if mode == "wide" else mode)
+        mult = rng.choice([-1, 1], c) * np.floor(2.0 ** rng.uniform(0, 30, c)).astype(np.int64)
+        # An offset near the middle of the table, so that indices span it.
+        offset = np.clip(rng.integers(0, levels, c) << shift, -(2**60), 2**60).astype(np.int64)
+        want = reference.scale_index(acc, mult, offset, shift, levels)
+        _assert_same(kernels.scale_index(acc, mult, offset, shift, levels), want)
+
+
+@pytest.mark.parametrize("kind", ["wide", "narrow", "flat", "ends"])
+def test_codebook_encode(threads, kind):
+    rng = _rng("codebook_encode", kind)
+    t = _thresholds(rng, kind)
+    for shape in ELEMENT_SHAPES + [(1,), (300,), (5, 7)]:
+        values = _codebook_values(rng, t, shape)
+        _assert_same(kernels.codebook_encode(values, t), reference.codebook_encode(values, t))
+    every = np.unique(np.clip(t.astype(np.int64)[:, None] + [-1, 0, 1], I32_MIN, I32_MAX))
+    every = every.astype(np.int32)
+    _assert_same(kernels.codebook_encode(every, t), reference.codebook_encode(every, t))
+
+
+def test_codebook_decode(threads):
+    rng = _rng("codebook_decode")
+    luts = [rng.integers(-32768, 32768, 256).astype(np.int16), np.arange(-128, 128, dtype=np.int16),
+            np.full(256, -32768, np.int16), np.full(256, 32767, np.int16)]
+    for lut, shape, mode in itertools.product(luts, ELEMENT_SHAPES + [(256,)],
+                                              ["random", "min", "max"]):
+        codes = _fill(rng, shape, np.uint8, mode)
+        _assert_same(kernels.codebook_decode(codes, lut), reference.codebook_decode(codes, lut))
+    codes = np.arange(256, dtype=np.uint8)
+    _assert_same(kernels.codebook_decode(codes, luts[0]), luts[0])
+
+
+# --- thread counts in fresh processes ---------------------------------------------------------
+
+def test_thread_count_does_not_change_results():
+    want = _digest(_suite(REF))
+    here = Path(__file__).resolve().parent
+    got = {}
+    for n in (1, 2):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(n))
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(here), str(n)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        got[n] = proc.stdout.strip().splitlines()[-1]
+    assert got[1] == got[2] == want
+
+
+# --- validation -------------------------------------------------------------------------------
+
+def _valid():
+    rng = _rng("valid")
+    x, w, bias = _conv_operands(rng, 4, 5, 3, 2, 3, np.int8)
+    w5 = _fill(rng, (2, 5, 5, 3), np.int8, "random")
+    mult, shift = np.ones(2, np.int32), np.ones(2, np.int32)
+    xg, gamma, beta = _gdn_operands(rng, (2, 2, 3), "random", "random")
+    return types.SimpleNamespace(x=x, w=w, w5=w5, bias=bias, mult=mult, shift=shift, xg=xg,
+                                 gamma=gamma, beta=beta, acc=np.zeros((2, 2, 2), np.int32))
+
+
+_BAD_CALLS = {
+    "conv2d x float": (TypeError, lambda v: kernels.conv2d(v.x.astype(np.float32), v.w, v.bias,
+                                                           1, 0)),
+    "conv2d x int32": (TypeError, lambda v: kernels.conv2d(v.x.astype(np.int32), v.w, v.bias,
+                                                           1, 0)),
+    "conv2d x 2-D": (TypeError, lambda v: kernels.conv2d(v.x[0], v.w, v.bias, 1, 0)),
+    "conv2d x list": (TypeError, lambda v: kernels.conv2d(v.x.tolist(), v.w, v.bias, 1, 0)),
+    "conv2d w int16": (TypeError, lambda v: kernels.conv2d(v.x, v.w.astype(np.int16), v.bias,
+                                                           1, 0)),
+    "conv2d bias int64": (TypeError, lambda v: kernels.conv2d(v.x, v.w, v.bias.astype(np.int64),
+                                                              1, 0)),
+    "conv2d cin": (ValueError, lambda v: kernels.conv2d(v.x[..., :2], v.w, v.bias, 1, 0)),
+    "conv2d bias len": (ValueError, lambda v: kernels.conv2d(v.x, v.w, v.bias[:1], 1, 0)),
+    "conv2d non-square": (ValueError, lambda v: kernels.conv2d(v.x, v.w5[:, :3], v.bias, 1, 0)),
+    "deconv K=3": (ValueError, lambda v: kernels.conv_transpose2d(v.x, v.w, v.bias)),
+    "deconv cin": (ValueError, lambda v: kernels.conv_transpose2d(v.x[..., :1], v.w5, v.bias)),
+    "requant mult len": (ValueError, lambda v: kernels.conv2d_requant(
+        v.x, v.w, v.bias, 1, 0, v.mult[:1], v.shift, 0, 0, -127, 127, np.int8)),
+    "requant mult int64": (TypeError, lambda v: kernels.conv2d_requant(
+        v.x, v.w, v.bias, 1, 0, v.mult.astype(np.int64), v.shift, 0, 0, -127, 127, np.int8)),
+    "requant shift 0": (ValueError, lambda v: kernels.conv_transpose2d_requant(
+        v.x, v.w5, v.bias, v.mult, v.shift * 0, 0, 0, -127, 127, np.int8)),
+    "requant shift 63": (ValueError, lambda v: kernels.requantize(
+        v.acc, v.mult, v.shift * 63, 0, 0, -127, 127)),
+    "requantize acc int64": (TypeError, lambda v: kernels.requantize(
+        v.acc.astype(np.int64), v.mult, v.shift, 0, 0, -127, 127)),
+    "requantize acc list": (TypeError, lambda v: kernels.requantize(
+        v.acc.tolist(), v.mult, v.shift, 0, 0, -127, 127)),
+    "requantize channels": (ValueError, lambda v: kernels.requantize(
+        v.acc[..., :1], v.mult, v.shift, 0, 0, -127, 127)),
+    "gdn x int16": (TypeError, lambda v: kernels.gdn(
+        v.xg.astype(np.int16), v.gamma, v.beta, np.ones(3, np.int64), 16)),
+    "gdn gamma int8": (TypeError, lambda v: kernels.gdn(
+        v.xg, v.gamma.astype(np.int8), v.beta, np.ones(3, np.int64), 16)),
+    "gdn gamma shape": (ValueError, lambda v: kernels.gdn(
+        v.xg, v.gamma[:2], v.beta, np.ones(3, np.int64), 16)),
+    "gdn beta len": (ValueError, lambda v: kernels.gdn(
+        v.xg, v.gamma, v.beta[:2], np.ones(3, np.int64), 16)),
+    "gdn mult int32": (TypeError, lambda v: kernels.gdn(
+        v.xg, v.gamma, v.beta, np.ones(3, np.int32), 16)),
+    "gdn mult len": (ValueError, lambda v: kernels.gdn(
+        v.xg, v.gamma, v.beta, np.ones(2, np.int64), 16)),
+    "igdn mult int64": (TypeError, lambda v: kernels.igdn(
+        v.xg, v.gamma, v.beta, np.ones(3, np.int64), np.ones(3, np.int32))),
+    "igdn shift len": (ValueError, lambda v: kernels.igdn(
+        v.xg, v.gamma, v.beta, np.ones(3, np.int32), np.ones(2, np.int32))),
+    "scale_index acc int64": (TypeError, lambda v: kernels.scale_index(
+        v.acc.astype(np.int64), np.ones(2, np.int64), np.zeros(2, np.int64), 8, 64)),
+    "scale_index acc 2-D": (TypeError, lambda v: kernels.scale_index(
+        v.acc[0], np.ones(2, np.int64), np.zeros(2, np.int64), 8, 64)),
+    "scale_index mult len": (ValueError, lambda v: kernels.scale_index(
+        v.acc, np.ones(1, np.int64), np.zeros(2, np.int64), 8, 64)),
+    "scale_index offset len": (ValueError, lambda v: kernels.scale_index(
+        v.acc, np.ones(2, np.int64), np.zeros(1, np.int64), 8, 64)),
+    "scale_index mult float": (TypeError, lambda v: kernels.scale_index(
+        v.acc, np.ones(2), np.zeros(2, np.int64), 8, 64)),
+    "encode values int64": (TypeError, lambda v: kernels.codebook_encode(
+        np.zeros(4, np.int64), np.zeros(255, np.int32))),
+    "encode values list": (TypeError, lambda v: kernels.codebook_encode(
+        [1, 2], np.zeros(255, np.int32))),
+    "encode thresholds 2-D": (TypeError, lambda v: kernels.codebook_encode(
+        np.zeros(4, np.int32), np.zeros((1, 255), np.int32))),
+    "decode codes int8": (TypeError, lambda v: kernels.codebook_decode(
+        np.zeros(4, np.int8), np.zeros(256, np.int16))),
+    "decode codes list": (TypeError, lambda v: kernels.codebook_decode(
+        [1, 2], np.zeros(256, np.int16))),
+    "decode lut int32": (TypeError, lambda v: kernels.codebook_decode(
+        np.zeros(4, np.uint8), np.zeros(256, np.int32))),
+    "decode lut len": (ValueError, lambda v: kernels.codebook_decode(
+        np.zeros(4, np.uint8), np.zeros(255, np.int16))),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_CALLS))
+def test_wrappers_reject_bad_operands(case):
+    error, call = _BAD_CALLS[case]
+    with pytest.raises(error):
+        call(_valid())
