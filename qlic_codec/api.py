@@ -90,6 +90,17 @@ def encode(rgb: np.ndarray, quality: int = DEFAULT_QUALITY, model: str | None = 
     Returns:
         The ``.qlic`` bytes.
     """
+    return _encode(rgb, quality, model, reconstruct=False)[0]
+
+
+def encode_and_reconstruct(rgb: np.ndarray, quality: int = DEFAULT_QUALITY,
+                           model: str | None = None) -> tuple[bytes, np.ndarray]:
+    """``encode`` plus the pixels any decoder will produce from the stream (the encoder runs
+    the same integer synthesis), e.g. to measure distortion without decoding."""
+    return _encode(rgb, quality, model, reconstruct=True)
+
+
+def _encode(rgb, quality, model, reconstruct):
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
             or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise InvalidImageError(f"expected a uint8 (H, W, 3) array, got "
@@ -106,7 +117,11 @@ def encode(rgb: np.ndarray, quality: int = DEFAULT_QUALITY, model: str | None = 
     header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
                               model_hash=m.model_id,
                               stream_lengths=(len(z_stream), len(y_stream)))
-    return container.pack(header, [z_stream, y_stream])
+    data = container.pack(header, [z_stream, y_stream])
+    if not reconstruct:
+        return data, None
+    pixels = m.network.synthesis(y_g, level)
+    return data, np.ascontiguousarray(pixels[:height, :width])
 
 
 def _model_for(header: container.Header, model: str | None) -> LoadedModel:

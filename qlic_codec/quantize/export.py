@@ -142,8 +142,11 @@ def _int16_input_range(module, scale_for) -> int:
     raise ValueError("no int16 input range satisfies the overflow bound")
 
 
-def build(model, amax: dict, card: dict) -> tuple[dict, dict]:
-    """Manifest and arrays of the integer model (see ``engine.graph``)."""
+def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[dict, dict]:
+    """Manifest and arrays of the integer model (see ``engine.graph``).
+
+    ``scale_max`` bounds the largest entropy table (small test models use a smaller one).
+    """
     b = _Builder(model, amax)
     L, M, N = model.levels, model.M, model.N
     gains = model.gains(torch.arange(L).double()).detach().double().numpy()  # (L, M)
@@ -167,7 +170,7 @@ def build(model, amax: dict, card: dict) -> tuple[dict, dict]:
     h_s = b.transform("h_s", model.h_s, 1.0, z_clamp)
     unit_p = b.acc_scale[f"h_s.{len(h_s) - 1}"]
     heads["mean"] = _mult_shift(unit_p[None, :M] * gains)
-    step = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+    step = math.log(scale_max / SCALE_MIN) / (SCALE_LEVELS - 1)
     slope = unit_p[M:] / step
     scale_shift = int(min(30, 29 - math.floor(math.log2(slope.max()))))
     offset = (np.log(gains) - math.log(SCALE_MIN)) / step
@@ -187,7 +190,7 @@ def build(model, amax: dict, card: dict) -> tuple[dict, dict]:
     arrays["head.scale.offset"] = np.round(offset * 2.0**scale_shift).astype(np.int64)
 
     y_tables = entropy_tables.build_gaussian_tables(
-        entropy_tables.gaussian_scale_table(SCALE_MIN, SCALE_MAX, SCALE_LEVELS))
+        entropy_tables.gaussian_scale_table(SCALE_MIN, scale_max, SCALE_LEVELS))
     pmfs, offsets, tails = model.z_prior.pmf_table()
     z_tables = entropy_tables.build_factorized_tables(pmfs, offsets, tails)
     for key, t in (("y", y_tables), ("z", z_tables)):
@@ -201,17 +204,17 @@ def build(model, amax: dict, card: dict) -> tuple[dict, dict]:
         "leaky": [int(round(LEAKY_SLOPE * 2**LEAKY_SHIFT)), LEAKY_SHIFT],
         "clamps": {"y": Y_CLAMP, "z": int(z_clamp), "ys": int(ys_clamp)},
         "scale_shift": scale_shift, "y_levels": SCALE_LEVELS,
-        "scale_table": {"min": SCALE_MIN, "max": SCALE_MAX, "levels": SCALE_LEVELS},
+        "scale_table": {"min": SCALE_MIN, "max": scale_max, "levels": SCALE_LEVELS},
         "transforms": {"g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s},
         "card": card,
     }
     return manifest, arrays
 
 
-def export(model, images, path, card: dict) -> bytes:
+def export(model, images, path, card: dict, scale_max: float = SCALE_MAX) -> bytes:
     """Calibrate on ``images``, build and write the model file; returns its id."""
     amax = calibrate(model, images)
-    manifest, arrays = build(model, amax, card)
+    manifest, arrays = build(model, amax, card, scale_max)
     return modelfile.write(path, manifest, arrays)
 
 

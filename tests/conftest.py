@@ -1,0 +1,32 @@
+"""Shared fixtures: a synthetic photo generator and the tiny golden model."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+TINY_MODEL = GOLDEN / "tiny-mse.qlicm"
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A deterministic, photo-like uint8 RGB image: smooth colour fields, edges and grain."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    img = np.zeros((height, width, 3))
+    for c in range(3):
+        for _ in range(4):
+            fy, fx, phase = rng.uniform(0.005, 0.08, 2).tolist() + [rng.uniform(0, 6.3)]
+            img[..., c] += np.sin(yy * fy + xx * fx + phase)
+    img += (xx > width * rng.uniform(0.3, 0.7))[..., None] * rng.uniform(-1.5, 1.5, 3)
+    img = (img - img.min()) / max(np.ptp(img), 1e-9) * 220 + 18
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    """Path of the committed tiny model (random weights with large gains, N=16, M=24)."""
+    if not TINY_MODEL.is_file():
+        pytest.fail(f"missing golden model {TINY_MODEL.name}; run with QLIC_REGENERATE_GOLDEN=1")
+    return str(TINY_MODEL)
