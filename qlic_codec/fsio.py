@@ -45,6 +45,17 @@ def read_input(path: str) -> bytes:
         raise QlicError(f"cannot read {path!r}: {_reason(exc)}") from exc
 
 
+def _write_all(stream, data: bytes) -> None:
+    # A pipe whose reader went away can accept part of the data and report a short count
+    # instead of raising; losing the rest silently would be a corrupt output.
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if not written:
+            raise OSError("short write: the reader closed the pipe")
+        view = view[written:]
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one.
 
@@ -64,7 +75,7 @@ def atomic_write(path: str, data: bytes) -> None:
     """
     if path == STDIO:
         try:
-            sys.stdout.buffer.write(data)
+            _write_all(sys.stdout.buffer, data)
             sys.stdout.buffer.flush()
         except OSError as exc:
             raise QlicError(f"cannot write standard output: {_reason(exc)}") from exc

@@ -304,3 +304,41 @@ def test_module_imports_nothing_from_qlic_but_errors() -> None:
     source = Path(fsio.__file__).read_text()
     imports = [line for line in source.splitlines() if "qlic_codec" in line and "import" in line]
     assert imports == ["from qlic_codec.errors import QlicError"]
+
+
+def test_stdout_short_writes_are_completed_or_reported(monkeypatch):
+    import io
+    import sys
+
+    import pytest
+
+    from qlic_codec import fsio
+    from qlic_codec.errors import QlicError
+
+    class Trickle(io.RawIOBase):
+        """Accepts at most 7 bytes per call, then (when ``stop`` is set) nothing at all."""
+
+        def __init__(self, stop_after=None):
+            self.data, self.stop_after = bytearray(), stop_after
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if self.stop_after is not None and len(self.data) >= self.stop_after:
+                return 0
+            chunk = bytes(b[:7])
+            self.data += chunk
+            return len(chunk)
+
+    class FakeStdout:
+        def __init__(self, raw):
+            self.buffer = raw
+
+    ok = Trickle()
+    monkeypatch.setattr(sys, "stdout", FakeStdout(ok))
+    fsio.atomic_write("-", b"0123456789" * 5)
+    assert bytes(ok.data) == b"0123456789" * 5
+    monkeypatch.setattr(sys, "stdout", FakeStdout(Trickle(stop_after=14)))
+    with pytest.raises(QlicError):
+        fsio.atomic_write("-", b"0123456789" * 5)
