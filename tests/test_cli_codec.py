@@ -1,0 +1,73 @@
+"""The command line with the real codec: a real photo through `qlic encode` and `qlic decode`
+as a subprocess, exactly as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import qlic_codec
+from conftest import synthetic_photo
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL = ROOT.parent / "shared" / "data" / "val"
+
+
+def small_photo() -> np.ndarray:
+    """A 131x197 crop of a real validation photo (synthetic if the data set is absent)."""
+    files = sorted(VAL.glob("*.png")) if VAL.is_dir() else []
+    if not files:
+        return synthetic_photo(131, 197, seed=2)
+    return np.asarray(Image.open(files[0]).convert("RGB"))[200:331, 300:497].copy()
+
+
+def qlic(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "qlic_codec.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_real_photo_through_the_cli(tiny_model, tmp_path):
+    image = small_photo()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    enc = qlic("encode", "photo.png", "-o", "photo.qlic", "-q", "6", "--model", tiny_model,
+               "--json", cwd=tmp_path)
+    assert enc.returncode == 0, enc.stderr
+    line = json.loads(enc.stdout.strip().splitlines()[-1])
+    assert (line["width"], line["height"]) == (197, 131)
+    dec = qlic("decode", "photo.qlic", "-o", "back.png", "--model", tiny_model, cwd=tmp_path)
+    assert dec.returncode == 0, dec.stderr
+    back = np.asarray(Image.open(tmp_path / "back.png"))
+    data = (tmp_path / "photo.qlic").read_bytes()
+    np.testing.assert_array_equal(back, qlic_codec.decode(data, tiny_model))
+    _, recon = qlic_codec.api.encode_and_reconstruct(image, 6, tiny_model)
+    np.testing.assert_array_equal(back, recon)
+
+
+def test_cli_errors_with_the_real_codec(tiny_model, tmp_path):
+    Image.fromarray(synthetic_photo(40, 40)).save(tmp_path / "a.png")
+    (tmp_path / "junk.qlic").write_bytes(b"QLIC" + os.urandom(60))
+    (tmp_path / "keep.png").write_bytes(b"precious")
+    bad = qlic("decode", "junk.qlic", "-o", "keep.png", "--model", tiny_model, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("qlic: error: junk.qlic:")
+    assert (tmp_path / "keep.png").read_bytes() == b"precious"
+    missing = qlic("encode", "a.png", "--model", str(tmp_path / "nope.qlicm"), cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert not (tmp_path / "a.qlic").exists()
+    notimg = qlic("encode", "junk.qlic", "-o", "x.qlic", "--model", tiny_model, cwd=tmp_path)
+    assert notimg.returncode == 1 and not (tmp_path / "x.qlic").exists()
+
+
+def test_info_does_not_load_numba(tiny_model, tmp_path):
+    data = qlic_codec.encode(synthetic_photo(30, 30), 4, tiny_model)
+    (tmp_path / "a.qlic").write_bytes(data)
+    script = ("import sys; from qlic_codec.cli import main\n"
+              "try:\n    main(['info', 'a.qlic'])\nexcept SystemExit:\n    pass\n"
+              "print('numba' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
