@@ -34,8 +34,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.
     """MS-SSIM per image of two (B, C, H, W) batches, averaged over channels.
 
     The same definition as ``pytorch_msssim.ms_ssim`` (valid-window Gaussian filter, average
-    pooling between the five scales, negative contrast terms clamped at zero). Images must be
-    at least 161 pixels on each side for the five scales.
+    pooling between the five scales with its zero padding of odd sides, negative contrast terms
+    clamped at zero); it agrees with pytorch_msssim 1.0.0 to float rounding (about 1e-7) at
+    even and odd sizes. Images must be at least 161 pixels on each side for the five scales.
     """
     x, y = x.float(), y.float()
     window = _gaussian_window(device=x.device)
@@ -46,9 +47,11 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.
         ssim, cs = _ssim_parts(x, y, window, data_range)
         if i < levels - 1:
             values.append(torch.relu(cs))
-            pad = [0, x.shape[3] % 2, 0, x.shape[2] % 2]
-            x = F.avg_pool2d(F.pad(x, pad, mode="replicate"), 2)
-            y = F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
+            # As pytorch_msssim: an odd side is zero-padded by one on both ends, the zeros
+            # counted in the average (ceil(n / 2) outputs).
+            pad = (x.shape[2] % 2, x.shape[3] % 2)
+            x = F.avg_pool2d(x, 2, padding=pad)
+            y = F.avg_pool2d(y, 2, padding=pad)
     values.append(torch.relu(ssim))
     stack = torch.stack(values, dim=0)  # (levels, B, C)
     return torch.prod(stack ** weights[:, None, None], dim=0).mean(dim=1)
