@@ -112,7 +112,7 @@ def _encode(rgb, quality, model, reconstruct):
     y_g, z = m.network.analysis(padded, level)
     mean_g, index = m.network.hyper_synthesis(z, level)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
-    y_sym = (y_g.astype(np.int64) - mean_g).astype(np.int32)
+    y_sym = m.network.symbols(y_g, mean_g)
     y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
     header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
                               model_hash=m.model_id,
@@ -120,7 +120,7 @@ def _encode(rgb, quality, model, reconstruct):
     data = container.pack(header, [z_stream, y_stream])
     if not reconstruct:
         return data, None
-    pixels = m.network.synthesis(y_g, level)
+    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
     return data, np.ascontiguousarray(pixels[:height, :width])
 
 
@@ -158,8 +158,7 @@ def decode(data: bytes, model: str | None = None,
     z = coder.decode_symbols(z_stream, _channel_indexes(z_shape), m.z_tables).reshape(z_shape)
     mean_g, index = m.network.hyper_synthesis(z, level)
     y_sym = coder.decode_symbols(y_stream, index.reshape(-1), m.y_tables).reshape(mean_g.shape)
-    y_g = np.clip(y_sym.astype(np.int64) + mean_g, -(2**31), 2**31 - 1).astype(np.int32)
-    pixels = m.network.synthesis(y_g, level)
+    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
     return np.ascontiguousarray(pixels[: header.height, : header.width])
 
 

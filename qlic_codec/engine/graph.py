@@ -2,14 +2,19 @@
 
 Data flow (all integers; ``q`` is the quality level, 0-based)::
 
-    pixels - 128 (int8) --g_a--> acc_y (int32) --head.y[q]----> y_g   (int32, round(y*gain))
+    pixels - 128 (int8) --g_a--> acc_y (int32) --head.y[q]----> y_g   (y * gain, fixed point)
                                       |
                                       +--------head.ha_in-----> int8 --h_a--> acc_z
                                                                        head.z --> z (int32)
     z (clamped, int16) --h_s--> acc_p (int32, 2M channels)
-        channels 0..M-1   --head.mean[q]--> mean_g (int32, round(mean*gain))
+        channels 0..M-1   --head.mean[q]--> mean_g (mean * gain, fixed point)
         channels M..2M-1  --head.scale[q]-> scale index (0..levels-1, log-spaced table)
-    y_g (int32) --head.ys[q]--> int16 codes of y_g/gain --g_s--> acc_x --head.pixel--> uint8
+    symbol = round(y_g - mean_g)           (integer, coded with the scale index's table)
+    y_g_hat = symbol + mean_g --head.ys[q]--> int16 codes of y_g_hat/gain --g_s--> acc_x
+    acc_x --head.pixel--> uint8
+
+``y_g`` and ``mean_g`` carry ``mean_bits`` fractional bits, so the reconstruction keeps the
+predicted mean's fraction and the zero-mean tables fit the symbols.
 
 Every transform is a list of layers: ``conv`` (K x K, stride 1/2), ``deconv`` (5x5, stride 2),
 ``gdn`` / ``igdn`` (simplified GDN on 8-bit codes). A conv layer either requantizes its
@@ -71,10 +76,11 @@ class IntegerNetwork:
             self.N, self.M, self.levels = int(m["N"]), int(m["M"]), int(m["levels"])
             self.leaky_mult, self.leaky_shift = (int(v) for v in m["leaky"])
             self.clamps = {k: int(m["clamps"][k]) for k in ("y", "z", "ys")}
+            self.mean_bits = int(m["mean_bits"])
             self.scale_shift = int(m["scale_shift"])
             self.y_levels = int(m["y_levels"])
             layer_lists = {t: list(m["transforms"][t]) for t in TRANSFORMS}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelFileError(f"model manifest is incomplete or malformed: {exc}") from None
         if not (1 <= self.levels <= 255 and 1 <= self.N <= 4096 and 1 <= self.M <= 4096):
             raise ModelFileError("model manifest has out-of-range sizes")
@@ -82,11 +88,17 @@ class IntegerNetwork:
             raise ModelFileError("model manifest has an invalid LeakyReLU slope")
         if not (1 <= self.scale_shift <= 30 and 2 <= self.y_levels <= 1024):
             raise ModelFileError("model manifest has an invalid scale-index mapping")
+        if not 0 <= self.mean_bits <= 8:
+            raise ModelFileError("model manifest has an invalid number of mean fraction bits")
         for key, value in self.clamps.items():
-            if not 1 <= value <= 32767:
+            if not 1 <= value <= (2**24 if key == "y" else 32767):
                 raise ModelFileError(f"model manifest clamp '{key}' is out of range")
-        self.layers = {t: [self._load_layer(spec.arrays, d) for d in layer_lists[t]]
-                       for t in TRANSFORMS}
+        try:
+            self.layers = {t: [self._load_layer(spec.arrays, d) for d in layer_lists[t]]
+                           for t in TRANSFORMS}
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            # A layer description without a required key, or with a value of the wrong type.
+            raise ModelFileError(f"model layer description is malformed: {exc!r}") from None
         self._load_heads(spec.arrays)
         self._check_chain()
 
@@ -214,17 +226,19 @@ class IntegerNetwork:
             op = layer["op"]
             if op in ("conv", "deconv"):
                 args = (layer["weight"], layer["bias"])
+                if op == "conv":
+                    args += (layer["stride"], layer["pad_value"])
+                kind = "conv2d" if op == "conv" else "conv_transpose2d"
+                conv = getattr(k, kind)
                 if layer["out"] is None:
-                    if op == "conv":
-                        return k.conv2d(x, *args, layer["stride"], layer["pad_value"])
-                    return k.conv_transpose2d(x, *args)
+                    return conv(x, *args)
                 leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
                 req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
-                if op == "conv":
-                    x = k.conv2d_requant(x, *args, layer["stride"], layer["pad_value"], *req,
-                                         np.int8)
-                else:
-                    x = k.conv_transpose2d_requant(x, *args, *req, np.int8)
+                fused = getattr(k, f"{kind}_requant", None)
+                if fused is not None:
+                    x = fused(x, *args, *req, np.int8)
+                else:  # ``reference`` specifies the fused kernels as these two steps
+                    x = k.requantize(conv(x, *args), *req).astype(np.int8)
             elif op == "gdn":
                 x = k.gdn(x, layer["gamma"], layer["beta"], layer["mult"], layer["shift"])
             else:
@@ -238,7 +252,7 @@ class IntegerNetwork:
         return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
 
     def analysis(self, pixels: np.ndarray, level: int):
-        """uint8 (H, W, 3), H and W multiples of 64 -> (y_g int32, z int32)."""
+        """uint8 (H, W, 3), H and W multiples of 64 -> (fixed-point y_g int32, z int32)."""
         x = (pixels.astype(np.int16) - 128).astype(np.int8)
         acc_y = self._run("g_a", x)
         cy = self.clamps["y"]
@@ -250,7 +264,7 @@ class IntegerNetwork:
         return y_g, z
 
     def hyper_synthesis(self, z: np.ndarray, level: int):
-        """z int32 (h, w, N) -> (mean_g int32 (2h... , M), scale index int32)."""
+        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
         cz = self.clamps["z"]
         # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
         z16 = np.clip(z, -cz, cz).astype(np.int16)
@@ -262,8 +276,22 @@ class IntegerNetwork:
                                    self.scale_shift, self.y_levels)
         return mean_g, index
 
+    def symbols(self, y_g: np.ndarray, mean_g: np.ndarray) -> np.ndarray:
+        """The coded integers ``round(y_g - mean_g)`` (round half up) of fixed-point latents."""
+        diff = y_g.astype(np.int64) - mean_g
+        if self.mean_bits:
+            diff = (diff + (1 << (self.mean_bits - 1))) >> self.mean_bits
+        return diff.astype(np.int32)
+
+    def reconstruct(self, symbols: np.ndarray, mean_g: np.ndarray) -> np.ndarray:
+        """Fixed-point ``y_g_hat = symbol + mean_g``, clamped (symbols may come from a hostile
+        stream, so the arithmetic is int64 and the result is clamped to the proven range)."""
+        cy = self.clamps["y"]
+        sym = np.clip(symbols.astype(np.int64), -(2**31), 2**31 - 1)
+        return np.clip((sym << self.mean_bits) + mean_g, -cy, cy).astype(np.int32)
+
     def synthesis(self, y_g: np.ndarray, level: int) -> np.ndarray:
-        """y_g int32 (h, w, M) -> uint8 pixels (16h, 16w, 3)."""
+        """Fixed-point y_g_hat int32 (h, w, M) -> uint8 pixels (16h, 16w, 3)."""
         cy, cys = self.clamps["y"], self.clamps["ys"]
         y_g = np.clip(y_g, -cy, cy).astype(np.int32)
         codes = self._head(y_g, "ys", level, -cys, cys).astype(np.int16)

@@ -7,7 +7,8 @@ that each choice can be swapped for a better one (see DESIGN section 4):
 - activations: symmetric, per tensor, int8 in [-127, 127], range = max |x| on calibration
   images over every quality level;
 - GDN gamma: uint8 per row, beta in the units of the row's normaliser;
-- the latents ``y``/``mean`` are integers (step 1 after the gain), ``z`` too; ``y_hat`` enters
+- the latents ``y``/``mean`` are fixed point with ``MEAN_BITS`` fractional bits after the
+  gain, ``z`` is an integer; ``y_hat`` enters
   the synthesis as int16 codes whose range is the largest the overflow proof allows.
 
 Usage::
@@ -34,7 +35,8 @@ from .calibrate import calibrate, integer_layers, is_gdn
 ACT_MAX = 127
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
-Y_CLAMP = 16383
+MEAN_BITS = 4  # fractional bits of y_g and mean_g
+Y_CLAMP = 16383 << MEAN_BITS
 SCALE_LEVELS = 64
 SCALE_MIN, SCALE_MAX = 0.11, 256.0
 
@@ -158,7 +160,8 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
                           codes.shape[0], -1).sum(axis=1))
     unit_y = b.acc_scale[f"g_a.{len(g_a) - 1}"]
     heads = {}
-    heads["y"] = _mult_shift(unit_y[None, :] * gains)
+    fraction = 2.0**MEAN_BITS
+    heads["y"] = _mult_shift(unit_y[None, :] * gains * fraction)
     y_scale = b.act_scale("y", ACT_MAX)
     heads["ha_in"] = _mult_shift(unit_y / y_scale)
 
@@ -169,7 +172,7 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
     z_clamp = _int16_input_range(integer_layers(model.h_s)[0][0], lambda clamp: 1.0)
     h_s = b.transform("h_s", model.h_s, 1.0, z_clamp)
     unit_p = b.acc_scale[f"h_s.{len(h_s) - 1}"]
-    heads["mean"] = _mult_shift(unit_p[None, :M] * gains)
+    heads["mean"] = _mult_shift(unit_p[None, :M] * gains * fraction)
     step = math.log(scale_max / SCALE_MIN) / (SCALE_LEVELS - 1)
     slope = unit_p[M:] / step
     scale_shift = int(min(30, 29 - math.floor(math.log2(slope.max()))))
@@ -180,7 +183,7 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
                                   lambda clamp: b.act_scale("y_hat", clamp))
     ys_scale = b.act_scale("y_hat", ys_clamp)
     g_s = b.transform("g_s", model.g_s, ys_scale, ys_clamp)
-    heads["ys"] = _mult_shift(1.0 / (gains * ys_scale))
+    heads["ys"] = _mult_shift(1.0 / (gains * ys_scale * fraction))
     heads["pixel"] = _mult_shift(b.acc_scale[f"g_s.{len(g_s) - 1}"] * 255.0)
 
     arrays = dict(b.arrays)
@@ -202,6 +205,7 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
         "format": "qlic-model", "N": N, "M": M, "levels": L,
         "metric": card.get("metric", "mse"),
         "leaky": [int(round(LEAKY_SLOPE * 2**LEAKY_SHIFT)), LEAKY_SHIFT],
+        "mean_bits": MEAN_BITS,
         "clamps": {"y": Y_CLAMP, "z": int(z_clamp), "ys": int(ys_clamp)},
         "scale_shift": scale_shift, "y_levels": SCALE_LEVELS,
         "scale_table": {"min": SCALE_MIN, "max": scale_max, "levels": SCALE_LEVELS},

@@ -1,6 +1,7 @@
 """The training loop: rate-distortion loss, periodic checkpoints, resume, validation."""
 
 import math
+import signal
 import time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -127,11 +128,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
                      "torch_rng": torch.get_rng_state(), "state": state,
                      "config": asdict(cfg), "model_config": model_config(model)}, ckpt_path)
 
+    # SIGTERM/SIGINT finish the current step, write a checkpoint and return.
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     start = time.monotonic()
     wall_at_start = state["wall_seconds"]
     last_save = start
     window = []
-    while state["step"] < cfg.steps:
+    while state["step"] < cfg.steps and not stop["requested"]:
         if cfg.time_limit_minutes and time.monotonic() - start > cfg.time_limit_minutes * 60:
             break
         lr = cfg.lr * (0.1 if state["step"] >= cfg.lr_drop_at * cfg.steps else 1.0)
@@ -165,6 +173,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             state["wall_seconds"] = wall_at_start + time.monotonic() - start
             save()
             last_save = time.monotonic()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     state["wall_seconds"] = wall_at_start + time.monotonic() - start
     save()
     meta = {"metric": cfg.metric, "lambdas": list(lambdas_list), "steps": state["step"],

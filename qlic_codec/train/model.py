@@ -18,8 +18,9 @@ With Continuous Rate Adaptation" (arXiv:2003.02012)::
 The hyper-analysis sees the un-gained ``y`` and the hyper-synthesis predicts un-gained mean
 and log-scale, so one hyperprior serves every quality level; the per-level gain multiplies
 ``y``, the mean and the scale, and the integer engine folds it into per-channel fixed-point
-multipliers. Symbols are ``round(y_g) - round(mean_g)``, so the reconstruction is
-``round(y_g)`` whatever the mean: training uses the same rounding.
+multipliers. Symbols are ``round(y_g - mean_g)`` and the reconstruction is
+``symbol + mean_g``, so the zero-mean entropy tables fit the symbols (the integer engine
+carries the mean in fixed point with a few fractional bits).
 """
 
 import torch
@@ -106,9 +107,12 @@ class MeanScaleHyperprior(nn.Module):
         y_g = y.float() * gain
         mean_g = mean * gain
         scale_g = torch.exp(log_scale) * gain
-        y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5) if self.training else y_g.round()
+        if self.training:
+            y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5)
+        else:
+            y_noisy = torch.round(y_g - mean_g) + mean_g
         y_lik = gaussian_likelihood(y_noisy, mean_g, scale_g)
-        y_hat = round_ste(y_g) / gain
+        y_hat = (round_ste(y_g - mean_g) + mean_g) / gain
         x_hat = self.g_s(y_hat.to(x.dtype))
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
