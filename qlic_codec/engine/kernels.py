@@ -1,16 +1,43 @@
-"""Numba integer kernels: the portable path, equal bit for bit to ``reference.py``.
+"""Numba integer kernels, equal bit for bit to ``reference.py``.
 
 Each public function validates dtypes, contiguity and shapes once, allocates the output, and
 calls a private ``@njit`` kernel that trusts its input (no error branches inside). Kernels run
 ``parallel`` over output rows: every output element is computed by exactly one thread in
 integer arithmetic, so the result does not depend on the thread count.
 
-Numba widens integer products to int64 (NBEP 1); the accumulators are narrowed to int32 on
-purpose, which is safe because the model loader proves that no accumulator can overflow.
+Convolutions are output-stationary implicit GEMMs on NHWC without im2col: for a fixed tap row
+``ky`` the ``(kx, ci)`` run of the input is contiguous, so each output pixel is, per tap row,
+one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5 stride-2
+convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1), and
+GDN / inverse GDN are a 1x1 convolution of ``|x|`` with ``gamma``. Two multiply paths give the
+same integers:
+
+* ``avx2`` (x86-64 hosts with AVX2): a register-blocked micro-kernel written in LLVM IR with
+  ``vpmaddwd`` (pairs of int16 products summed into int32 lanes, 16 MACs per instruction).
+  Activations are widened to int16, weights packed as ``[tap row][block of output channels]
+  [input pair][channel][2]``; a block of pixels x 8-channel vectors is accumulated in
+  registers. Every product is at most ``32768 * 128`` in magnitude, so a pair sum never
+  saturates.
+* ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
+  LLVM over the output channels with int32 accumulators.
+
+``QLIC_KERNELS=portable`` forces the portable path; ``set_path`` switches at run time (tests,
+benchmarks). Integer addition modulo ``2**32`` is associative, and the model loader proves
+that no accumulator leaves int32, so the summation order cannot change a result.
+
+Weights can be packed once with ``pack_conv_weights`` / ``pack_deconv_weights`` /
+``pack_gdn_weights``; the convolution functions accept the packed object wherever they take
+``w`` (or ``gamma``), and pack plain arrays on the fly.
 """
 
+import contextlib
+import os
+import platform
+
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # The one place that sets jit options; no fastmath anywhere in the engine.
 JIT = dict(cache=True, nogil=True)
@@ -29,26 +56,295 @@ _I32 = (np.dtype(np.int32),)
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolution (stride 1 or 2, K x K, padding K//2)
+# Path selection
+
+
+def _host_has_avx2() -> bool:
+    """True when Numba compiles for this host and the host has AVX2."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    from numba import config
+    if config.CPU_NAME not in (None, "host"):
+        return False  # compiling for another CPU (e.g. a portable cache): no host features
+    try:
+        import llvmlite.binding as llvm
+        return bool(llvm.get_host_cpu_features().get("avx2", False))
+    except Exception:  # pragma: no cover - an llvmlite without feature queries
+        return False
+
+
+PATHS = ("portable", "avx2") if _host_has_avx2() else ("portable",)
+
+
+def _initial_path() -> str:
+    wanted = os.environ.get("QLIC_KERNELS", "").strip().lower()
+    if wanted in ("", "auto"):
+        return PATHS[-1]
+    if wanted not in ("portable", "avx2"):
+        raise ValueError(f"QLIC_KERNELS must be 'portable', 'avx2' or 'auto', got {wanted!r}")
+    return wanted if wanted in PATHS else "portable"
+
+
+_path = _initial_path()
+
+
+def available_paths() -> tuple:
+    """The multiply paths this host can run, slowest first."""
+    return PATHS
+
+
+def active_path() -> str:
+    return _path
+
+
+def set_path(name: str) -> None:
+    """Select the multiply path of the convolution and GDN kernels (see ``available_paths``)."""
+    global _path
+    if name not in PATHS:
+        raise ValueError(f"kernel path {name!r} is not available here (have {PATHS})")
+    _path = name
+
+
+@contextlib.contextmanager
+def use_path(name: str):
+    before = _path
+    set_path(name)
+    try:
+        yield
+    finally:
+        set_path(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# The AVX2 micro-kernel: NP pixels x NV vectors of 8 int32 accumulators, over input pairs.
+
+
+def _make_microkernel(n_pix: int, n_vec: int):
+    """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, npairs)`` adds to the int32 accumulators
+    ``acc[aoff + p*apix + 8*v : +8]`` (p < n_pix, v < n_vec) the sums over ``r < npairs`` of
+    ``x[xoff + p*xpix + 2r + j] * w[woff + (r*n_vec + v)*16 + 2*lane + j]`` (j = 0, 1).
+    ``x`` and ``w`` are int16, ``npairs >= 1``."""
+    from llvmlite import ir
+
+    @intrinsic
+    def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, npairs):
+        i64 = types.int64
+        sig = types.void(x, i64, i64, w, i64, acc, i64, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            x, xoff, xpix, w, woff, acc, aoff, apix, npairs = args
+            tx, tw, ta = signature.args[0], signature.args[3], signature.args[5]
+            xptr = cgutils.create_struct_proxy(tx)(context, builder, value=x).data
+            wptr = cgutils.create_struct_proxy(tw)(context, builder, value=w).data
+            aptr = cgutils.create_struct_proxy(ta)(context, builder, value=acc).data
+            I64, I32, I16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+            v8, v16 = ir.VectorType(I32, 8), ir.VectorType(I16, 16)
+
+            def c(n):
+                return ir.Constant(I64, n)
+
+            pmadd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
+            acc_ptrs, init = [], []
+            for p in range(n_pix):
+                base = builder.add(aoff, builder.mul(apix, c(p)))
+                for v in range(n_vec):
+                    ptr = builder.bitcast(builder.gep(aptr, [builder.add(base, c(8 * v))]),
+                                          v8.as_pointer())
+                    acc_ptrs.append(ptr)
+                    init.append(builder.load(ptr, align=4))
+            pre = builder.block
+            loop = builder.append_basic_block("mk.loop")
+            done = builder.append_basic_block("mk.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            r = builder.phi(I64)
+            r.add_incoming(c(0), pre)
+            phis = []
+            for a in init:
+                ph = builder.phi(v8)
+                ph.add_incoming(a, pre)
+                phis.append(ph)
+            xb = builder.add(xoff, builder.mul(r, c(2)))
+            splat = ir.Constant(v8, [0] * 8)
+            bcast = []
+            for p in range(n_pix):
+                ptr = builder.gep(xptr, [builder.add(xb, builder.mul(xpix, c(p)))])
+                pair = builder.load(builder.bitcast(ptr, I32.as_pointer()), align=2)
+                vec = builder.insert_element(ir.Constant(v8, ir.Undefined), pair,
+                                             ir.Constant(I32, 0))
+                vec = builder.shuffle_vector(vec, ir.Constant(v8, ir.Undefined), splat)
+                bcast.append(builder.bitcast(vec, v16))
+            wb = builder.add(woff, builder.mul(r, c(16 * n_vec)))
+            wvec = []
+            for v in range(n_vec):
+                ptr = builder.gep(wptr, [builder.add(wb, c(16 * v))])
+                wvec.append(builder.load(builder.bitcast(ptr, v16.as_pointer()), align=2))
+            new = []
+            for p in range(n_pix):
+                for v in range(n_vec):
+                    prod = builder.call(pmadd, [bcast[p], wvec[v]])
+                    new.append(builder.add(phis[p * n_vec + v], prod))
+            r1 = builder.add(r, c(1))
+            r.add_incoming(r1, builder.block)
+            for ph, a in zip(phis, new):
+                ph.add_incoming(a, builder.block)
+            builder.cbranch(builder.icmp_signed("<", r1, npairs), loop, done)
+            builder.position_at_end(done)
+            for ptr, a in zip(acc_ptrs, new):
+                builder.store(a, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mk
+
+
+# Register blocks (pixels x 8-channel vectors): 12 accumulators + weights + a broadcast fit
+# the 16 ymm registers. Wide for Cout > 8, narrow for the 3-channel output layer.
+_WIDE = (6, 2)
+_NARROW = (8, 1)
+_mk_wide = _make_microkernel(*_WIDE)
+_mk_narrow = _make_microkernel(*_NARROW)
+_PORTABLE_PIX = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed weights
+
+
+class PackedWeights:
+    """Weights of one layer in both multiply layouts, packed once (see ``pack_*``).
+
+    ``weight`` is the unpacked array as the reference takes it; ``kind`` is ``"conv"``,
+    ``"deconv"`` or ``"gdn"``. ``phases`` lists, per phase, ``(portable, simd)``:
+    ``portable`` is int16 ``(KH, KW*Cin, Cout)``; ``simd`` is the flat int16
+    ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
+    length and channels to ``coutp`` with zeros.
+    """
+
+    def __init__(self, weight, kind, phases, cout, cin, k):
+        self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
+        self.nv = _WIDE[1] if cout > 8 else _NARROW[1]
+        self.np = _WIDE[0] if cout > 8 else _NARROW[0]
+        blk = 8 * self.nv
+        self.coutp = -(-cout // blk) * blk
+        self.blocks = self.coutp // blk
+        self.portable = []
+        self.simd = []
+        self.pairs = []
+        for runs in phases:  # (KH, R, Cout) int16
+            kh, run, _ = runs.shape
+            self.portable.append(np.ascontiguousarray(runs))
+            run2 = run + (run & 1)
+            pad = np.zeros((kh, run2, self.coutp), np.int16)
+            pad[:, :run, :cout] = runs
+            simd = pad.reshape(kh, run2 // 2, 2, self.blocks, blk).transpose(0, 3, 1, 4, 2)
+            self.simd.append(np.ascontiguousarray(simd).reshape(-1))
+            self.pairs.append(run2 // 2)
+
+    @property
+    def shape(self):
+        return self.weight.shape
+
+
+def _runs(w, taps_y, taps_x):
+    """(Cout, K, K, Cin) -> (len(taps_y), len(taps_x)*Cin, Cout) int16 runs of the taps."""
+    sub = w[:, list(taps_y)][:, :, list(taps_x)]
+    cout, kh = sub.shape[0], sub.shape[1]
+    return np.ascontiguousarray(sub.reshape(cout, kh, -1).transpose(1, 2, 0)).astype(np.int16)
+
+
+# Taps of the transposed convolution per phase parity: output 2a+p reads padded input rows
+# a+p+t (t = 0, 1, ...) with these kernel rows.
+_DECONV_TAPS = ((4, 2, 0), (3, 1))
+
+
+def pack_conv_weights(w) -> PackedWeights:
+    """Pack int8 ``(Cout, K, K, Cin)`` convolution weights for ``conv2d``/``conv2d_requant``."""
+    if isinstance(w, PackedWeights):
+        return w
+    w = _require(w, "w", (np.dtype(np.int8),), 4)
+    if w.shape[1] != w.shape[2]:
+        raise ValueError(f"convolution weights must be square, got {w.shape}")
+    k = w.shape[1]
+    return PackedWeights(w, "conv", [_runs(w, range(k), range(k))], w.shape[0], w.shape[3], k)
+
+
+def pack_deconv_weights(w) -> PackedWeights:
+    """Pack int8 ``(Cout, 5, 5, Cin)`` weights of the stride-2 transposed convolution as its
+    four phases (py, px) = (0, 0), (0, 1), (1, 0), (1, 1)."""
+    if isinstance(w, PackedWeights):
+        return w
+    w = _require(w, "w", (np.dtype(np.int8),), 4)
+    if w.shape[1] != 5 or w.shape[2] != 5:
+        raise ValueError(f"transposed convolution supports K=5 only, got {w.shape}")
+    phases = [_runs(w, _DECONV_TAPS[py], _DECONV_TAPS[px]) for py in (0, 1) for px in (0, 1)]
+    return PackedWeights(w, "deconv", phases, w.shape[0], w.shape[3], 5)
+
+
+def pack_gdn_weights(gamma) -> PackedWeights:
+    """Pack uint8 ``(C, C)`` GDN weights for ``gdn``/``igdn``."""
+    if isinstance(gamma, PackedWeights):
+        return gamma
+    gamma = _require(gamma, "gamma", (np.dtype(np.uint8),), 2)
+    c = gamma.shape[0]
+    w = gamma.astype(np.int16).reshape(c, 1, 1, gamma.shape[1])
+    packed = PackedWeights(gamma, "gdn", [_runs(w, (0,), (0,))], c, gamma.shape[1], 1)
+    return packed
+
+
+# ---------------------------------------------------------------------------------------------
+# One phase of a convolution on a row of output pixels
 
 
 @njit(inline="always")
-def _conv_row(xp, w, bias, stride, oy, acc):
-    # For a fixed ky the (kx, ci) run is contiguous in NHWC, and so is w[co, ky]: one dot
-    # product of length K*Cin per (pixel, co, ky).
-    wo, cout = acc.shape
-    k, cin = w.shape[1], w.shape[3]
-    run = k * cin
-    for ox in range(wo):
-        base = ox * stride * cin
-        for co in range(cout):
-            s = np.int32(bias[co])
-            for ky in range(k):
-                xr = xp[oy * stride + ky].reshape(-1)
-                wr = w[co, ky].reshape(-1)
-                for i in range(run):
-                    s += np.int32(np.int32(xr[base + i]) * np.int32(wr[i]))
-            acc[ox, co] = s
+def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, npix):
+    # npix is a multiple of the micro-kernel's pixel count; tap row t starts at x0 + t*rowlen.
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * pairs * nv * 16
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 8
+            if nv == 2:
+                for p in range(0, npix, 6):
+                    _mk_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix, pairs)
+            else:
+                for p in range(0, npix, 8):
+                    _mk_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                               pairs)
+
+
+@njit(inline="always")
+def _phase_portable(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix):
+    # Four pixels at a time: one input value per pixel broadcast against a contiguous run of
+    # output channels; int32 accumulators (the stores truncate Numba's int64 arithmetic).
+    kh, run, c = wt.shape
+    for t in range(kh):
+        for p in range(0, npix, 4):
+            xb = x0 + t * rowlen + p * xpix
+            xs0 = xf[xb: xb + run]
+            xs1 = xf[xb + xpix: xb + xpix + run]
+            xs2 = xf[xb + 2 * xpix: xb + 2 * xpix + run]
+            xs3 = xf[xb + 3 * xpix: xb + 3 * xpix + run]
+            ab = a0 + p * apix
+            r0 = acc[ab: ab + c]
+            r1 = acc[ab + apix: ab + apix + c]
+            r2 = acc[ab + 2 * apix: ab + 2 * apix + c]
+            r3 = acc[ab + 3 * apix: ab + 3 * apix + c]
+            wtt = wt[t]
+            for i in range(run):
+                v0 = np.int32(xs0[i])
+                v1 = np.int32(xs1[i])
+                v2 = np.int32(xs2[i])
+                v3 = np.int32(xs3[i])
+                wr = wtt[i]
+                for co in range(c):
+                    wv = np.int32(wr[co])
+                    r0[co] += v0 * wv
+                    r1[co] += v1 * wv
+                    r2[co] += v2 * wv
+                    r3[co] += v3 * wv
 
 
 @njit(inline="always")
@@ -60,139 +356,323 @@ def _requant_value(v, mult, shift, leaky_mult, leaky_shift, lo, hi):
     return min(max(r, lo), hi)
 
 
-@njit(**JIT_PARALLEL)
-def _conv2d_kernel(xp, w, bias, stride, out):
-    ho, wo, cout = out.shape
-    for oy in prange(ho):
-        _conv_row(xp, w, bias, stride, oy, out[oy])
+@njit(inline="always")
+def _init_acc(acc, bias, npix, coutp):
+    for p in range(npix):
+        acc[p * coutp: (p + 1) * coutp] = bias
 
 
-@njit(**JIT_PARALLEL)
-def _conv2d_requant_kernel(xp, w, bias, stride, mult, shift, leaky_mult, leaky_shift, lo, hi,
-                           out):
-    ho, wo, cout = out.shape
-    for oy in prange(ho):
-        acc = np.empty((wo, cout), np.int32)
-        _conv_row(xp, w, bias, stride, oy, acc)
-        for ox in range(wo):
+@njit(inline="always")
+def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    wo, cout = out_row.shape
+    for ox in range(wo):
+        a = acc[ox * coutp: ox * coutp + cout]
+        o = out_row[ox]
+        if requant:
             for co in range(cout):
-                out[oy, ox, co] = _requant_value(acc[ox, co], mult[co], shift[co], leaky_mult,
-                                                 leaky_shift, lo, hi)
+                o[co] = _requant_value(a[co], mult[co], shift[co], leaky_mult, leaky_shift, lo, hi)
+        else:
+            for co in range(cout):
+                o[co] = a[co]
 
 
-def _pad_for_conv(x, k, stride, pad_value):
+# ---------------------------------------------------------------------------------------------
+# Convolution (stride 1 or 2, K x K, padding K//2)
+
+
+@njit(**JIT_PARALLEL)
+def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, coutp, requant,
+               mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_simd(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, pairs,
+                    acc, 0, coutp, npix)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
+def _conv_portable(xf, rowlen, stride, cin, wt, npix, bias, coutp, requant, mult, shift,
+                   leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_portable(xf, oy * stride * rowlen, rowlen, stride * cin, wt, acc, 0, coutp, npix)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+def _pixel_unit(packed, path):
+    return packed.np if path == "avx2" else _PORTABLE_PIX
+
+
+def _padded_bias(bias, coutp):
+    b = np.zeros(coutp, np.int32)
+    b[: bias.shape[0]] = bias
+    return b
+
+
+_NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
+
+
+def _run_conv(x, packed, bias, stride, pad_value, req, out):
+    path = _path
     h, wd, cin = x.shape
+    k = packed.k
     p = k // 2
-    xp = np.full((h + 2 * p + stride, wd + 2 * p + stride, cin), pad_value, x.dtype)
-    xp[p : p + h, p : p + wd] = x
-    return xp
+    wo = out.shape[1]
+    unit = _pixel_unit(packed, path)
+    npix = -(-wo // unit) * unit
+    # Rows and columns for every tap of every (padded) output pixel, plus one element for the
+    # odd end of a run read as a pair.
+    rows = h + 2 * p + stride
+    cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
+    xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
+    xp[p: p + h, p: p + wd] = x
+    xf = xp.reshape(-1)
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "avx2":
+        _conv_simd(xf, cols * cin, stride, cin, k, packed.simd[0], packed.blocks, packed.nv,
+                   packed.pairs[0], npix, _padded_bias(bias, packed.coutp), packed.coutp,
+                   requant, mult, shift, lm, ls, lo, hi, out)
+    else:
+        _conv_portable(xf, cols * cin, stride, cin, packed.portable[0], npix, bias,
+                       packed.cout, requant, mult, shift, lm, ls, lo, hi, out)
+    return out
 
 
-def _check_conv(x, w, bias):
+def _check_conv(x, w, bias, pack=pack_conv_weights):
     x = _require(x, "x", _CODES, 3)
-    w = _require(w, "w", (np.dtype(np.int8),), 4)
+    if isinstance(w, PackedWeights):
+        if w.kind == "gdn":
+            raise TypeError("w: GDN weights where convolution weights were expected")
+        packed = w
+    else:
+        w = _require(w, "w", (np.dtype(np.int8),), 4)
+        packed = None
+    shape = w.shape
     bias = _require(bias, "bias", _I32, 1)
-    if w.shape[3] != x.shape[2] or w.shape[1] != w.shape[2] or bias.shape[0] != w.shape[0]:
-        raise ValueError(f"conv shapes do not match: x {x.shape}, w {w.shape}, bias {bias.shape}")
-    return x, w, bias
+    if shape[3] != x.shape[2] or shape[1] != shape[2] or bias.shape[0] != shape[0]:
+        raise ValueError(f"conv shapes do not match: x {x.shape}, w {shape}, bias {bias.shape}")
+    return x, packed if packed is not None else pack(w), bias
 
 
 def conv2d(x, w, bias, stride, pad_value):
-    """See ``reference.conv2d``."""
-    x, w, bias = _check_conv(x, w, bias)
+    """See ``reference.conv2d``; ``w`` may be packed by ``pack_conv_weights``."""
+    x, packed, bias = _check_conv(x, w, bias)
+    if packed.kind != "conv":
+        raise TypeError("w: packed for a transposed convolution")
     h, wd, _ = x.shape
-    out = np.empty((-(-h // stride), -(-wd // stride), w.shape[0]), np.int32)
-    _conv2d_kernel(_pad_for_conv(x, w.shape[1], stride, pad_value), w, bias, stride, out)
-    return out
+    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), np.int32)
+    return _run_conv(x, packed, bias, int(stride), int(pad_value), None, out)
 
 
 def conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift, lo, hi,
                    out_dtype):
     """``requantize(conv2d(...), ...)`` fused: the int32 accumulators never leave the row."""
-    x, w, bias = _check_conv(x, w, bias)
-    mult, shift = _check_requant(mult, shift, w.shape[0])
+    x, packed, bias = _check_conv(x, w, bias)
+    if packed.kind != "conv":
+        raise TypeError("w: packed for a transposed convolution")
+    mult, shift = _check_requant(mult, shift, packed.cout)
     h, wd, _ = x.shape
-    out = np.empty((-(-h // stride), -(-wd // stride), w.shape[0]), out_dtype)
-    _conv2d_requant_kernel(_pad_for_conv(x, w.shape[1], stride, pad_value), w, bias, stride,
-                           mult, shift, leaky_mult, leaky_shift, lo, hi, out)
-    return out
+    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), out_dtype)
+    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
+    return _run_conv(x, packed, bias, int(stride), int(pad_value), req, out)
 
 
 # ---------------------------------------------------------------------------------------------
-# Transposed convolution (K=5, stride 2): each output phase gathers 3 or 2 taps per axis.
-
-
-@njit(inline="always")
-def _deconv_row(xp, w, bias, oy, acc):
-    # xp has a one-pixel zero border, so the input row of tap ky is (oy + 2 - ky)//2 + 1
-    # without bounds checks; only taps with ky of the parity of oy contribute.
-    wo, cout = acc.shape
-    k, cin = w.shape[1], w.shape[3]
-    py = oy & 1
-    for ox in range(wo):
-        px = ox & 1
-        for co in range(cout):
-            s = np.int32(bias[co])
-            for ky in range(py, k, 2):
-                iy = (oy + 2 - ky) // 2 + 1
-                for kx in range(px, k, 2):
-                    ix = (ox + 2 - kx) // 2 + 1
-                    xr = xp[iy, ix]
-                    wr = w[co, ky, kx]
-                    for ci in range(cin):
-                        s += np.int32(np.int32(xr[ci]) * np.int32(wr[ci]))
-            acc[ox, co] = s
+# Transposed convolution (K=5, stride 2) as four stride-1 phase convolutions. Output row
+# 2a+py, column 2b+px reads padded input rows a+py+t and columns b+px+u (a one-pixel zero
+# border), with the taps of ``_DECONV_TAPS``.
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_kernel(xp, w, bias, out):
-    ho, wo, cout = out.shape
-    for oy in prange(ho):
-        _deconv_row(xp, w, bias, oy, out[oy])
+def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2, npix, bias,
+                 coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias, 2 * npix, coutp)
+            for px in range(2):
+                if py == 0:
+                    wf = w00 if px == 0 else w01
+                else:
+                    wf = w10 if px == 0 else w11
+                pairs = pairs3 if px == 0 else pairs2
+                _phase_simd(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                            nv, pairs, acc, px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_requant_kernel(xp, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
-    ho, wo, cout = out.shape
-    for oy in prange(ho):
-        acc = np.empty((wo, cout), np.int32)
-        _deconv_row(xp, w, bias, oy, acc)
-        for ox in range(wo):
-            for co in range(cout):
-                out[oy, ox, co] = _requant_value(acc[ox, co], mult[co], shift[co], leaky_mult,
-                                                 leaky_shift, lo, hi)
+def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, npix, bias, coutp, requant, mult,
+                     shift, leaky_mult, leaky_shift, lo, hi, out):
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias, 2 * npix, coutp)
+            for px in range(2):
+                if py == 0:
+                    wt = w00 if px == 0 else w01
+                else:
+                    wt = w10 if px == 0 else w11
+                _phase_portable(xf, (a + py) * rowlen + px * cin, rowlen, cin, wt, acc,
+                                px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
 
 
-def _pad_for_deconv(x):
+def _run_deconv(x, packed, bias, req, out):
+    path = _path
     h, wd, cin = x.shape
-    xp = np.zeros((h + 2, wd + 2, cin), x.dtype)
-    xp[1 : 1 + h, 1 : 1 + wd] = x
-    return xp
+    unit = _pixel_unit(packed, path)
+    npix = -(-wd // unit) * unit
+    cols = npix + 4
+    xp = np.zeros((h + 3, cols, cin), np.int16)
+    xp[1: 1 + h, 1: 1 + wd] = x
+    xf = xp.reshape(-1)
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "avx2":
+        _deconv_simd(xf, cols * cin, cin, *packed.simd, packed.blocks, packed.nv,
+                     packed.pairs[0], packed.pairs[1], npix, _padded_bias(bias, packed.coutp),
+                     packed.coutp, requant, mult, shift, lm, ls, lo, hi, out)
+    else:
+        _deconv_portable(xf, cols * cin, cin, *packed.portable, npix, bias, packed.cout,
+                         requant, mult, shift, lm, ls, lo, hi, out)
+    return out
 
 
 def _check_deconv(x, w, bias):
-    x, w, bias = _check_conv(x, w, bias)
-    if w.shape[1] != 5:
-        raise ValueError(f"transposed convolution supports K=5 only, got {w.shape[1]}")
-    return x, w, bias
+    x, packed, bias = _check_conv(x, w, bias, pack_deconv_weights)
+    if packed.kind != "deconv":
+        if packed.k != 5:
+            raise ValueError(f"transposed convolution supports K=5 only, got {packed.k}")
+        raise TypeError("w: packed for a convolution, not a transposed convolution")
+    return x, packed, bias
 
 
 def conv_transpose2d(x, w, bias):
-    """See ``reference.conv_transpose2d``."""
-    x, w, bias = _check_deconv(x, w, bias)
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1], w.shape[0]), np.int32)
-    _deconv_kernel(_pad_for_deconv(x), w, bias, out)
-    return out
+    """See ``reference.conv_transpose2d``; ``w`` may be packed by ``pack_deconv_weights``."""
+    x, packed, bias = _check_deconv(x, w, bias)
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), np.int32)
+    return _run_deconv(x, packed, bias, None, out)
 
 
 def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi, out_dtype):
     """``requantize(conv_transpose2d(...), ...)`` fused."""
-    x, w, bias = _check_deconv(x, w, bias)
-    mult, shift = _check_requant(mult, shift, w.shape[0])
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1], w.shape[0]), out_dtype)
-    _deconv_requant_kernel(_pad_for_deconv(x), w, bias, mult, shift, leaky_mult, leaky_shift,
-                           lo, hi, out)
+    x, packed, bias = _check_deconv(x, w, bias)
+    mult, shift = _check_requant(mult, shift, packed.cout)
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
+    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
+    return _run_deconv(x, packed, bias, req, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# GDN / inverse GDN: norm = beta + gamma . |x| per pixel is a 1x1 convolution of |x|.
+
+
+@njit(inline="always")
+def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, out_row):
+    wd, c = out_row.shape
+    for ox in range(wd):
+        norm = acc[ox * coutp: ox * coutp + c]
+        xv = xr[ox]
+        o = out_row[ox]
+        if inverse:
+            for i in range(c):
+                v = np.int64(xv[i]) * np.int64(norm[i])
+                r = (v * np.int64(imult[i]) + (np.int64(1) << (ishift[i] - 1))) >> ishift[i]
+                o[i] = min(max(r, -127), 127)
+        else:
+            for i in range(c):
+                num = np.int64(xv[i]) * np.int64(gmult[i])
+                den = np.int64(norm[i]) << gshift
+                q = (2 * abs(num) + den) // (2 * den)
+                if num < 0:
+                    q = -q
+                o[i] = min(max(q, -127), 127)
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_simd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
+              imult, ishift, out):
+    h, wd, c = x.shape
+    for oy in prange(h):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_simd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, out[oy])
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_portable(x, af, rowlen, wt, npix, beta, coutp, inverse, gmult, gshift, imult, ishift,
+                  out):
+    h, wd, c = x.shape
+    for oy in prange(h):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_portable(af, oy * rowlen, rowlen, c, wt, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, out[oy])
+
+
+def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
+    path = _path
+    h, wd, c = x.shape
+    unit = _pixel_unit(packed, path)
+    npix = -(-wd // unit) * unit
+    xa = np.zeros((h + 1, npix, c), np.int16)
+    np.abs(x, out=xa[:h, :wd], dtype=np.int16)
+    af = xa.reshape(-1)
+    out = np.empty(x.shape, np.int8)
+    if path == "avx2":
+        _gdn_simd(x, af, npix * c, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
+                  npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
+                  imult, ishift, out)
+    else:
+        _gdn_portable(x, af, npix * c, packed.portable[0], npix, beta, packed.cout, inverse,
+                      gmult, gshift, imult, ishift, out)
     return out
+
+
+def _check_gdn(x, gamma, beta):
+    x = _require(x, "x", (np.dtype(np.int8),), 3)
+    if isinstance(gamma, PackedWeights):
+        if gamma.kind != "gdn":
+            raise TypeError("gamma: packed convolution weights where GDN weights were expected")
+        packed = gamma
+        shape = gamma.shape
+    else:
+        gamma = _require(gamma, "gamma", (np.dtype(np.uint8),), 2)
+        packed = None
+        shape = gamma.shape
+    beta = _require(beta, "beta", _I32, 1)
+    c = x.shape[2]
+    if shape != (c, c) or beta.shape != (c,):
+        raise ValueError(f"GDN shapes do not match: x {x.shape}, gamma {shape}")
+    return x, packed if packed is not None else pack_gdn_weights(gamma), beta
+
+
+def gdn(x, gamma, beta, mult, shift):
+    """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int; ``gamma`` may be
+    packed by ``pack_gdn_weights``."""
+    x, packed, beta = _check_gdn(x, gamma, beta)
+    mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
+    if mult.shape[0] != x.shape[2]:
+        raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
+    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2])
+
+
+def igdn(x, gamma, beta, mult, shift):
+    """See ``reference.igdn``; ``gamma`` may be packed by ``pack_gdn_weights``."""
+    x, packed, beta = _check_gdn(x, gamma, beta)
+    mult, shift = _check_requant(mult, shift, x.shape[2])
+    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,75 +706,6 @@ def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
     out = np.empty(flat.shape, np.int32)
     _requantize_kernel(flat, mult, shift, leaky_mult, leaky_shift, lo, hi, out)
     return out.reshape(acc.shape)
-
-
-@njit(inline="always")
-def _norm_pixel(xr, gamma, beta, norm):
-    c = xr.shape[0]
-    for i in range(c):
-        s = np.int32(beta[i])
-        for j in range(c):
-            s += np.int32(np.int32(gamma[i, j]) * np.int32(abs(np.int32(xr[j]))))
-        norm[i] = s
-
-
-@njit(**JIT_PARALLEL)
-def _gdn_kernel(x, gamma, beta, mult, shift, out):
-    n, c = x.shape
-    for p in prange(n):
-        norm = np.empty(c, np.int32)
-        _norm_pixel(x[p], gamma, beta, norm)
-        for i in range(c):
-            num = np.int64(x[p, i]) * np.int64(mult[i])
-            den = np.int64(norm[i]) << shift
-            q = (2 * abs(num) + den) // (2 * den)
-            if num < 0:
-                q = -q
-            out[p, i] = min(max(q, -127), 127)
-
-
-@njit(**JIT_PARALLEL)
-def _igdn_kernel(x, gamma, beta, mult, shift, out):
-    n, c = x.shape
-    for p in prange(n):
-        norm = np.empty(c, np.int32)
-        _norm_pixel(x[p], gamma, beta, norm)
-        for i in range(c):
-            v = np.int64(x[p, i]) * np.int64(norm[i])
-            r = (v * np.int64(mult[i]) + (np.int64(1) << (shift[i] - 1))) >> shift[i]
-            out[p, i] = min(max(r, -127), 127)
-
-
-def _check_gdn(x, gamma, beta):
-    x = _require(x, "x", (np.dtype(np.int8),), 3)
-    gamma = _require(gamma, "gamma", (np.dtype(np.uint8),), 2)
-    beta = _require(beta, "beta", _I32, 1)
-    c = x.shape[2]
-    if gamma.shape != (c, c) or beta.shape != (c,):
-        raise ValueError(f"GDN shapes do not match: x {x.shape}, gamma {gamma.shape}")
-    return x, gamma, beta
-
-
-def gdn(x, gamma, beta, mult, shift):
-    """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int."""
-    x, gamma, beta = _check_gdn(x, gamma, beta)
-    mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
-    if mult.shape[0] != x.shape[2]:
-        raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
-    out = np.empty(x.shape, np.int8)
-    _gdn_kernel(x.reshape(-1, x.shape[2]), gamma, beta, mult, int(shift),
-                out.reshape(-1, x.shape[2]))
-    return out
-
-
-def igdn(x, gamma, beta, mult, shift):
-    """See ``reference.igdn``."""
-    x, gamma, beta = _check_gdn(x, gamma, beta)
-    mult, shift = _check_requant(mult, shift, x.shape[2])
-    out = np.empty(x.shape, np.int8)
-    _igdn_kernel(x.reshape(-1, x.shape[2]), gamma, beta, mult, shift,
-                 out.reshape(-1, x.shape[2]))
-    return out
 
 
 @njit(**JIT_PARALLEL)

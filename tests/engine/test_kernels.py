@@ -1,4 +1,5 @@
-"""Bit-exact equality of the Numba kernels with the NumPy reference, at 1 and 2 threads.
+"""Bit-exact equality of the Numba kernels with the NumPy reference, at 1 and 2 threads, on
+every multiply path this host has (``portable`` everywhere, ``avx2`` on AVX2 hosts).
 
 Operands respect the engine's contract: every conv accumulator fits int32 (the loader proves
 ``sum |w| * |x| + |bias| < 2**31``), requantization shifts are in 1..40 and multipliers in
@@ -223,12 +224,22 @@ import numba
 import test_kernels
 from qlic_codec.engine import kernels
 assert numba.get_num_threads() == int(sys.argv[2]), numba.get_num_threads()
+assert kernels.active_path() == sys.argv[3], (kernels.active_path(), sys.argv[3])
 print(test_kernels._digest(test_kernels._suite(kernels)))
 """
 
 
+@pytest.fixture(params=["portable", "avx2"])
+def path(request):
+    """The multiply path of the convolution and GDN kernels."""
+    if request.param not in kernels.available_paths():
+        pytest.skip(f"no {request.param} path on this host")
+    with kernels.use_path(request.param):
+        yield request.param
+
+
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
+def threads(request, path):
     n = request.param
     if n > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
@@ -302,6 +313,50 @@ def test_conv_transpose2d_requant(threads, out_spec, leaky):
         mult, shift = _requant_tables(rng, cout, scale, (hi - lo) / 4)
         args = (x, w, bias, mult, shift, *leaky, lo, hi, out_dtype)
         _assert_same(kernels.conv_transpose2d_requant(*args), _ref_conv_transpose2d_requant(*args))
+
+
+def test_packed_weights(threads):
+    # Layers wider than one register block, odd widths, and weights packed once and reused.
+    rng = _rng("packed", threads)
+    for (h, wd, cin, cout), dtype in itertools.product(
+            [(1, 1, 48, 40), (6, 13, 64, 40), (3, 5, 33, 9), (4, 7, 96, 3)], [np.int8, np.int16]):
+        for k, stride in [(5, 2), (3, 1), (1, 1)]:
+            x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype)
+            packed = kernels.pack_conv_weights(w)
+            want = reference.conv2d(x, w, bias, stride, -128)
+            _assert_same(kernels.conv2d(x, packed, bias, stride, -128), want)
+            mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 64)
+            args = (bias, stride, -128, mult, shift, 655, 16, -127, 127, np.int8)
+            _assert_same(kernels.conv2d_requant(x, packed, *args),
+                         _ref_conv2d_requant(x, w, *args))
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype)
+        packed = kernels.pack_deconv_weights(w)
+        want = reference.conv_transpose2d(x, w, bias)
+        _assert_same(kernels.conv_transpose2d(x, packed, bias), want)
+        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 64)
+        args = (bias, mult, shift, 0, 0, -127, 127, np.int8)
+        _assert_same(kernels.conv_transpose2d_requant(x, packed, *args),
+                     _ref_conv_transpose2d_requant(x, w, *args))
+    x, gamma, beta = _gdn_operands(rng, (3, 7, 40), "random", "random")
+    packed = kernels.pack_gdn_weights(gamma)
+    mult = np.floor(2.0 ** rng.uniform(0, 44, 40)).astype(np.int64)
+    _assert_same(kernels.gdn(x, packed, beta, mult, 16), reference.gdn(x, gamma, beta, mult, 16))
+    mult, shift = _requant_tables(rng, 40, 64 * _norm_scale(x, gamma, beta), 64)
+    _assert_same(kernels.igdn(x, packed, beta, mult, shift),
+                 reference.igdn(x, gamma, beta, mult, shift))
+
+
+def test_packed_weights_of_the_wrong_kind():
+    rng = _rng("packed kind")
+    x, w, bias = _conv_operands(rng, 3, 3, 4, 2, 5, np.int8)
+    with pytest.raises(TypeError):
+        kernels.conv2d(x, kernels.pack_deconv_weights(w), bias, 1, 0)
+    with pytest.raises(TypeError):
+        kernels.conv_transpose2d(x, kernels.pack_conv_weights(w), bias)
+    with pytest.raises(TypeError):
+        kernels.gdn(x, kernels.pack_conv_weights(w), np.ones(4, np.int32), np.ones(4, np.int64), 1)
+    with pytest.raises(ValueError):
+        kernels.set_path("no-such-path")
 
 
 # --- element-wise -----------------------------------------------------------------------------
@@ -410,13 +465,18 @@ def test_codebook_decode(threads):
 
 # --- thread counts in fresh processes ---------------------------------------------------------
 
-def test_thread_count_does_not_change_results():
+@pytest.mark.parametrize("path_name", ["portable", "avx2"])
+def test_thread_count_does_not_change_results(path_name):
+    # QLIC_KERNELS selects the path at import; "portable" must win over a faster host path.
+    if path_name not in kernels.available_paths():
+        pytest.skip(f"no {path_name} path on this host")
     want = _digest(_suite(REF))
     here = Path(__file__).resolve().parent
     got = {}
     for n in (1, 2):
-        env = dict(os.environ, NUMBA_NUM_THREADS=str(n))
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(here), str(n)], env=env,
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(n), QLIC_KERNELS=path_name)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(here), str(n), path_name],
+                              env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         got[n] = proc.stdout.strip().splitlines()[-1]
