@@ -239,7 +239,7 @@ def path(request):
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request, path):
+def threads(request):
     n = request.param
     if n > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
@@ -255,7 +255,7 @@ def threads(request, path):
 @pytest.mark.parametrize("dtype", [np.int8, np.int16], ids=["int8", "int16"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_conv2d(threads, k, stride, dtype, pad_value):
+def test_conv2d(path, threads, k, stride, dtype, pad_value):
     rng = _rng("conv2d", k, stride, np.dtype(dtype).name, pad_value)
     for (h, wd, cin, cout), (x_mode, w_mode) in itertools.product(CONV_SHAPES, MODES):
         x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
@@ -264,7 +264,7 @@ def test_conv2d(threads, k, stride, dtype, pad_value):
         _assert_same(kernels.conv2d(x, w, bias, stride, pad_value), want)
 
 
-def test_conv2d_reaches_int32_extremes(threads):
+def test_conv2d_reaches_int32_extremes(path, threads):
     # All -128 codes, weights and padding, and the bias taking the remaining headroom.
     x, w, bias = _conv_operands(_rng("edge"), 3, 3, 4, 2, 3, np.int8, "min", "min")
     bias[:] = [I32_MAX - 9 * 4 * W_ABS**2, -I32_MAX]
@@ -274,7 +274,7 @@ def test_conv2d_reaches_int32_extremes(threads):
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16], ids=["int8", "int16"])
-def test_conv_transpose2d(threads, dtype):
+def test_conv_transpose2d(path, threads, dtype):
     rng = _rng("deconv", np.dtype(dtype).name)
     for (h, wd, cin, cout), (x_mode, w_mode) in itertools.product(CONV_SHAPES, MODES):
         x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
@@ -285,7 +285,7 @@ def test_conv_transpose2d(threads, dtype):
 
 @pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
 @pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
-def test_conv2d_requant(threads, out_spec, leaky):
+def test_conv2d_requant(path, threads, out_spec, leaky):
     out_dtype, lo, hi = out_spec
     rng = _rng("conv2d_requant", _spec_id(out_spec), leaky)
     cases = itertools.product([(1, 1), (1, 2), (3, 1), (3, 2), (5, 1), (5, 2)],
@@ -302,7 +302,7 @@ def test_conv2d_requant(threads, out_spec, leaky):
 
 @pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
 @pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
-def test_conv_transpose2d_requant(threads, out_spec, leaky):
+def test_conv_transpose2d_requant(path, threads, out_spec, leaky):
     out_dtype, lo, hi = out_spec
     rng = _rng("deconv_requant", _spec_id(out_spec), leaky)
     for i, (dtype, (h, wd, cin, cout)) in enumerate(
@@ -315,7 +315,7 @@ def test_conv_transpose2d_requant(threads, out_spec, leaky):
         _assert_same(kernels.conv_transpose2d_requant(*args), _ref_conv_transpose2d_requant(*args))
 
 
-def test_packed_weights(threads):
+def test_packed_weights(path, threads):
     # Layers wider than one register block, odd widths, and weights packed once and reused.
     rng = _rng("packed", threads)
     for (h, wd, cin, cout), dtype in itertools.product(
@@ -390,7 +390,7 @@ def test_requantize_rounding_ties(threads, leaky):
 
 
 @pytest.mark.parametrize("shift", [0, 1, 16, 30])
-def test_gdn(threads, shift):
+def test_gdn(path, threads, shift):
     rng = _rng("gdn", shift)
     for shape, x_mode, gamma_mode in itertools.product(
             ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
@@ -402,7 +402,7 @@ def test_gdn(threads, shift):
         _assert_same(kernels.gdn(x, gamma, beta, mult, shift), want)
 
 
-def test_gdn_rounding_ties(threads):
+def test_gdn_rounding_ties(path, threads):
     # norm = 1: x * mult / 2 is an exact half for odd x, which rounds away from zero.
     x = np.arange(-128, 128, dtype=np.int8).reshape(16, 16, 1)
     gamma, beta, mult = np.zeros((1, 1), np.uint8), np.ones(1, np.int32), np.ones(1, np.int64)
@@ -411,7 +411,7 @@ def test_gdn_rounding_ties(threads):
     assert want[0, 1, 0] == -64 and want[8, 1, 0] == 1 and want[8, 3, 0] == 2
 
 
-def test_igdn(threads):
+def test_igdn(path, threads):
     rng = _rng("igdn")
     for shape, x_mode, gamma_mode in itertools.product(
             ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
