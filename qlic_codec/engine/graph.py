@@ -132,6 +132,9 @@ class IntegerNetwork:
             bound = fixedpoint.accumulator_bound(layer["in_max"], l1, layer["bias"])
             if max(bound) >= fixedpoint.INT32_LIMIT:
                 raise ModelFileError(f"layer '{name}' could overflow its int32 accumulators")
+            # Pack once for the kernels (the unpacked weight stays for validation).
+            pack = getattr(self.k, f"pack_{op}_weights", None)
+            layer["packed"] = pack(layer["weight"]) if pack is not None else layer["weight"]
             out = d.get("out")
             layer["out"] = out
             if out is not None:
@@ -150,6 +153,8 @@ class IntegerNetwork:
             c = gamma.shape[0]
             layer["gamma"] = _array(arrays, f"{name}.gamma", np.uint8, (c, c))
             layer["beta"] = _array(arrays, f"{name}.beta", np.int32, (c,))
+            pack = getattr(self.k, "pack_gdn_weights", None)
+            layer["packed"] = pack(layer["gamma"]) if pack is not None else layer["gamma"]
             _check_range(f"{name}.beta", layer["beta"], 1, 2**24)
             # |x| <= 127 and gamma <= 255: norm < 2**24 + 255*127*C, far below 2**31.
             norm_max = 2**24 + 255 * 127 * c
@@ -225,7 +230,7 @@ class IntegerNetwork:
         for layer in self.layers[transform]:
             op = layer["op"]
             if op in ("conv", "deconv"):
-                args = (layer["weight"], layer["bias"])
+                args = (layer["packed"], layer["bias"])
                 if op == "conv":
                     args += (layer["stride"], layer["pad_value"])
                 kind = "conv2d" if op == "conv" else "conv_transpose2d"
@@ -240,9 +245,9 @@ class IntegerNetwork:
                 else:  # ``reference`` specifies the fused kernels as these two steps
                     x = k.requantize(conv(x, *args), *req).astype(np.int8)
             elif op == "gdn":
-                x = k.gdn(x, layer["gamma"], layer["beta"], layer["mult"], layer["shift"])
+                x = k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"])
             else:
-                x = k.igdn(x, layer["gamma"], layer["beta"], layer["mult"], layer["shift"])
+                x = k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"])
         raise AssertionError("unreachable: a transform ends with a convolution")
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
