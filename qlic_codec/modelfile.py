@@ -37,7 +37,7 @@ def pack(manifest: dict, arrays: dict) -> bytes:
     """Serialise a model; arrays must be integer numpy arrays of the allowed dtypes."""
     entries, chunks, offset = {}, [], 0
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
         if a.dtype.name not in _DTYPES:
             raise ValueError(f"array '{name}' has unsupported dtype {a.dtype}")
         data = a.astype(a.dtype.newbyteorder("<")).tobytes()
@@ -79,7 +79,7 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
         manifest, entries = header["manifest"], header["arrays"]
         if not isinstance(manifest, dict) or not isinstance(entries, dict):
             raise TypeError("manifest and arrays must be objects")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{source}: malformed header: {exc}") from None
     start = _PREFIX.size + json_len
     start += -start % 8
@@ -90,7 +90,7 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
             dtype = np.dtype(e["dtype"]).newbyteorder("<") if e["dtype"] in _DTYPES else None
             shape = tuple(int(s) for s in e["shape"])
             offset = int(e["offset"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ModelFileError(f"{source}: malformed entry for array '{name}'") from None
         if dtype is None:
             raise ModelFileError(f"{source}: array '{name}' has an unsupported dtype")

@@ -30,7 +30,11 @@ def save_float_model(model: MeanScaleHyperprior, path: Path, meta: dict) -> None
 def load_float_model(path: Path) -> tuple[MeanScaleHyperprior, dict]:
     """Load a model saved by ``save_float_model`` or a training checkpoint, in float32."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = MeanScaleHyperprior(**blob["config"])
-    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    if "state_dict" in blob:
+        config, state = blob["config"], blob["state_dict"]
+    else:  # a training checkpoint: "config" there is the TrainConfig
+        config, state = blob["model_config"], blob["model"]
+    model = MeanScaleHyperprior(**config)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     return model, blob.get("meta", {})

@@ -1,0 +1,269 @@
+"""The float model and its training loop, on a tiny model and a generated image set.
+
+Everything here is sized to run in seconds on a shared CPU: N=8, M=12, two levels,
+64x64 crops, batch 2.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from PIL import Image  # noqa: E402
+
+import qlic_codec  # noqa: E402
+from conftest import synthetic_photo  # noqa: E402
+from qlic_codec import api  # noqa: E402
+from qlic_codec.quantize.export import export  # noqa: E402
+from qlic_codec.train.checkpoint import load_float_model  # noqa: E402
+from qlic_codec.train.loop import TrainConfig, rd_loss, train  # noqa: E402
+from qlic_codec.train.metrics import ms_ssim, psnr  # noqa: E402
+from qlic_codec.train.model import MeanScaleHyperprior  # noqa: E402
+from qlic_codec.train.priors import FactorizedPrior  # noqa: E402
+
+LAMBDAS = (0.01, 0.05)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: the runs are tiny, and the results do not depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "train").mkdir()
+    for seed in range(4):
+        Image.fromarray(synthetic_photo(96, 96, seed)).save(root / "train" / f"{seed:02d}.png")
+    return root
+
+
+def config(run_dir, data_root, **changes) -> TrainConfig:
+    settings = dict(run_dir=str(run_dir), data_root=str(data_root), steps=30, batch=2, crop=64,
+                    lr=3e-3, log_every=1, checkpoint_minutes=60.0, bf16="off", device="cpu",
+                    N=8, M=12, lambdas=LAMBDAS, seed=0)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """A 30-step run: (run folder, final state)."""
+    run = tmp_path_factory.mktemp("run")
+    state = train(config(run, data_root), log=lambda line: None)
+    return run, state
+
+
+def test_loss_falls(trained):
+    run, state = trained
+    assert state["step"] == 30
+    losses = [entry["loss"] for entry in state["history"]]
+    assert [entry["step"] for entry in state["history"]] == list(range(1, 31))
+    assert all(np.isfinite(losses))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.5 * first, (first, last)
+    assert (run / "last.pt").is_file() and (run / "model_fp16.pt").is_file()
+    assert not list(run.glob("*.tmp"))
+
+
+def test_rd_loss_in_own_loop():
+    torch.manual_seed(0)
+    model = MeanScaleHyperprior(N=8, M=12, levels=2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x = torch.from_numpy(synthetic_photo(64, 64, 11)).permute(2, 0, 1)[None].float() / 255
+    x = x.repeat(2, 1, 1, 1)
+    level = torch.tensor([0.0, 1.0])
+    lambdas = torch.tensor(LAMBDAS)
+    losses = []
+    for _ in range(15):
+        loss, bpp, dist = rd_loss(model, x, level, lambdas, "mse")
+        assert bpp > 0 and dist > 0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    # MS-SSIM needs at least 161 pixels a side (five scales of an 11-tap window).
+    big = torch.from_numpy(synthetic_photo(192, 192, 12)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        loss, bpp, dist = rd_loss(model, big, torch.tensor([1.0]), torch.tensor((2.4, 4.6)),
+                                  "msssim")
+    assert torch.isfinite(loss) and bpp > 0 and 0 < dist < 4.6
+
+
+def test_time_limit_then_resume(tmp_path, data_root):
+    run = tmp_path / "run"
+    lines = []
+    # A time limit far below one step's duration stops the run at once, with a checkpoint.
+    state = train(config(run, data_root, steps=1000, time_limit_minutes=1e-9), log=lines.append)
+    stopped_at = state["step"]
+    assert stopped_at < 3
+    assert (run / "last.pt").is_file()
+
+    lines.clear()
+    state = train(config(run, data_root, steps=4, lr_drop_at=1.0), log=lines.append)
+    assert any(f"at step {stopped_at}" in line and "resumed" in line for line in lines)
+    assert state["step"] == 4
+
+    lines.clear()
+    state = train(config(run, data_root, steps=7, lr_drop_at=1.0), log=lines.append)
+    assert any("resumed" in line and "at step 4" in line for line in lines)
+    assert state["step"] == 7
+    assert [entry["step"] for entry in state["history"]] == list(range(stopped_at + 1, 8))
+    blob = torch.load(run / "last.pt", weights_only=False)
+    assert blob["state"]["step"] == 7
+
+    # Finished: running again with the same step count does no step.
+    lines.clear()
+    assert train(config(run, data_root, steps=7, lr_drop_at=1.0), log=lines.append)["step"] == 7
+    assert not any(line.startswith("step=") for line in lines)
+
+    # The resumed run ends with the weights of an uninterrupted one (optimizer, sampler and
+    # noise generator state all travel in the checkpoint).
+    straight = tmp_path / "straight"
+    train(config(straight, data_root, steps=7, lr_drop_at=1.0), log=lambda line: None)
+    a = torch.load(run / "model_fp16.pt", weights_only=True)["state_dict"]
+    b = torch.load(straight / "model_fp16.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _outputs(model, x, level):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model(x, level)
+    return out["x_hat"], out["likelihoods"]["y"], out["likelihoods"]["z"]
+
+
+def test_checkpoint_round_trip(trained):
+    run, _ = trained
+    loaded, meta = load_float_model(run / "model_fp16.pt")
+    assert not loaded.training
+    assert (loaded.N, loaded.M, loaded.levels) == (8, 12, 2)
+    assert meta["steps"] == 30 and meta["lambdas"] == list(LAMBDAS) and meta["metric"] == "mse"
+
+    blob = torch.load(run / "last.pt", weights_only=False)
+    rounded = MeanScaleHyperprior(N=8, M=12, levels=2)
+    rounded.load_state_dict({k: v.half().float() for k, v in blob["model"].items()})
+    rounded.eval()
+    full = MeanScaleHyperprior(N=8, M=12, levels=2)
+    full.load_state_dict(blob["model"])
+    full.eval()
+
+    x = torch.from_numpy(synthetic_photo(64, 128, 4)).permute(2, 0, 1)[None].float() / 255
+    x = x.repeat(3, 1, 1, 1)
+    level = torch.tensor([0.0, 0.5, 1.0])
+    for a, b in zip(_outputs(loaded, x, level), _outputs(rounded, x, level)):
+        assert torch.equal(a, b)
+    # The fp16 file is a rounding of the trained weights, not a copy of other ones.
+    for a, b in zip(_outputs(loaded, x, level), _outputs(full, x, level)):
+        assert torch.allclose(a, b, atol=0.05)
+
+    # A training checkpoint loads too, in full precision.
+    from_ckpt, _ = load_float_model(run / "last.pt")
+    for a, b in zip(_outputs(from_ckpt, x, level), _outputs(full, x, level)):
+        assert torch.equal(a, b)
+
+
+# -------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _batch(*images):
+    return torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images])
+
+
+def test_ms_ssim_identity_and_noise():
+    image = synthetic_photo(176, 192, 2)
+    x = _batch(image, image)
+    assert ms_ssim(x, x).shape == (2,)
+    assert torch.allclose(ms_ssim(x, x), torch.ones(2), atol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    scores = []
+    for sigma in (0.01, 0.03, 0.1, 0.3):
+        noisy = (x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        scores.append(float(ms_ssim(noisy, x)[0]))
+    assert all(0 < s < 1 for s in scores)
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.95 and scores[-1] < 0.8
+    # Symmetric, and data_range scales with the data.
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert torch.allclose(ms_ssim(noisy, x), ms_ssim(x, noisy), atol=1e-6)
+    assert torch.allclose(ms_ssim(noisy * 255, x * 255, data_range=255.0), ms_ssim(noisy, x),
+                          atol=1e-4)
+
+
+def test_psnr_known_values():
+    x = torch.zeros(2, 3, 8, 8)
+    y = x.clone()
+    y[0] += 0.1  # mse 0.01: 20 dB
+    y[1, :, :4] += 0.5  # mse 0.125: 9.03 dB
+    values = psnr(y, x)
+    assert values.shape == (2,)
+    assert torch.allclose(values, torch.tensor([20.0, 10 * np.log10(8.0)], dtype=torch.float32),
+                          atol=1e-4)
+    assert torch.allclose(psnr(y * 255, x * 255, data_range=255.0), values, atol=1e-4)
+    # Identical images: capped, not infinite.
+    assert torch.allclose(psnr(x, x), torch.full((2,), 120.0))
+
+
+# -------------------------------------------------------------------------------------------
+# The factorized prior's probability tables
+
+
+@pytest.mark.parametrize("tail_mass", [1e-9, 1e-3])
+def test_pmf_table_sums_to_one_minus_tail(tail_mass):
+    torch.manual_seed(3)
+    prior = FactorizedPrior(5)
+    with torch.no_grad():
+        for m in prior.matrices:
+            m.add_(0.3 * torch.randn_like(m))
+    pmfs, offsets, tails = prior.pmf_table(tail_mass=tail_mass)
+    assert len(pmfs) == len(offsets) == len(tails) == 5
+    for pmf, offset, tail in zip(pmfs, offsets, tails):
+        assert pmf.dtype == np.float64 and len(pmf) > 1 and isinstance(offset, int)
+        assert np.all(pmf >= 0)
+        assert 0 <= tail <= tail_mass + 1e-7
+        assert abs(pmf.sum() + tail - 1) < 1e-5
+    # The table is the training-time likelihood of each integer.
+    for c, (pmf, offset) in enumerate(zip(pmfs, offsets)):
+        z = torch.zeros(1, 5, 1, len(pmf))
+        z[0, c, 0] = torch.arange(offset, offset + len(pmf), dtype=torch.float32)
+        lik = prior.likelihood(z)[0, c, 0].detach().double().numpy()
+        np.testing.assert_allclose(lik, np.maximum(pmf, 1e-9), atol=2e-7)
+    narrow = prior.pmf_table(tail_mass=1e-2)[0]
+    wide = prior.pmf_table(tail_mass=1e-9)[0]
+    assert all(len(a) <= len(b) for a, b in zip(narrow, wide))
+
+
+# -------------------------------------------------------------------------------------------
+# Export to an integer model and a full encode/decode
+
+
+def test_export_and_round_trip(trained, tmp_path):
+    run, _ = trained
+    model, meta = load_float_model(run / "model_fp16.pt")
+    path = tmp_path / "tiny.qlicm"
+    images = [synthetic_photo(64, 64, 20), synthetic_photo(128, 64, 21)]
+    mid = export(model, images, path, {"metric": "mse", **meta}, scale_max=32.0)
+    assert len(mid) == 8
+
+    loaded = api.load_model(str(path))
+    assert loaded.model_id == mid and loaded.metric == "mse"
+    assert (loaded.network.N, loaded.network.M, loaded.network.levels) == (8, 12, 2)
+
+    image = synthetic_photo(50, 70, 3)
+    sizes = []
+    for quality in (1, 2):
+        data = qlic_codec.encode(image, quality, str(path))
+        pixels = qlic_codec.decode(data, str(path))
+        assert pixels.shape == image.shape and pixels.dtype == np.uint8
+        _, reconstruction = api.encode_and_reconstruct(image, quality, str(path))
+        np.testing.assert_array_equal(pixels, reconstruction)
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1]  # the higher level has the larger gain: finer latents
+    with pytest.raises(ValueError, match="out of range"):
+        qlic_codec.encode(image, 3, str(path))
