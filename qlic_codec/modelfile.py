@@ -18,6 +18,7 @@ payload, no overlap) before any array is built; the network validates the conten
 
 import hashlib
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -31,6 +32,8 @@ MAX_JSON = 1 << 24
 MAX_FILE = 1 << 30
 _DTYPES = {"int8", "uint8", "int16", "int32", "int64"}
 _PREFIX = struct.Struct("<8sII")
+# Names end up in error messages: keep them short, printable and on one line.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def pack(manifest: dict, arrays: dict) -> bytes:
@@ -86,6 +89,8 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
     payload = memoryview(data)[start:-32]
     arrays, spans = {}, []
     for name, e in entries.items():
+        if not NAME_PATTERN.fullmatch(name):
+            raise ModelFileError(f"{source}: invalid array name {name[:40]!r}")
         try:
             dtype = np.dtype(e["dtype"]).newbyteorder("<") if e["dtype"] in _DTYPES else None
             shape = tuple(int(s) for s in e["shape"])

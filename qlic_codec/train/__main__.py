@@ -27,7 +27,9 @@ def main(argv=None) -> int:
     p.add_argument("--metric", choices=["mse", "msssim"], default="mse")
     p.add_argument("--steps", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=int, default=None,
+                   help="crop side (default 128 for mse, 256 for msssim: MS-SSIM's five scales "
+                        "need at least 161 px)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes")
@@ -50,6 +52,8 @@ def main(argv=None) -> int:
         rows = validate(model, load_folder(f"{data_root}/val"))
         print(json.dumps({"model": args.validate, "meta": meta, "val": rows}, indent=1))
         return 0
+    if args.crop is None:
+        args.crop = 256 if args.metric == "msssim" else 128
     cfg = TrainConfig(run_dir=args.run, data_root=data_root, metric=args.metric, steps=args.steps,
                       batch=args.batch, crop=args.crop, lr=args.lr,
                       checkpoint_minutes=args.checkpoint_minutes,

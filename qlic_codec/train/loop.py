@@ -89,6 +89,9 @@ def validate(model, images, levels=None, device="cpu") -> list[dict]:
 
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train (or resume) the run in ``cfg.run_dir``; returns the final state summary."""
+    if cfg.metric == "msssim" and cfg.crop < 161:
+        raise ValueError(f"MS-SSIM needs crops of at least 161 px for its five scales, "
+                         f"got --crop {cfg.crop}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device

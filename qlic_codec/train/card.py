@@ -1,0 +1,76 @@
+"""Write the text card of a float checkpoint: how it was trained and its validation RD points.
+
+    python -m qlic_codec.train.card models/qlic-mse-float.pt [--run runs/mse] -o models/qlic-mse-float.md
+"""
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_float_model
+from .data import default_data_root, load_folder
+from .loop import validate
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardware: str) -> str:
+    lines = [f"# {path.name}", "",
+             "Variable-rate mean-scale hyperprior (N=128, M=192, simplified GDN, gain units), "
+             "float weights stored as fp16.", "",
+             "## Training", ""]
+    for key in ("metric", "lambdas", "steps", "batch", "crop", "wall_seconds"):
+        if key in meta:
+            lines.append(f"- {key}: {meta[key]}")
+    lines += ["- optimiser: Adam, gradient norm clipped at 1.0",
+              "- data: `../shared/data/train` (128 photos), random crops and flips",
+              f"- hardware: {hardware}", ""]
+    if history:
+        last = history[-1]
+        lines += [f"Last logged training window: step {last['step']}, loss {last['loss']:.4g}, "
+                  f"bpp {last['bpp']:.4g}, lr {last['lr']:.3g}.", ""]
+    lines += ["## Validation (`../shared/data/val`, 11 photos, 768x512)", "",
+              "Estimated from the model's likelihoods (no entropy coder), float model.", "",
+              "| level | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['level']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} |")
+    lines += ["", "Reproduce: `python -m qlic_codec.train --validate " + str(path) + "`", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qlic_codec.train.card")
+    p.add_argument("checkpoint")
+    p.add_argument("--run", default=None, help="run folder whose last.pt has the history")
+    p.add_argument("--data", default=None)
+    p.add_argument("--hardware", default=None)
+    p.add_argument("-o", "--output", required=True)
+    args = p.parse_args(argv)
+    model, meta = load_float_model(args.checkpoint)
+    rows = validate(model, load_folder(Path(args.data or default_data_root()) / "val"))
+    history = []
+    if args.run:
+        blob = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
+        history = blob["state"]["history"]
+    hardware = args.hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, fp32"
+    text = render(Path(args.checkpoint), meta, rows, history, hardware)
+    Path(args.output).write_text(text)
+    Path(args.output).with_suffix(".json").write_text(json.dumps(
+        {"meta": meta, "val": rows}, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
