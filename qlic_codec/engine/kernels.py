@@ -364,13 +364,26 @@ def _init_acc(acc, bias, npix, coutp):
 
 @njit(inline="always")
 def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    # Branch-free per channel (selects, not jumps), so that LLVM vectorises it: the products
+    # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
     wo, cout = out_row.shape
+    leaky = leaky_shift > 0
+    lm = np.int64(np.int32(leaky_mult))
+    ls = np.int64(leaky_shift if leaky else 1)
+    lr = np.int64(1) << (ls - 1)
+    lo64, hi64 = np.int64(lo), np.int64(hi)
     for ox in range(wo):
         a = acc[ox * coutp: ox * coutp + cout]
         o = out_row[ox]
         if requant:
             for co in range(cout):
-                o[co] = _requant_value(a[co], mult[co], shift[co], leaky_mult, leaky_shift, lo, hi)
+                v = np.int64(a[co])
+                lv = (v * lm + lr) >> ls
+                v = lv if (leaky and v < 0) else v
+                sh = np.int64(shift[co])
+                r = (v * np.int64(mult[co]) + (np.int64(1) << (sh - 1))) >> sh
+                r = lo64 if r < lo64 else r
+                o[co] = hi64 if r > hi64 else r
         else:
             for co in range(cout):
                 o[co] = a[co]
