@@ -291,6 +291,7 @@ def pack_gdn_weights(gamma) -> PackedWeights:
     c = gamma.shape[0]
     w = gamma.astype(np.int16).reshape(c, 1, 1, gamma.shape[1])
     packed = PackedWeights(gamma, "gdn", [_runs(w, (0,), (0,))], c, gamma.shape[1], 1)
+    packed.gamma_l1_max = int(gamma.astype(np.int64).sum(axis=1).max(initial=0))
     return packed
 
 
@@ -591,7 +592,11 @@ def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, l
 
 
 @njit(inline="always")
-def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, out_row):
+def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, out_row):
+    # Branch-free per channel so that LLVM vectorises it. GDN's rounded quotient
+    # ``(2|num| + den) // (2 den)`` clamped to 127 is, when ``2 den * 64`` fits int64
+    # (``fast``, checked by the caller from the largest possible norm), a 7-step restoring
+    # division: a quotient of 128 or more leaves every bit set, i.e. exactly the clamp.
     wd, c = out_row.shape
     for ox in range(wd):
         norm = acc[ox * coutp: ox * coutp + c]
@@ -600,8 +605,23 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, out_row
         if inverse:
             for i in range(c):
                 v = np.int64(xv[i]) * np.int64(norm[i])
-                r = (v * np.int64(imult[i]) + (np.int64(1) << (ishift[i] - 1))) >> ishift[i]
-                o[i] = min(max(r, -127), 127)
+                sh = np.int64(ishift[i])
+                r = (v * np.int64(imult[i]) + (np.int64(1) << (sh - 1))) >> sh
+                r = -127 if r < -127 else r
+                o[i] = 127 if r > 127 else r
+        elif fast:
+            for i in range(c):
+                num = np.int64(xv[i]) * gmult[i]
+                den = np.int64(norm[i]) << gshift
+                rem = 2 * abs(num) + den
+                d = 2 * den
+                q = np.int64(0)
+                for bit in (64, 32, 16, 8, 4, 2, 1):
+                    t = d * bit
+                    ge = rem >= t
+                    rem = rem - t if ge else rem
+                    q = q + bit if ge else q
+                o[i] = -q if num < 0 else q
         else:
             for i in range(c):
                 num = np.int64(xv[i]) * np.int64(gmult[i])
@@ -614,24 +634,26 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, out_row
 
 @njit(**JIT_PARALLEL)
 def _gdn_simd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, out):
+              imult, ishift, fast, out):
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_simd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, out[oy])
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+                      out[oy])
 
 
 @njit(**JIT_PARALLEL)
 def _gdn_portable(x, af, rowlen, wt, npix, beta, coutp, inverse, gmult, gshift, imult, ishift,
-                  out):
+                  fast, out):
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_portable(af, oy * rowlen, rowlen, c, wt, acc, 0, coutp, npix)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, out[oy])
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+                      out[oy])
 
 
 def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
@@ -643,13 +665,16 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
     np.abs(x, out=xa[:h, :wd], dtype=np.int16)
     af = xa.reshape(-1)
     out = np.empty(x.shape, np.int8)
+    # The largest norm any input can produce (|x| <= 128), for the fast GDN division.
+    norm_max = int(beta.max(initial=0)) + 128 * int(packed.gamma_l1_max)
+    fast = (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
     if path == "avx2":
         _gdn_simd(x, af, npix * c, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
                   npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
-                  imult, ishift, out)
+                  imult, ishift, fast, out)
     else:
         _gdn_portable(x, af, npix * c, packed.portable[0], npix, beta, packed.cout, inverse,
-                      gmult, gshift, imult, ishift, out)
+                      gmult, gshift, imult, ishift, fast, out)
     return out
 
 
