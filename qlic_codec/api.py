@@ -49,7 +49,16 @@ def _tables(arrays, key) -> CdfTables:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int, size: int) -> LoadedModel:
-    manifest, arrays, mid = modelfile.read(path)
+    return _build_model(*modelfile.read(path), path)
+
+
+def load_model_bytes(data: bytes, source: str = "model") -> LoadedModel:
+    """Load and validate a model from the bytes of a ``.qlicm`` file (not cached)."""
+    return _build_model(*modelfile.unpack(bytes(data), source), source)
+
+
+def _build_model(manifest: dict, arrays: dict, mid: bytes, path: str) -> LoadedModel:
+    # Everything is validated here, before any kernel runs.
     network = IntegerNetwork(ModelSpec(manifest, arrays))
     z_tables, y_tables = _tables(arrays, "z"), _tables(arrays, "y")
     if z_tables.num_tables != network.N or y_tables.num_tables != network.y_levels:
@@ -153,6 +162,11 @@ def decode(data: bytes, model: str | None = None,
     level = _check_quality_stream(header.quality, m.network.levels)
     if header.metric != m.metric:
         raise CorruptStreamError(f"header metric '{header.metric}' does not match the model")
+    return _decode_streams(m, header, level, z_stream, y_stream)
+
+
+def _decode_streams(m: LoadedModel, header: container.Header, level: int,
+                    z_stream: bytes, y_stream: bytes) -> np.ndarray:
     ph, pw = -(-header.height // BLOCK), -(-header.width // BLOCK)
     z_shape = (ph, pw, m.network.N)
     z = coder.decode_symbols(z_stream, _channel_indexes(z_shape), m.z_tables).reshape(z_shape)

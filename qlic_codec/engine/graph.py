@@ -32,6 +32,9 @@ from . import fixedpoint
 
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
 _GDN_SHIFT_MAX = 30
+# (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
+# 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
+_RESAMPLING = {"g_a": (4, 0), "h_a": (2, 0), "h_s": (0, 2), "g_s": (0, 4)}
 
 
 @dataclass
@@ -218,6 +221,12 @@ class IntegerNetwork:
             if channels != last:
                 raise ModelFileError(f"transform '{t}' ends with {channels} channels, "
                                      f"expected {last}")
+            # The latent shapes the decoder derives from the header assume these factors.
+            downs = sum(1 for x in layers if x["op"] == "conv" and x["stride"] == 2)
+            ups = sum(1 for x in layers if x["op"] == "deconv")
+            if (downs, ups) != _RESAMPLING[t]:
+                raise ModelFileError(f"transform '{t}' has {downs} stride-2 convolutions and "
+                                     f"{ups} transposed ones, expected {_RESAMPLING[t]}")
         if self.layers["g_a"][0]["pad_value"] != -128:
             raise ModelFileError("the first analysis layer must pad with the zero-pixel code")
 

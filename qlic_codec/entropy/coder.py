@@ -32,7 +32,7 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
-from qlic_codec.entropy.tables import TOTAL, CdfTables
+from qlic_codec.entropy.tables import PRECISION, TOTAL, CdfTables
 from qlic_codec.errors import CorruptStreamError
 
 _Categorical = constriction.stream.model.Categorical
@@ -43,6 +43,7 @@ _RangeDecoder = constriction.stream.queue.RangeDecoder
 _MAX_BITS = 32  # an excess is below 2**32
 _HEADER_SYMBOLS = 2 * (_MAX_BITS + 1)  # (bit length 0..32) x (side below / above)
 _CHUNK_BITS = 16
+_DECODE_CHUNK = 1 << 16  # symbols decoded per call (bounds the work done on garbage)
 # Powers of two 2**0 .. 2**32: the bit length of e is the number of them that are <= e.
 _POWERS = np.left_shift(np.int64(1), np.arange(_MAX_BITS + 1, dtype=np.int64))
 _INT32 = np.iinfo(np.int32)
@@ -85,6 +86,11 @@ class _TableModels:
         self.offsets = tables.offsets.astype(np.int64)
         self.models = [exact_categorical(tables.cdf_counts[t, :size])
                        for t, size in enumerate(tables.sizes.tolist())]
+        # Information content -log2(count / 2**24) of each symbol, and each table's minimum:
+        # the decoder's plausibility bound (see ``_information_budget``).
+        self.bits = [PRECISION - np.log2(tables.cdf_counts[t, :size].astype(np.float64))
+                     for t, size in enumerate(tables.sizes.tolist())]
+        self.min_bits = np.array([b.min() for b in self.bits], dtype=np.float64)
 
 
 _MODEL_CACHE: weakref.WeakKeyDictionary[CdfTables, _TableModels] = weakref.WeakKeyDictionary()
@@ -96,6 +102,20 @@ def _models_for(tables: CdfTables) -> _TableModels:
         models = _TableModels(tables)
         _MODEL_CACHE[tables] = models
     return models
+
+
+def _information_budget(num_words: int) -> float:
+    """The most information (in bits) that ``num_words`` words of our encoder can carry.
+
+    The range coder keeps a 64-bit range of at least 2**32 after each renormalisation and
+    emits one word per 2**32 it shrinks, each symbol shrinking it by at least its
+    probability. So coding symbols of information ``I = sum(-log2 p)`` emits at least
+    ``I / 32 - 1`` words before the seal: a stream of ``W`` words never carries more than
+    ``32 * (W + 1)`` bits. The extra word and 1e-9 relative cover float rounding. A decoder
+    that has decoded more information than this is reading garbage (or an empty stream
+    claiming a huge image), whatever the symbols: refusing it is exact, not a heuristic.
+    """
+    return 32.0 * (num_words + 2) * (1 + 1e-9)
 
 
 def _check_indexes(indexes: np.ndarray, tables: CdfTables) -> None:
@@ -212,19 +232,34 @@ def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.nd
     if n == 0:
         return np.zeros(0, dtype=np.int32)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    budget = _information_budget(words.size)
+    counts = np.bincount(indexes, minlength=tables.num_tables)
+    # Before anything of size n is allocated: even the likeliest symbols cost this much.
+    if float(counts @ models.min_bits) > budget:
+        raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is too short "
+                                 f"for {n} symbols")
 
     try:
         decoder = _RangeDecoder(words)
         order, groups = _group(indexes, tables.num_tables)
         grouped = np.empty(n, dtype=np.int64)
         escaped = []  # positions of escape symbols, per table
+        information = 0.0
         for t, start, stop in groups:
-            symbols = decoder.decode(models.models[t], stop - start)
-            grouped[start:stop] = symbols
-            grouped[start:stop] += models.offsets[t]
-            outside = symbols == models.sizes[t] - 1
-            if np.any(outside):
-                escaped.append(order[start + np.flatnonzero(outside)])
+            # In chunks, so that garbage fails after one chunk, not after the whole group.
+            for a in range(start, stop, _DECODE_CHUNK):
+                b = min(a + _DECODE_CHUNK, stop)
+                symbols = decoder.decode(models.models[t], b - a)
+                information += float(models.bits[t][symbols].sum())
+                if information > budget:
+                    raise CorruptStreamError(
+                        f"corrupt entropy-coded stream: it decodes to more information than "
+                        f"its {len(data)} bytes can hold")
+                grouped[a:b] = symbols
+                grouped[a:b] += models.offsets[t]
+                outside = symbols == models.sizes[t] - 1
+                if np.any(outside):
+                    escaped.append(order[a + np.flatnonzero(outside)])
         values = np.empty(n, dtype=np.int64)
         values[order] = grouped
 
