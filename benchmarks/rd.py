@@ -451,7 +451,8 @@ def main(argv=None) -> int:
     result = {"meta": meta, "points": points, "curves": curves,
               "bd_rate": {"qlic": bd, "float": bd_float}}
     (args.out / "rd.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
-    title = f"{len(images)} images from {args.data.name}/, averaged per setting"
+    title = (f"{len(images)} image{'s' if len(images) != 1 else ''} from {args.data.name}/, "
+             "averaged per setting")
     written = plot(curves, labels, args.out, title)
     print(f"\nwrote {args.out / 'rd.json'}" + "".join(f", {p.name}" for p in written))
     return 0
