@@ -207,6 +207,7 @@ _NARROW = (8, 1)
 _mk_wide = _make_microkernel(*_WIDE)
 _mk_narrow = _make_microkernel(*_NARROW)
 _PORTABLE_PIX = 4
+_PORTABLE_NARROW = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,13 +219,15 @@ class PackedWeights:
 
     ``weight`` is the unpacked array as the reference takes it; ``kind`` is ``"conv"``,
     ``"deconv"`` or ``"gdn"``. ``phases`` lists, per phase, ``(portable, simd)``:
-    ``portable`` is int16 ``(KH, KW*Cin, Cout)``; ``simd`` is the flat int16
+    ``portable`` is int16 ``(KH, KW*Cin, Cout)`` (``(KH, Cout, KW*Cin)`` if ``narrow``);
+    ``simd`` is the flat int16
     ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
     length and channels to ``coutp`` with zeros.
     """
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
+        self.narrow = cout < _PORTABLE_NARROW
         self.nv = _WIDE[1] if cout > 8 else _NARROW[1]
         self.np = _WIDE[0] if cout > 8 else _NARROW[0]
         blk = 8 * self.nv
@@ -235,7 +238,10 @@ class PackedWeights:
         self.pairs = []
         for runs in phases:  # (KH, R, Cout) int16
             kh, run, _ = runs.shape
-            self.portable.append(np.ascontiguousarray(runs))
+            # Narrow layers (Cout < 8) keep each channel's run contiguous instead: the portable
+            # kernel then vectorises over the run rather than over too few channels.
+            narrow = runs.transpose(0, 2, 1) if self.narrow else runs
+            self.portable.append(np.ascontiguousarray(narrow))
             run2 = run + (run & 1)
             pad = np.zeros((kh, run2, self.coutp), np.int16)
             pad[:, :run, :cout] = runs
@@ -317,9 +323,29 @@ def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, 
 
 
 @njit(inline="always")
-def _phase_portable(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix):
+def _phase_portable_narrow(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix):
+    # wt is (KH, Cout, run): one dot product per (pixel, channel), vectorised over the run.
+    kh, c, run = wt.shape
+    for t in range(kh):
+        for p in range(npix):
+            xb = x0 + t * rowlen + p * xpix
+            xs = xf[xb: xb + run]
+            ab = a0 + p * apix
+            for co in range(c):
+                wr = wt[t, co]
+                sm = np.int32(0)
+                for i in range(run):
+                    sm += np.int32(xs[i]) * np.int32(wr[i])
+                acc[ab + co] += np.int32(sm)
+
+
+@njit(inline="always")
+def _phase_portable(xf, x0, rowlen, xpix, wt, narrow, acc, a0, apix, npix):
     # Four pixels at a time: one input value per pixel broadcast against a contiguous run of
     # output channels; int32 accumulators (the stores truncate Numba's int64 arithmetic).
+    if narrow:
+        _phase_portable_narrow(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix)
+        return
     kh, run, c = wt.shape
     for t in range(kh):
         for p in range(0, npix, 4):
@@ -407,13 +433,14 @@ def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, co
 
 
 @njit(**JIT_PARALLEL)
-def _conv_portable(xf, rowlen, stride, cin, wt, npix, bias, coutp, requant, mult, shift,
+def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
                    leaky_mult, leaky_shift, lo, hi, out):
     ho = out.shape[0]
     for oy in prange(ho):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, bias, npix, coutp)
-        _phase_portable(xf, oy * stride * rowlen, rowlen, stride * cin, wt, acc, 0, coutp, npix)
+        _phase_portable(xf, oy * stride * rowlen, rowlen, stride * cin, wt, narrow, acc, 0,
+                        coutp, npix)
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
@@ -452,7 +479,7 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
                    packed.pairs[0], npix, _padded_bias(bias, packed.coutp), packed.coutp,
                    requant, mult, shift, lm, ls, lo, hi, out)
     else:
-        _conv_portable(xf, cols * cin, stride, cin, packed.portable[0], npix, bias,
+        _conv_portable(xf, cols * cin, stride, cin, packed.portable[0], packed.narrow, npix, bias,
                        packed.cout, requant, mult, shift, lm, ls, lo, hi, out)
     return out
 
@@ -523,7 +550,7 @@ def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, npix, bias, coutp, requant, mult,
+def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, coutp, requant, mult,
                      shift, leaky_mult, leaky_shift, lo, hi, out):
     h = out.shape[0] // 2
     for a in prange(h):
@@ -535,7 +562,7 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, npix, bias, coutp, req
                     wt = w00 if px == 0 else w01
                 else:
                     wt = w10 if px == 0 else w11
-                _phase_portable(xf, (a + py) * rowlen + px * cin, rowlen, cin, wt, acc,
+                _phase_portable(xf, (a + py) * rowlen + px * cin, rowlen, cin, wt, narrow, acc,
                                 px * coutp, 2 * coutp, npix)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
@@ -557,7 +584,8 @@ def _run_deconv(x, packed, bias, req, out):
                      packed.pairs[0], packed.pairs[1], npix, _padded_bias(bias, packed.coutp),
                      packed.coutp, requant, mult, shift, lm, ls, lo, hi, out)
     else:
-        _deconv_portable(xf, cols * cin, cin, *packed.portable, npix, bias, packed.cout,
+        _deconv_portable(xf, cols * cin, cin, *packed.portable, packed.narrow, npix, bias,
+                         packed.cout,
                          requant, mult, shift, lm, ls, lo, hi, out)
     return out
 
@@ -645,13 +673,14 @@ def _gdn_simd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, 
 
 
 @njit(**JIT_PARALLEL)
-def _gdn_portable(x, af, rowlen, wt, npix, beta, coutp, inverse, gmult, gshift, imult, ishift,
+def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, gshift, imult,
+                  ishift,
                   fast, out):
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
-        _phase_portable(af, oy * rowlen, rowlen, c, wt, acc, 0, coutp, npix)
+        _phase_portable(af, oy * rowlen, rowlen, c, wt, narrow, acc, 0, coutp, npix)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
                       out[oy])
 
@@ -673,7 +702,8 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
                   npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
                   imult, ishift, fast, out)
     else:
-        _gdn_portable(x, af, npix * c, packed.portable[0], npix, beta, packed.cout, inverse,
+        _gdn_portable(x, af, npix * c, packed.portable[0], packed.narrow, npix, beta, packed.cout,
+                      inverse,
                       gmult, gshift, imult, ishift, fast, out)
     return out
 
