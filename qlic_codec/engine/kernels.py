@@ -218,9 +218,9 @@ class PackedWeights:
     """Weights of one layer in both multiply layouts, packed once (see ``pack_*``).
 
     ``weight`` is the unpacked array as the reference takes it; ``kind`` is ``"conv"``,
-    ``"deconv"`` or ``"gdn"``. ``phases`` lists, per phase, ``(portable, simd)``:
-    ``portable`` is int16 ``(KH, KW*Cin, Cout)`` (``(KH, Cout, KW*Cin)`` if ``narrow``);
-    ``simd`` is the flat int16
+    ``"deconv"`` or ``"gdn"``. ``portable`` and ``simd`` hold one array per phase (one for a
+    convolution, four for a transposed one): ``portable`` is int16 ``(KH, KW*Cin, Cout)``
+    (``(KH, Cout, KW*Cin)`` if ``narrow``); ``simd`` is the flat int16
     ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
     length and channels to ``coutp`` with zeros.
     """
