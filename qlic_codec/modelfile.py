@@ -99,7 +99,8 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
             raise ModelFileError(f"{source}: malformed entry for array '{name}'") from None
         if dtype is None:
             raise ModelFileError(f"{source}: array '{name}' has an unsupported dtype")
-        if any(s < 0 for s in shape) or len(shape) > 4:
+        # No dimension can exceed the file size (a zero elsewhere would let numpy refuse it).
+        if len(shape) > 4 or any(not 0 <= s <= MAX_FILE for s in shape):
             raise ModelFileError(f"{source}: array '{name}' has an invalid shape")
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
         if offset < 0 or offset % 8 or offset + nbytes > len(payload):
