@@ -54,8 +54,11 @@ __all__ = [
 
 MAGIC = b"QLIC"
 FORMAT_VERSION = 1
-# 2**28 pixels is a 16384 x 16384 image: far beyond normal photos, yet small enough that
-# the decoder's buffers fit in memory on an ordinary machine.
+# 2**28 pixels is a 16384 x 16384 image: far beyond normal photos. Decoding needs memory in
+# proportion to the pixels (about 31 bytes per pixel with the tiny test model, more with
+# wider models: ~8 GB at this limit), so this limit is what bounds the decoder's memory;
+# lower it (``--max-pixels``) on small machines. A file whose entropy streams are too short
+# for the pixels it claims is refused before those buffers exist (``entropy.coder``).
 DEFAULT_MAX_PIXELS = 2**28
 MAX_STREAMS = 8
 # The position of a name is its code in the file; append new metrics, never reorder.

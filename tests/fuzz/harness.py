@@ -328,6 +328,8 @@ def _mutate_json(header: dict, rng: random.Random) -> dict:
                         s[rng.randrange(len(s))] = rng.choice((0, 1, -1, 2**31, 2**63, 10**30))
                     elif r == 1:
                         s.append(rng.choice((1, 2)))
+                        if rng.random() < 0.3:  # an empty array with absurd dimensions
+                            s = [0] + [rng.choice((2**31, 2**62, 2**63))] * (len(s) - 1)
                     elif r == 2 and s:
                         s.pop()
                     else:
