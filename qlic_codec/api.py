@@ -19,7 +19,8 @@ from . import container, modelfile, zoo
 from .engine.graph import IntegerNetwork, ModelSpec
 from .entropy import coder
 from .entropy.tables import CdfTables
-from .errors import CorruptStreamError, InvalidImageError, ModelFileError
+from .errors import (CorruptStreamError, InvalidImageError, ModelFileError,
+                     ResourceLimitError)
 from .imageio import pad_to_multiple
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS
@@ -162,7 +163,13 @@ def decode(data: bytes, model: str | None = None,
     level = _check_quality_stream(header.quality, m.network.levels)
     if header.metric != m.metric:
         raise CorruptStreamError(f"header metric '{header.metric}' does not match the model")
-    return _decode_streams(m, header, level, z_stream, y_stream)
+    try:
+        return _decode_streams(m, header, level, z_stream, y_stream)
+    except MemoryError:
+        # Within max_pixels, yet more than this machine has: a limit, not a crash.
+        raise ResourceLimitError(f"not enough memory to decode a {header.width}x"
+                                 f"{header.height} image; lower --max-pixels to refuse such "
+                                 "files up front") from None
 
 
 def _decode_streams(m: LoadedModel, header: container.Header, level: int,

@@ -149,6 +149,16 @@ def test_garbage_stream_decoding_is_bounded(tiny_model):
         assert time.perf_counter() - t0 < 10
 
 
+def test_out_of_memory_while_decoding_is_a_resource_limit(tiny_model, monkeypatch):
+    data = qlic_codec.encode(synthetic_photo(20, 20), 4, tiny_model)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(IntegerNetwork, "synthesis", no_memory)
+    with pytest.raises(ResourceLimitError, match="not enough memory"):
+        qlic_codec.decode(data, tiny_model)
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(
