@@ -23,6 +23,7 @@ last layer of a transform, hands them to a head. The spec is validated (names, d
 shapes, ranges and the overflow bound of every accumulator) before anything runs.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..errors import ModelFileError
 from . import fixedpoint
 
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _GDN_SHIFT_MAX = 30
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
@@ -111,6 +113,8 @@ class IntegerNetwork:
     def _load_layer(self, arrays, d):
         try:
             name, op = str(d["name"]), str(d["op"])
+            if not _NAME.fullmatch(name) or not _NAME.fullmatch(op):
+                raise ModelFileError(f"model layer has an invalid name or op {name[:40]!r}")
         except (KeyError, TypeError):
             raise ModelFileError("model layer without a name or op") from None
         layer = {"name": name, "op": op}
