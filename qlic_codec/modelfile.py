@@ -99,11 +99,13 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
             raise ModelFileError(f"{source}: malformed entry for array '{name}'") from None
         if dtype is None:
             raise ModelFileError(f"{source}: array '{name}' has an unsupported dtype")
-        # No dimension can exceed the file size (a zero elsewhere would let numpy refuse it).
-        if len(shape) > 4 or any(not 0 <= s <= MAX_FILE for s in shape):
+        if any(s < 0 for s in shape) or len(shape) > 4:
             raise ModelFileError(f"{source}: array '{name}' has an invalid shape")
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if offset < 0 or offset % 8 or offset + nbytes > len(payload):
+        # A dimension beyond the file size cannot fit either, even in an empty array (a zero
+        # beside 2**62 would make numpy raise ValueError in reshape).
+        if offset < 0 or offset % 8 or offset + nbytes > len(payload) or any(
+                s > MAX_FILE for s in shape):
             raise ModelFileError(f"{source}: array '{name}' lies outside the payload")
         spans.append((offset, offset + nbytes, name))
         arrays[name] = np.frombuffer(payload[offset : offset + nbytes], dtype=dtype).reshape(
