@@ -3,7 +3,8 @@
 Examples::
 
     python -m qlic_codec.train --run runs/mse --metric mse --steps 200000
-    python -m qlic_codec.train --run runs/msssim --metric msssim --init models/mse.pt
+    python -m qlic_codec.train --run runs/mse2 --init models/qlic-mse-float.pt --continue
+    python -m qlic_codec.train --run runs/msssim --metric msssim --init models/qlic-mse-float.pt
     python -m qlic_codec.train --validate models/qlic-mse.pt
 """
 
@@ -40,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--N", type=int, default=128)
     p.add_argument("--M", type=int, default=192)
     p.add_argument("--init", default="", help="fp16 model to start from (fine-tuning)")
+    p.add_argument("--continue", dest="continue_run", action="store_true",
+                   help="with --init: continue that model's run (its step count and wall "
+                        "time), e.g. a committed checkpoint in a new session")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -59,7 +63,8 @@ def main(argv=None) -> int:
                       checkpoint_minutes=args.checkpoint_minutes,
                       time_limit_minutes=args.time_limit, bf16=args.bf16,
                       device=args.device, seed=args.seed, N=args.N, M=args.M,
-                      init_from=args.init, log_every=args.log_every)
+                      init_from=args.init, continue_run=args.continue_run,
+                      log_every=args.log_every)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

@@ -34,6 +34,7 @@ class TrainConfig:
     N: int = 128
     M: int = 192
     init_from: str = ""
+    continue_run: bool = False  # with init_from: carry its step count and wall time on
     lambdas: tuple = field(default_factory=tuple)
 
 
@@ -117,6 +118,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
         blob = torch.load(cfg.init_from, map_location=device, weights_only=True)
         model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
         log(f"initialised from {cfg.init_from}")
+        meta = blob.get("meta", {})
+        if cfg.continue_run and meta.get("metric") == cfg.metric:
+            # A committed fp16 checkpoint continues its run in a new session: the optimiser
+            # moments restart, but the step count (and so the learning-rate schedule) and
+            # the wall time carry on.
+            state["step"] = int(meta.get("steps", 0))
+            state["wall_seconds"] = float(meta.get("wall_seconds", 0.0))
+            sampler.rng = np.random.default_rng([cfg.seed, state["step"]])
+            log(f"continuing from step {state['step']}")
 
     use_bf16 = device == "cpu" and (
         cfg.bf16 == "on" or (cfg.bf16 == "auto" and native_bf16()))

@@ -267,3 +267,17 @@ def test_export_and_round_trip(trained, tmp_path):
     assert sizes[0] < sizes[1]  # the higher level has the larger gain: finer latents
     with pytest.raises(ValueError, match="out of range"):
         qlic_codec.encode(image, 3, str(path))
+
+
+def test_continue_a_committed_checkpoint_in_a_new_run(trained, tmp_path, data_root):
+    run, state = trained
+    lines = []
+    again = train(config(tmp_path / "next", data_root, steps=state["step"] + 2,
+                         init_from=str(run / "model_fp16.pt"), continue_run=True),
+                  log=lines.append)
+    assert any(f"continuing from step {state['step']}" in line for line in lines)
+    assert again["step"] == state["step"] + 2
+    # Without --continue the same file only initialises the weights: the count starts at 0.
+    fresh = train(config(tmp_path / "fresh", data_root, steps=2,
+                         init_from=str(run / "model_fp16.pt")), log=lambda line: None)
+    assert fresh["step"] == 2
