@@ -1,26 +1,59 @@
-"""Encode/decode speed of qlic against the same network in PyTorch fp32, in one run.
+"""Encode/decode speed and decode memory of qlic against the same network in PyTorch fp32 and
+against the classic codecs, all measured in one run.
 
     python benchmarks/speed.py                       # 768x512, 1 and 2 threads
-    python benchmarks/speed.py --sizes 768x512 1920x1080 --threads 1 --repeat 5
+    python benchmarks/speed.py --sizes 768x512 1920x1080 3840x2160 --threads 1 2 --repeat 5
+    python benchmarks/speed.py --model PATH.qlicm --codecs jpeg webp --no-memory
+
+Images: the first PNG of ``../shared/data/val`` beside the repository, resized (Lanczos) to
+each ``--sizes`` WIDTHxHEIGHT (a synthetic photo when that folder is missing).
 
 qlic times are whole API calls (integer network + entropy coding + container); the PyTorch
 times are the network alone (encode: g_a, h_a, h_s; decode: h_s, g_s), fp32, NCHW and
-channels_last, so the ratios favour PyTorch. Each figure is the best of ``--repeat`` runs.
+channels_last (the faster one counts), so the ratios favour PyTorch. The classic codecs
+(``benchmarks/rd.py``'s Pillow / pillow-heif settings, at one mid setting each, see
+``CLASSIC_SETTING``) are timed from an RGB array to bytes and from bytes back to an RGB
+array; AVIF (libavif) and HEVC decoding (libheif) get the row's thread count, JPEG, WebP and
+JPEG 2000 run on one thread in Pillow, x265 picks its own. A codec that is missing is skipped
+with a note. Every time is the best of ``--repeat`` runs, and every ratio compares figures of
+the same run.
+
+GMAC/s: the multiply-accumulates of the decoder network (h_s + g_s, counted from the layer
+shapes of the model file, see ``decoder_macs``) divided by the decode time: for qlic the whole
+``decode`` call, for PyTorch the network alone.
+
+Peak memory: a child process (this script, ``--child``) decodes the image once, qlic
+(``qlic_codec.decode``) or PyTorch fp32 (h_s + g_s from the latents, the faster memory format
+of the run); its maximum resident set size comes from ``/usr/bin/time -f %M`` (or, without GNU
+time, from the child's own VmHWM; ``ru_maxrss`` is not used because Linux carries the parent's
+peak over fork and exec). ``peak`` is the whole process (interpreter, libraries, model),
+``decode`` is the peak minus the child's peak just before the measured decode (after imports,
+model loading and a warm-up decode of a 64x64 image). Measured once per size, at the largest
+``--threads``.
+
 Writes a JSON file next to the table (``--json``).
 """
 
 import argparse
+import io
 import json
+import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+HERE = ROOT / "benchmarks"
+
+# One mid setting per classic codec (rd.py's options otherwise).
+CLASSIC_SETTING = {"jpeg": 75, "webp": 75, "avif": 60, "hevc444": 50, "jpeg2000": 24}
+MIB = 1024 * 1024
 
 
 def best_of(fn, repeat):
@@ -32,6 +65,16 @@ def best_of(fn, repeat):
     return min(times)
 
 
+def parse_size(text):
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size '{text}' must be positive")
+    return width, height
+
+
 def photo(height, width):
     from PIL import Image
     val = ROOT.parent / "shared" / "data" / "val"
@@ -39,9 +82,210 @@ def photo(height, width):
     if files:
         im = Image.open(files[0]).convert("RGB").resize((width, height), Image.LANCZOS)
         return np.asarray(im)
+    sys.path.insert(0, str(ROOT / "tests"))
     from conftest import synthetic_photo
     return synthetic_photo(height, width, 0)
 
+
+# --------------------------------------------------------------------------- MAC counting
+
+def _stride_product(layers):
+    return math.prod(layer.get("stride", 1) for layer in layers if layer["op"] == "conv")
+
+
+def _layer_macs(layer, arrays, h, w):
+    """(MACs, output height, output width) of one layer on an h x w input."""
+    name, op = layer["name"], layer["op"]
+    if op in ("gdn", "igdn"):  # 1x1 conv of |x|: H*W*C*C
+        c = arrays[f"{name}.gamma"].shape[0]
+        return h * w * c * c, h, w
+    cout, k, _, cin = arrays[f"{name}.weight"].shape  # (Cout, K, K, Cin)
+    s = layer.get("stride", 1)
+    if op == "deconv":  # transposed: every input pixel meets K*K taps
+        return h * w * k * k * cin * cout, h * s, w * s
+    if op == "conv":
+        ho, wo = -(-h // s), -(-w // s)
+        return ho * wo * k * k * cin * cout, ho, wo
+    raise ValueError(f"{name}: unknown op '{op}'")
+
+
+def decoder_macs(manifest, arrays, height, width):
+    """Multiply-accumulates of the decoder network (h_s, then g_s) for a height x width image,
+    as a list of (layer name, MACs).
+
+    The image is padded to the analysis block (the product of the g_a and h_a strides);
+    h_s starts from z, g_s from y. conv: Ho*Wo*K*K*Cin*Cout; transposed conv (5x5/2):
+    Hin*Win*K*K*Cin*Cout; GDN / inverse GDN (a 1x1 conv): H*W*C*C. ``arrays`` only needs the
+    shapes of the weights (``<layer>.weight``, (Cout, K, K, Cin)) and ``<layer>.gamma`` (C, C).
+    """
+    t = manifest["transforms"]
+    down_y = _stride_product(t["g_a"])
+    block = down_y * _stride_product(t["h_a"])
+    ph, pw = -(-height // block) * block, -(-width // block) * block
+    out = []
+    for part, (h, w) in (("h_s", (ph // block, pw // block)),
+                         ("g_s", (ph // down_y, pw // down_y))):
+        for layer in t[part]:
+            macs, h, w = _layer_macs(layer, arrays, h, w)
+            out.append((layer["name"], macs))
+    return out
+
+
+# --------------------------------------------------------------------------- child processes
+
+def _self_maxrss():
+    """This process's peak resident set size in bytes: VmHWM, which Linux resets at exec
+    (``ru_maxrss`` keeps the parent's peak across fork and exec, so it can only be a fallback).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # Linux: KiB
+
+
+def _gnu_time():
+    time_bin = Path("/usr/bin/time")
+    if not time_bin.exists():
+        return None
+    try:
+        ok = subprocess.run([str(time_bin), "-f", "%M", "true"], capture_output=True,
+                            timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return str(time_bin) if ok else None
+
+
+def child_qlic(stream, warm, model, threads):
+    import numba
+    import qlic_codec
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    qlic_codec.decode(Path(warm).read_bytes(), model)  # loads the kernels
+    data = Path(stream).read_bytes()
+    base = _self_maxrss()
+    t = time.perf_counter()
+    pixels = qlic_codec.decode(data, model)
+    return {"base": base, "seconds": time.perf_counter() - t, "shape": list(pixels.shape),
+            "peak_self": _self_maxrss()}
+
+
+def child_torch(n, m, levels, zh, zw, threads, channels_last):
+    import torch
+    from qlic_codec.train.model import MeanScaleHyperprior
+    torch.set_num_threads(threads)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = MeanScaleHyperprior(n, m, levels).eval().to(memory_format=fmt)
+    gen = torch.Generator().manual_seed(0)
+
+    def latents(h, w):
+        z = torch.round(2 * torch.randn(1, n, h, w, generator=gen))
+        y = torch.round(4 * torch.randn(1, m, 4 * h, 4 * w, generator=gen))
+        return z.contiguous(memory_format=fmt), y.contiguous(memory_format=fmt)
+
+    with torch.no_grad():
+        z, y = latents(1, 1)
+        model.h_s(z), model.g_s(y)  # warm-up, 64x64
+        del z, y
+        base = _self_maxrss()
+        t = time.perf_counter()
+        z, y = latents(zh, zw)
+        model.h_s(z)
+        x = model.g_s(y)
+    return {"base": base, "seconds": time.perf_counter() - t, "shape": list(x.shape),
+            "peak_self": _self_maxrss()}
+
+
+def run_child(args):
+    """Run this script with ``--child args``: its result plus its peak RSS in bytes (``peak``,
+    from ``/usr/bin/time -f %M`` when GNU time is there, else the child's own VmHWM), or a
+    note."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)]
+    time_bin = _gnu_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "maxrss"
+        if time_bin:
+            cmd = [time_bin, "-f", "%M", "-o", str(report), *cmd]
+        proc = subprocess.run(cmd, capture_output=True)
+        if proc.returncode != 0:
+            last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            return None, f"child {args[0]} failed ({proc.returncode}): {last[0]}"
+        result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        if time_bin:
+            result["peak"] = int(report.read_text().split()[-1]) * 1024  # KiB
+            result["peak_from"] = "/usr/bin/time"
+        else:
+            result["peak"] = result["peak_self"]
+            result["peak_from"] = "VmHWM"
+    return result, None
+
+
+def child_main(argv):
+    kind, rest = argv[0], argv[1:]
+    if kind == "qlic":
+        stream, warm, model, threads = rest
+        result = child_qlic(stream, warm, model, int(threads))
+    elif kind == "torch":
+        n, m, levels, zh, zw, threads, cl = (int(v) for v in rest)
+        result = child_torch(n, m, levels, zh, zw, threads, bool(cl))
+    else:
+        raise SystemExit(f"unknown child '{kind}'")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- classic codecs
+
+def classic_codecs(names):
+    """{name: spec} of rd.py's codecs that work here (a note on stderr for the others)."""
+    if not names:
+        return {}
+    sys.path.insert(0, str(HERE))
+    from rd import CLASSIC, available_classic
+    unknown = [n for n in names if n not in CLASSIC]
+    if unknown:
+        raise SystemExit(f"unknown codec(s): {', '.join(unknown)} (choose from {list(CLASSIC)})")
+    return available_classic(names)
+
+
+def set_codec_threads(threads):
+    try:
+        from PIL import AvifImagePlugin
+        AvifImagePlugin.DEFAULT_MAX_THREADS = threads
+    except ImportError:
+        pass
+    try:
+        import pillow_heif
+        pillow_heif.options.DECODE_THREADS = threads
+    except ImportError:
+        pass
+
+
+def time_classic(spec, setting, rgb, repeat):
+    from PIL import Image
+    options = spec["save"](setting)
+
+    def encode():
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, **options)
+        return buf.getvalue()
+
+    data = encode()
+
+    def decode():
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    if decode().shape != rgb.shape:
+        raise RuntimeError("decoded shape differs")
+    return {"setting": setting, "bytes": len(data), "encode_s": best_of(encode, repeat),
+            "decode_s": best_of(decode, repeat)}
+
+
+# --------------------------------------------------------------------------- main
 
 def torch_model(manifest, checkpoint):
     import torch
@@ -53,44 +297,129 @@ def torch_model(manifest, checkpoint):
     return MeanScaleHyperprior(manifest["N"], manifest["M"], manifest["levels"]).eval(), torch
 
 
+def note(msg):
+    print(f"note: {msg}", file=sys.stderr, flush=True)
+
+
+def measure_memory(manifest, model_path, data, warm_data, height, width, threads, channels_last,
+                   tmp):
+    stream, warm = Path(tmp) / "image.qlic", Path(tmp) / "warm.qlic"
+    stream.write_bytes(data)
+    warm.write_bytes(warm_data)
+    row = {"size": f"{width}x{height}", "threads": threads,
+           "torch_format": "channels_last" if channels_last else "nchw"}
+    q, why = run_child(["qlic", stream, warm, model_path, threads])
+    if why:
+        note(f"qlic memory: {why}")
+    block = _stride_product(manifest["transforms"]["g_a"]) * \
+        _stride_product(manifest["transforms"]["h_a"])
+    t, why_t = run_child(["torch", manifest["N"], manifest["M"], manifest["levels"],
+                          -(-height // block), -(-width // block), threads, int(channels_last)])
+    if why_t:
+        note(f"torch memory: {why_t}")
+    row["rss_from"] = (q or t or {}).get("peak_from")
+    for key, r in (("qlic", q), ("torch", t)):
+        row[f"{key}_peak_rss_mib"] = r["peak"] / MIB if r else None
+        row[f"{key}_decode_rss_mib"] = (r["peak"] - r["base"]) / MIB if r else None
+    if q and t:
+        row["peak_ratio_torch_over_qlic"] = t["peak"] / q["peak"]
+        row["decode_ratio_torch_over_qlic"] = (t["peak"] - t["base"]) / max(
+            q["peak"] - q["base"], 1)
+    return row
+
+
+def print_tables(rows, classic_rows, memory, repeat, quality):
+    print(f"\nqlic (quality {quality}) against the same network in PyTorch fp32; seconds, best "
+          f"of {repeat}")
+    print(f"{'size':>10} {'thr':>3} {'bpp':>6} {'qlic enc':>9} {'qlic dec':>9} {'torch enc':>10} "
+          f"{'torch dec':>10} {'enc x':>6} {'dec x':>6} {'GMAC':>6} {'qlic GMAC/s':>12} "
+          f"{'torch GMAC/s':>13}")
+    for r in rows:
+        print(f"{r['size']:>10} {r['threads']:>3} {r['bpp']:6.3f} {r['qlic_encode_s']:9.3f} "
+              f"{r['qlic_decode_s']:9.3f} {r['torch_encode_s']:10.3f} {r['torch_decode_s']:10.3f} "
+              f"{r['encode_speedup_vs_torch']:6.2f} {r['decode_speedup_vs_torch']:6.2f} "
+              f"{r['decoder_gmac']:6.1f} {r['qlic_decode_gmacs']:12.1f} "
+              f"{r['torch_decode_gmacs']:13.1f}")
+    print("('x' = PyTorch time / qlic time, >1: qlic is faster; GMAC of h_s + g_s; qlic GMAC/s "
+          "over the whole decode call, PyTorch over the network alone)")
+    if classic_rows:
+        print(f"\nclassic codecs, seconds, best of {repeat}; 'x' = codec time / qlic time "
+              "(>1: qlic is faster)")
+        print(f"{'size':>10} {'thr':>3} {'codec':<9} {'setting':>7} {'bpp':>6} {'encode':>8} "
+              f"{'decode':>8} {'enc x':>7} {'dec x':>7}")
+        for r in classic_rows:
+            print(f"{r['size']:>10} {r['threads']:>3} {r['codec']:<9} {r['setting']:>7} "
+                  f"{r['bpp']:6.3f} {r['encode_s']:8.3f} {r['decode_s']:8.3f} "
+                  f"{r['encode_x']:7.2f} {r['decode_x']:7.2f}")
+    if memory:
+        print("\npeak memory of one decode (child process, max RSS, MiB); 'decode' = peak minus "
+              "the RSS before decoding")
+
+        def f(v, spec):
+            return format(v, spec) if v is not None else format("n/a", spec[:-2] + "s")
+        print(f"{'size':>10} {'thr':>3} {'qlic peak':>10} {'decode':>8} {'torch peak':>11} "
+              f"{'decode':>8} {'peak x':>7} {'decode x':>9}")
+        for r in memory:
+            print(f"{r['size']:>10} {r['threads']:>3} {f(r['qlic_peak_rss_mib'], '10.1f')} "
+                  f"{f(r['qlic_decode_rss_mib'], '8.1f')} {f(r['torch_peak_rss_mib'], '11.1f')} "
+                  f"{f(r['torch_decode_rss_mib'], '8.1f')} "
+                  f"{f(r.get('peak_ratio_torch_over_qlic'), '7.2f')} "
+                  f"{f(r.get('decode_ratio_torch_over_qlic'), '9.2f')}")
+        print("('x' = PyTorch fp32 / qlic, >1: qlic uses less)")
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:
+        return child_main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="int8 model name or path (default: bundled)")
     p.add_argument("--float", dest="float_ckpt", default=None,
                    help="float checkpoint for the PyTorch columns (default: same architecture)")
-    p.add_argument("--sizes", nargs="+", default=["768x512"])
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(768, 512)],
+                   metavar="WxH", help="image sizes, e.g. 768x512 1920x1080 (default 768x512)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--quality", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
+    p.add_argument("--codecs", nargs="*", default=list(CLASSIC_SETTING),
+                   help="classic codecs to time (default: %(default)s; none: no codec)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    p.add_argument("--json", default=str(HERE / "results" / "speed.json"))
     args = p.parse_args(argv)
+    settings = dict(CLASSIC_SETTING)
+    codecs = classic_codecs([c for c in args.codecs if c != "none"])
+    for name in codecs:
+        settings.setdefault(name, codecs[name]["values"][len(codecs[name]["values"]) // 2])
 
     import numba
     import qlic_codec
-    from qlic_codec import api
+    from qlic_codec import api, modelfile
 
     loaded = api.load_model(args.model)
-    from qlic_codec import modelfile
-    manifest = modelfile.read(loaded.path)[0]
+    model_path = str(loaded.path)
+    manifest, arrays, _ = modelfile.read(loaded.path)
     model, torch = torch_model(manifest, args.float_ckpt)
 
-    rows = []
-    for size in args.sizes:
-        width, height = (int(v) for v in size.split("x"))
+    rows, classic_rows, memory = [], [], []
+    for width, height in args.sizes:
+        size = f"{width}x{height}"
         image = photo(height, width)
+        macs = sum(m for _, m in decoder_macs(manifest, arrays, height, width))
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
         ph, pw = (-height) % 64, (-width) % 64
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
         for threads in args.threads:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             torch.set_num_threads(threads)
-            data = qlic_codec.encode(image, args.quality, args.model)  # warm-up + compile
-            qlic_codec.decode(data, args.model)
-            enc = best_of(lambda: qlic_codec.encode(image, args.quality, args.model), args.repeat)
-            dec = best_of(lambda: qlic_codec.decode(data, args.model), args.repeat)
+            set_codec_threads(threads)
+            data = qlic_codec.encode(image, args.quality, model_path)  # warm-up + compile
+            qlic_codec.decode(data, model_path)
+            enc = best_of(lambda: qlic_codec.encode(image, args.quality, model_path), args.repeat)
+            dec = best_of(lambda: qlic_codec.decode(data, model_path), args.repeat)
             row = {"size": size, "threads": threads, "qlic_encode_s": enc, "qlic_decode_s": dec,
-                   "bytes": len(data)}
+                   "bytes": len(data), "bpp": 8 * len(data) / (width * height),
+                   "decoder_gmac": macs / 1e9}
             level = torch.tensor([float(args.quality - 1)])
             with torch.no_grad():
                 for fmt_name, fmt in (("nchw", torch.contiguous_format),
@@ -114,26 +443,41 @@ def main(argv=None) -> int:
                     encode_net(), decode_net()
                     row[f"torch_{fmt_name}_encode_s"] = best_of(encode_net, args.repeat)
                     row[f"torch_{fmt_name}_decode_s"] = best_of(decode_net, args.repeat)
-            fastest_enc = min(row["torch_nchw_encode_s"], row["torch_channels_last_encode_s"])
-            fastest_dec = min(row["torch_nchw_decode_s"], row["torch_channels_last_decode_s"])
-            row["encode_speedup_vs_torch"] = fastest_enc / enc
-            row["decode_speedup_vs_torch"] = fastest_dec / dec
+            row["torch_encode_s"] = min(row["torch_nchw_encode_s"],
+                                        row["torch_channels_last_encode_s"])
+            row["torch_decode_s"] = min(row["torch_nchw_decode_s"],
+                                        row["torch_channels_last_decode_s"])
+            row["encode_speedup_vs_torch"] = row["torch_encode_s"] / enc
+            row["decode_speedup_vs_torch"] = row["torch_decode_s"] / dec
+            row["qlic_decode_gmacs"] = macs / dec / 1e9
+            row["torch_decode_gmacs"] = macs / row["torch_decode_s"] / 1e9
             rows.append(row)
+            print(f"{size}, {threads} thread(s): qlic decode {dec:.3f} s", file=sys.stderr,
+                  flush=True)
+            for name, spec in codecs.items():
+                try:
+                    c = time_classic(spec, settings[name], image, args.repeat)
+                except Exception as exc:  # a codec that fails here is left out, never fatal
+                    note(f"{name} at {size}: {type(exc).__name__}: {exc}")
+                    continue
+                c.update(size=size, threads=threads, codec=name,
+                         bpp=8 * c["bytes"] / (width * height),
+                         encode_x=c["encode_s"] / enc, decode_x=c["decode_s"] / dec)
+                classic_rows.append(c)
+        if not args.no_memory:
+            threads = max(args.threads)
+            last = rows[-1]
+            cl = last["torch_channels_last_decode_s"] <= last["torch_nchw_decode_s"]
+            warm = qlic_codec.encode(image[:64, :64].copy(), args.quality, model_path)
+            with tempfile.TemporaryDirectory() as tmp:
+                memory.append(measure_memory(manifest, model_path, data, warm, height, width,
+                                             threads, cl, tmp))
 
-    header = (f"{'size':>10} {'thr':>3} {'qlic enc':>9} {'qlic dec':>9} {'torch enc':>10} "
-              f"{'torch dec':>10} {'enc x':>6} {'dec x':>6}")
-    print(header)
-    for r in rows:
-        te = min(r["torch_nchw_encode_s"], r["torch_channels_last_encode_s"])
-        td = min(r["torch_nchw_decode_s"], r["torch_channels_last_decode_s"])
-        print(f"{r['size']:>10} {r['threads']:>3} {r['qlic_encode_s']:9.3f} "
-              f"{r['qlic_decode_s']:9.3f} {te:10.3f} {td:10.3f} "
-              f"{r['encode_speedup_vs_torch']:6.2f} {r['decode_speedup_vs_torch']:6.2f}")
-    print("(seconds, best of %d; 'x' = PyTorch fp32 time / qlic time, >1 means qlic is faster)"
-          % args.repeat)
+    print_tables(rows, classic_rows, memory, args.repeat, args.quality)
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "python": platform.python_version()},
-           "model": str(loaded.path.name), "rows": rows}
+           "model": str(loaded.path.name), "quality": args.quality, "repeat": args.repeat,
+           "rows": rows, "classic": classic_rows, "memory": memory}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
