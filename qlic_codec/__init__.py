@@ -4,8 +4,8 @@ The public API is ``encode``, ``decode`` and ``read_info``; they import their mo
 so ``import qlic_codec`` stays light (numba is loaded only when a network first runs).
 """
 
-from .errors import (CorruptStreamError, InvalidImageError, ModelFileError, QlicError,
-                     ResourceLimitError, UnsupportedError)
+from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
+                     ModelFileError, QlicError, ResourceLimitError, UnsupportedError)
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,6 @@ def read_info(data: bytes) -> dict:
     return api.read_info(data)
 
 
-__all__ = ["encode", "decode", "read_info", "QlicError", "InvalidImageError",
+__all__ = ["encode", "decode", "read_info", "QlicError", "InvalidImageError", "InvalidArgumentError",
            "CorruptStreamError", "ModelFileError", "UnsupportedError", "ResourceLimitError",
            "__version__"]

@@ -19,8 +19,8 @@ from . import container, modelfile, zoo
 from .engine.graph import IntegerNetwork, ModelSpec
 from .entropy import coder
 from .entropy.tables import CdfTables
-from .errors import (CorruptStreamError, InvalidImageError, ModelFileError,
-                     ResourceLimitError)
+from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
+                     ModelFileError, ResourceLimitError)
 from .imageio import pad_to_multiple
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS
@@ -79,9 +79,10 @@ def load_model(model: str | None = None) -> LoadedModel:
 
 def _check_quality(quality: int, levels: int) -> int:
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise ValueError(f"quality must be an integer, got {quality!r}")
+        raise InvalidArgumentError(f"quality must be an integer, got {quality!r}")
     if not 1 <= quality <= levels:
-        raise ValueError(f"quality {quality} is out of range 1..{levels}")
+        raise InvalidArgumentError(f"quality {quality} is out of range 1..{levels} "
+                                   "for this model")
     return int(quality) - 1
 
 
@@ -118,6 +119,9 @@ def _encode(rgb, quality, model, reconstruct):
     m = load_model(model)
     level = _check_quality(quality, m.network.levels)
     height, width = rgb.shape[:2]
+    if padded_pixels(height, width) > padded_limit(container.DEFAULT_MAX_PIXELS):
+        raise ResourceLimitError(f"{width}x{height} pads to more than "
+                                 f"{container.DEFAULT_MAX_PIXELS} pixels")
     padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
     y_g, z = m.network.analysis(padded, level)
     mean_g, index = m.network.hyper_synthesis(z, level)
@@ -142,9 +146,9 @@ def _model_for(header: container.Header, model: str | None) -> LoadedModel:
                                      f"not {m.model_id.hex()} ({model})")
         return m
     for path in zoo.bundled_paths():
-        m = load_model(str(path))
-        if m.model_id == header.model_hash:
-            return m
+        # Compare the stored id first: a damaged bundled model must not block the others.
+        if modelfile.read_id(path) == header.model_hash:
+            return load_model(str(path))
     raise ModelFileError(f"stream was made with model {header.model_hash.hex()}, which is not "
                          "bundled; pass it with --model")
 
@@ -183,10 +187,27 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
     return np.ascontiguousarray(pixels[: header.height, : header.width])
 
 
+def padded_pixels(height: int, width: int) -> int:
+    """Pixels the network works on: the image padded to a multiple of ``BLOCK``. Memory
+    follows this, not ``width * height`` (a 1 x 2**28 image pads to 64 x 2**28)."""
+    return -(-height // BLOCK) * BLOCK * -(-width // BLOCK) * BLOCK
+
+
+def padded_limit(max_pixels: int) -> int:
+    """Largest padded area allowed for a pixel limit: ordinary images pad by a few percent, a
+    thin one (1 x N) by up to 64x, so memory stays within about twice the nominal limit."""
+    return 2 * max_pixels + BLOCK * BLOCK * 16
+
+
 def _parse(data, max_pixels):
     header, streams = container.parse(bytes(data), max_pixels)
     if len(streams) != 2:
         raise CorruptStreamError(f"expected 2 entropy streams, found {len(streams)}")
+    if padded_pixels(header.height, header.width) > padded_limit(max_pixels):
+        raise ResourceLimitError(
+            f"{header.width}x{header.height} pads to "
+            f"{padded_pixels(header.height, header.width)} pixels, more than twice the limit "
+            f"of {max_pixels}; raise it with --max-pixels if you trust this file")
     return header, streams
 
 

@@ -24,5 +24,9 @@ class UnsupportedError(QlicError):
     """A valid request that this version of qlic cannot serve (format version, option)."""
 
 
+class InvalidArgumentError(QlicError, ValueError):
+    """A call with an argument the codec or the model cannot take (quality level, option)."""
+
+
 class ResourceLimitError(QlicError):
     """An input would need more pixels or memory than the configured limit allows."""

@@ -131,7 +131,22 @@ def read(path) -> tuple[dict, dict, bytes]:
 
 
 def write(path, manifest: dict, arrays: dict) -> bytes:
-    """Write a model file; returns its 8-byte id."""
+    """Write a model file atomically (a crash never leaves half a model); returns its id."""
+    from .fsio import atomic_write
     data = pack(manifest, arrays)
-    Path(path).write_bytes(data)
+    atomic_write(str(path), data)
     return model_id(data)
+
+
+def read_id(path) -> bytes | None:
+    """The 8-byte id stored at the end of a model file, without reading or checking the rest
+    (None if the file cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() < 32:
+                return None
+            f.seek(-32, 2)
+            return f.read(8)
+    except OSError:
+        return None

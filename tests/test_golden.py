@@ -14,7 +14,18 @@ import qlic_codec
 from conftest import GOLDEN, synthetic_photo
 
 
-def test_golden_streams_and_pixels():
+@pytest.fixture(params=["default"] + ["portable"])
+def kernel_path(request):
+    """Every kernel path must produce the golden bytes (the portable one on any machine)."""
+    from qlic_codec.engine import kernels
+    if request.param == "default":
+        yield kernels.active_path()
+    else:
+        with kernels.use_path(request.param):
+            yield request.param
+
+
+def test_golden_streams_and_pixels(kernel_path):
     if os.environ.get("QLIC_REGENERATE_GOLDEN") == "1":
         import sys
         sys.path.insert(0, str(GOLDEN))

@@ -89,7 +89,8 @@ class IntegerNetwork:
             raise ModelFileError(f"model manifest is incomplete or malformed: {exc}") from None
         if not (1 <= self.levels <= 255 and 1 <= self.N <= 4096 and 1 <= self.M <= 4096):
             raise ModelFileError("model manifest has out-of-range sizes")
-        if not (0 <= self.leaky_mult < 2**16 and 1 <= self.leaky_shift <= 16):
+        # A slope above 1 would break the int64 bound of the requantization product.
+        if not (0 <= self.leaky_mult <= 2**self.leaky_shift and 1 <= self.leaky_shift <= 16):
             raise ModelFileError("model manifest has an invalid LeakyReLU slope")
         if not (1 <= self.scale_shift <= 30 and 2 <= self.y_levels <= 1024):
             raise ModelFileError("model manifest has an invalid scale-index mapping")

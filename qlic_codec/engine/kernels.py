@@ -39,6 +39,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..errors import UnsupportedError
+
 # The one place that sets jit options; no fastmath anywhere in the engine.
 JIT = dict(cache=True, nogil=True)
 JIT_PARALLEL = dict(cache=True, nogil=True, parallel=True)
@@ -81,7 +83,8 @@ def _initial_path() -> str:
     if wanted in ("", "auto"):
         return PATHS[-1]
     if wanted not in ("portable", "avx2"):
-        raise ValueError(f"QLIC_KERNELS must be 'portable', 'avx2' or 'auto', got {wanted!r}")
+        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2' or 'auto', "
+                               f"got {wanted!r}")
     return wanted if wanted in PATHS else "portable"
 
 

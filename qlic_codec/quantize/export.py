@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import fixedpoint
+from ..engine import fixedpoint, reference
+from ..engine.graph import IntegerNetwork, ModelSpec
 from ..entropy import tables as entropy_tables
 from .. import modelfile
 from ..train.checkpoint import load_float_model
@@ -41,12 +42,18 @@ SCALE_LEVELS = 64
 SCALE_MIN, SCALE_MAX = 0.11, 256.0
 
 
-def _weight_codes(weight: torch.Tensor, transposed: bool):
-    """(Cout, K, K, Cin) int8 codes and per-output-channel scales of a conv weight."""
+def _weight_codes(weight: torch.Tensor, transposed: bool, min_scale=None):
+    """(Cout, K, K, Cin) int8 codes and per-output-channel scales of a conv weight.
+
+    ``min_scale`` (per channel) coarsens channels whose weights are so small that their bias
+    would not fit in int32 accumulator units (dead channels of a trained model).
+    """
     w = weight.detach().double()
     w = w.permute(1, 2, 3, 0) if transposed else w.permute(0, 2, 3, 1)
     w = w.numpy()
     scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
     scale[scale == 0] = 1.0
     codes = np.clip(np.round(w / scale[:, None, None, None]), -127, 127).astype(np.int8)
     return codes, scale
@@ -69,9 +76,12 @@ class _Builder:
 
     def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None):
         transposed = isinstance(module, nn.ConvTranspose2d)
-        codes, w_scale = _weight_codes(module.weight, transposed)
+        bias_real = module.bias.detach().double().numpy()
+        # Keep every bias within 2**29 accumulator units, so it can never wrap in int32.
+        codes, w_scale = _weight_codes(module.weight, transposed,
+                                       np.abs(bias_real) / (in_scale * 2.0**29))
         unit = in_scale * w_scale
-        bias = np.round(module.bias.detach().double().numpy() / unit).astype(np.int64)
+        bias = np.round(bias_real / unit).astype(np.int64)
         if extra_bias is not None:
             bias += extra_bias(codes)
         self.arrays[f"{name}.weight"] = codes
@@ -219,6 +229,9 @@ def export(model, images, path, card: dict, scale_max: float = SCALE_MAX) -> byt
     """Calibrate on ``images``, build and write the model file; returns its id."""
     amax = calibrate(model, images)
     manifest, arrays = build(model, amax, card, scale_max)
+    # The loader's checks (overflow bound of every layer, ranges, shapes) run before the file
+    # is written, so an export that would be refused fails here instead.
+    IntegerNetwork(ModelSpec(manifest, arrays), kernels=reference)
     return modelfile.write(path, manifest, arrays)
 
 

@@ -295,7 +295,7 @@ def _decode_corrupt(data: bytes) -> None:
         assert "\n" not in str(exc)
     else:
         assert values.dtype == np.int32 and values.shape == FUZZ_INDEXES.shape
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 60  # a hang, not a speed target
 
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
