@@ -224,6 +224,16 @@ def crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[:height, :width])
 
 
+# Formats whose readers run an external interpreter (EPS runs Ghostscript) are not opened:
+# qlic reads files from strangers.
+_UNSAFE_FORMATS = frozenset({"EPS"})
+
+
+def _readable_formats() -> list[str]:
+    Image.init()
+    return [name for name in Image.OPEN if name not in _UNSAFE_FORMATS]
+
+
 def _open_and_decode(data: bytes, max_pixels: int) -> Image.Image:
     # Image.open only parses the header; the size check runs before load() touches pixels.
     try:
@@ -231,7 +241,7 @@ def _open_and_decode(data: bytes, max_pixels: int) -> Image.Image:
             # Pillow warns between MAX_IMAGE_PIXELS and twice that; qlic has its own limit,
             # and a warning on stderr would break the CLI's one-line output.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=_readable_formats())
             width, height = im.size
             if width * height > max_pixels:
                 raise ResourceLimitError(

@@ -259,3 +259,10 @@ def test_save_image_refuses_bad_arrays() -> None:
         imageio.save_image(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="format"):
         imageio.save_image(np.zeros((4, 4, 3), np.uint8), "GIF")
+
+
+def test_postscript_is_not_opened():
+    # EPS would run Ghostscript: it is refused as "not an image", whatever is installed.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(InvalidImageError):
+        imageio.load_image(eps)
