@@ -10,6 +10,7 @@ This module imports nothing from qlic except ``errors``.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 
@@ -96,8 +97,9 @@ def atomic_write(path: str, data: bytes) -> None:
             # Make the data durable before the rename publishes it; otherwise a crash
             # could leave an empty file under the final name.
             os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode a normal open() would.
-        os.chmod(tmp_path, 0o666 & ~_current_umask())
+        # mkstemp creates 0600. A replaced file keeps its own mode (a private file stays
+        # private); a new one gets the mode a normal open() would give.
+        os.chmod(tmp_path, _existing_mode(path))
         os.replace(tmp_path, path)
     except BaseException as exc:
         # BaseException: a Ctrl-C mid-write must not leave a stray temporary file.
@@ -161,6 +163,13 @@ def _reason(exc: OSError) -> str:
     # strerror is the short human text ("No such file or directory"); keep it to one line.
     text = exc.strerror or str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+def _existing_mode(path: str) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_current_umask()
 
 
 def _current_umask() -> int:

@@ -342,3 +342,17 @@ def test_stdout_short_writes_are_completed_or_reported(monkeypatch):
     monkeypatch.setattr(sys, "stdout", FakeStdout(Trickle(stop_after=14)))
     with pytest.raises(QlicError):
         fsio.atomic_write("-", b"0123456789" * 5)
+
+
+def test_replacing_keeps_the_existing_files_mode(tmp_path):
+    import os
+    import stat
+
+    from qlic_codec import fsio
+
+    target = tmp_path / "private.png"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    fsio.atomic_write(str(target), b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
