@@ -82,6 +82,9 @@ def test_bad_arguments(tiny_model):
         qlic_codec.encode(image, 0, tiny_model)
     with pytest.raises(ValueError):
         qlic_codec.encode(image, 9, tiny_model)
+    # A level the model lacks is a codec error (one line and exit 1 in the CLI), not a bug.
+    with pytest.raises(qlic_codec.InvalidArgumentError):
+        qlic_codec.encode(image, 9, tiny_model)
     with pytest.raises(qlic_codec.InvalidImageError):
         qlic_codec.encode(image.astype(np.float32), 4, tiny_model)
     with pytest.raises(qlic_codec.InvalidImageError):

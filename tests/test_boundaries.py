@@ -1,0 +1,46 @@
+"""Module boundaries of DESIGN section 8, checked on the source: who may import what."""
+
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "qlic_codec"
+
+
+def _imports(path: Path) -> set[str]:
+    text = path.read_text()
+    names = re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", text, flags=re.M)
+    return {name.split(".")[0] for name in names}
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def test_torch_only_under_train_and_quantize():
+    for path in _modules():
+        if "torch" in _imports(path):
+            assert _relative(path).startswith(("train/", "quantize/")), _relative(path)
+
+
+def test_numba_only_under_engine():
+    for path in _modules():
+        if {"numba", "llvmlite"} & _imports(path):
+            assert _relative(path).startswith("engine/"), _relative(path)
+
+
+def test_constriction_only_in_the_coder():
+    for path in _modules():
+        if "constriction" in _imports(path):
+            assert _relative(path) == "entropy/coder.py", _relative(path)
+
+
+def test_no_fastmath_and_no_pickle_on_the_codec_path():
+    for path in _modules():
+        text = path.read_text()
+        assert "fastmath" not in text.replace("no fastmath", ""), _relative(path)
+        if not _relative(path).startswith(("train/", "quantize/")):
+            assert "pickle" not in _imports(path), _relative(path)
