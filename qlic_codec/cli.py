@@ -192,19 +192,8 @@ def encode(
         fsio.atomic_write(output_path, stream)
         if as_json:
             height, width = rgb.shape[:2]
-            _emit_json(
-                {
-                    "input": input_path,
-                    "output": output_path,
-                    "width": width,
-                    "height": height,
-                    "bytes": len(stream),
-                    "bpp": _bpp(len(stream), width, height),
-                    "quality": quality,
-                    "seconds": round(time.perf_counter() - start, 4),
-                },
-                json_to_stderr,
-            )
+            _emit_json(_file_record(input_path, output_path, width, height, len(stream),
+                                    start, quality=quality), json_to_stderr)
 
     _run_batch(pairs, encode_one, report, "encoding")
     ctx.exit(report.exit_code)
@@ -262,18 +251,8 @@ def decode(
         fsio.atomic_write(output_path, imageio.save_image(rgb, formats[output_path]))
         if as_json:
             height, width = rgb.shape[:2]
-            _emit_json(
-                {
-                    "input": input_path,
-                    "output": output_path,
-                    "width": width,
-                    "height": height,
-                    "bytes": len(data),
-                    "bpp": _bpp(len(data), width, height),
-                    "seconds": round(time.perf_counter() - start, 4),
-                },
-                json_to_stderr,
-            )
+            _emit_json(_file_record(input_path, output_path, width, height, len(data), start),
+                       json_to_stderr)
 
     _run_batch(pairs, decode_one, report, "decoding")
     ctx.exit(report.exit_code)
@@ -431,6 +410,15 @@ def _describe(fields: dict[str, Any]) -> str:
     if lengths is not None:
         parts.append("streams " + "+".join(str(n) for n in lengths))
     return ", ".join(parts)
+
+
+def _file_record(input_path: str, output_path: str, width: int, height: int, nbytes: int,
+                 start: float, **extra) -> dict:
+    """The ``--json`` line of one encoded or decoded file; ``nbytes`` is the stream's size."""
+    record = {"input": input_path, "output": output_path, "width": width, "height": height,
+              "bytes": nbytes, "bpp": _bpp(nbytes, width, height), **extra}
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    return record
 
 
 def _bpp(num_bytes: int, width: int, height: int) -> float:
