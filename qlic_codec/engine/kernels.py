@@ -538,6 +538,14 @@ def conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky
 # border), with the taps of ``_DECONV_TAPS``.
 
 
+@njit(inline="always")
+def _phase_weights(py, px, w00, w01, w10, w11):
+    # The packed weights of output phase (py, px): 3 or 2 taps per axis.
+    if py == 0:
+        return w00 if px == 0 else w01
+    return w10 if px == 0 else w11
+
+
 @njit(**JIT_PARALLEL)
 def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2, npix, bias,
                  coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
@@ -547,10 +555,7 @@ def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2
         for py in range(2):
             _init_acc(acc, bias, 2 * npix, coutp)
             for px in range(2):
-                if py == 0:
-                    wf = w00 if px == 0 else w01
-                else:
-                    wf = w10 if px == 0 else w11
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
                 pairs = pairs3 if px == 0 else pairs2
                 _phase_simd(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
                             nv, pairs, acc, px * coutp, 2 * coutp, npix)
@@ -567,10 +572,7 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
         for py in range(2):
             _init_acc(acc, bias, 2 * npix, coutp)
             for px in range(2):
-                if py == 0:
-                    wt = w00 if px == 0 else w01
-                else:
-                    wt = w10 if px == 0 else w11
+                wt = _phase_weights(py, px, w00, w01, w10, w11)
                 _phase_portable(xf, (a + py) * rowlen + px * cin, rowlen, cin, wt, narrow, acc,
                                 px * coutp, 2 * coutp, npix)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
