@@ -4,7 +4,7 @@ Data flow (all integers; ``q`` is the quality level, 0-based)::
 
     pixels - 128 (int8) --g_a--> acc_y (int32) --head.y[q]----> y_g   (y * gain, fixed point)
                                       |
-                                      +--------head.ha_in-----> int8 --h_a--> acc_z
+                                      +--head.ha_in (acc - offset)--> int8 --h_a--> acc_z
                                                                        head.z --> z (int32)
     z (clamped, int16) --h_s--> acc_p (int32, 2M channels)
         channels 0..M-1   --head.mean[q]--> mean_g (mean * gain, fixed point)
@@ -191,6 +191,13 @@ class IntegerNetwork:
             h[f"{key}.shift"] = _array(arrays, f"head.{key}.shift", np.int32, shape)
             _check_range(f"head.{key}.mult", h[f"{key}.mult"], 0, 2**31 - 1)
             _check_range(f"head.{key}.shift", h[f"{key}.shift"], 1, 62)
+        # Mean-removed quantization of y for the hyper-analysis (optional: older files have
+        # none, which is a zero offset).
+        if "head.ha_in.offset" in arrays:
+            h["ha_in.offset"] = _array(arrays, "head.ha_in.offset", np.int32, (M,))
+            _check_range("head.ha_in.offset", h["ha_in.offset"], -(2**30), 2**30)
+        else:
+            h["ha_in.offset"] = np.zeros(M, np.int32)
         h["scale.mult"] = _array(arrays, "head.scale.mult", np.int64, (M,))
         h["scale.offset"] = _array(arrays, "head.scale.offset", np.int64, (L, M))
         _check_range("head.scale.mult", h["scale.mult"], -(2**31), 2**31)
@@ -276,7 +283,11 @@ class IntegerNetwork:
         acc_y = self._run("g_a", x)
         cy = self.clamps["y"]
         y_g = self._head(acc_y, "y", level, -cy, cy)
-        ha_in = self._head(acc_y, "ha_in", None, -127, 127).astype(np.int8)
+        # |acc_y| < 2**31 and |offset| <= 2**30: the difference is exact in int64; clamping it
+        # to int32 only saturates codes that are already at +-127.
+        centred = np.clip(acc_y.astype(np.int64) - self.heads["ha_in.offset"],
+                          -(2**31), 2**31 - 1).astype(np.int32)
+        ha_in = self._head(centred, "ha_in", None, -127, 127).astype(np.int8)
         acc_z = self._run("h_a", ha_in)
         cz = self.clamps["z"]
         z = self._head(acc_z, "z", None, -cz, cz)

@@ -1,15 +1,20 @@
 """Turn a float model into an integer model file (8-bit weights and activations).
 
-This first export is post-training quantization with the simplest sound choices, written so
-that each choice can be swapped for a better one (see DESIGN section 4):
+Post-training quantization with the choices of the study (``benchmarks/quant.py``,
+DESIGN section 4):
 
 - weights: symmetric, per output channel, int8 in [-127, 127];
-- activations: symmetric, per tensor, int8 in [-127, 127], range = max |x| on calibration
-  images over every quality level;
+- activations: symmetric int8 in [-127, 127] with a range per channel, the largest magnitude
+  seen on 32 calibration crops (512 px) over every quality level; the
+  channel's scale folds into the next layer's weights or GDN gamma and into this layer's
+  per-channel multiplier, so per-channel ranges cost the engine nothing;
+- mean-removed quantization of ``y`` where it enters the hyper-analysis: the per-channel
+  calibration mean is subtracted in the accumulator domain and added back through the first
+  hyper-analysis layer's bias;
 - GDN gamma: uint8 per row, beta in the units of the row's normaliser;
 - the latents ``y``/``mean`` are fixed point with ``MEAN_BITS`` fractional bits after the
-  gain, ``z`` is an integer; ``y_hat`` enters
-  the synthesis as int16 codes whose range is the largest the overflow proof allows.
+  gain, ``z`` is an integer; ``y_hat`` enters the synthesis as int16 codes whose range is the
+  largest the overflow proof allows.
 
 Usage::
 
@@ -31,26 +36,33 @@ from .. import modelfile
 from ..train.checkpoint import load_float_model
 from ..train.data import default_data_root, load_folder
 from ..train.model import LEAKY_SLOPE
+from . import simulate
+from .simulate import MEAN_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from .calibrate import calibrate, integer_layers, is_gdn
 
 ACT_MAX = 127
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
-MEAN_BITS = 4  # fractional bits of y_g and mean_g
 Y_CLAMP = 16383 << MEAN_BITS
-SCALE_LEVELS = 64
-SCALE_MIN, SCALE_MAX = 0.11, 256.0
+# Per-channel ranges at the calibrated maximum: ranges clipped to the smallest squared error
+# on calibration samples lost up to 2.6 dB on a validation photo unlike them (benchmarks/quant.py).
+ACT_METHOD = "max"
+CALIBRATION_IMAGES, CALIBRATION_SIZE = 32, 512
 
 
-def _weight_codes(weight: torch.Tensor, transposed: bool, min_scale=None):
-    """(Cout, K, K, Cin) int8 codes and per-output-channel scales of a conv weight.
+def _engine_layout(module) -> np.ndarray:
+    """A convolution's weight as (Cout, K, K, Cin) float64, the engine's layout."""
+    w = module.weight.detach().double()
+    w = w.permute(1, 2, 3, 0) if isinstance(module, nn.ConvTranspose2d) else w.permute(0, 2, 3, 1)
+    return w.numpy()
+
+
+def _weight_codes(w: np.ndarray, min_scale=None):
+    """int8 codes and per-output-channel scales of an engine-layout weight.
 
     ``min_scale`` (per channel) coarsens channels whose weights are so small that their bias
     would not fit in int32 accumulator units (dead channels of a trained model).
     """
-    w = weight.detach().double()
-    w = w.permute(1, 2, 3, 0) if transposed else w.permute(0, 2, 3, 1)
-    w = w.numpy()
     scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
     if min_scale is not None:
         scale = np.maximum(scale, min_scale)
@@ -65,22 +77,31 @@ def _mult_shift(real, max_mult=2**31 - 1):
 
 
 class _Builder:
-    def __init__(self, model, amax):
-        self.model, self.amax = model, amax
+    """Layer by layer integer parameters. Activation scales are per channel: a channel's scale
+    folds into the next layer's weights (input channel) or gamma (GDN column), and into this
+    layer's per-channel requantization multiplier, so the engine needs nothing extra."""
+
+    def __init__(self, model, quants):
+        self.model, self.quants = model, quants
         self.arrays: dict[str, np.ndarray] = {}
         self.acc_scale: dict[str, np.ndarray] = {}  # real value of one accumulator unit
 
-    def act_scale(self, name, code_max):
-        # A tensor that was all zeros in calibration (an untrained model) still needs a step.
-        return max(self.amax[name], 1e-4) / code_max
+    def act_scale(self, name, code_max=ACT_MAX):
+        """Per-channel real value of one code of an 8-bit activation."""
+        q = self.quants[name]
+        if np.any(q.power != 1.0):
+            raise ValueError(f"activation '{name}': only uniform codebooks can be exported")
+        # A channel that was constant (dead) in calibration still needs a usable step.
+        floor = max(1e-4, 1e-3 * float(q.range.max()))
+        return np.maximum(q.range, floor) / code_max
 
     def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None):
         transposed = isinstance(module, nn.ConvTranspose2d)
+        w = _engine_layout(module)
+        w = w * np.broadcast_to(np.asarray(in_scale, np.float64), (w.shape[3],))
         bias_real = module.bias.detach().double().numpy()
         # Keep every bias within 2**29 accumulator units, so it can never wrap in int32.
-        codes, w_scale = _weight_codes(module.weight, transposed,
-                                       np.abs(bias_real) / (in_scale * 2.0**29))
-        unit = in_scale * w_scale
+        codes, unit = _weight_codes(w, np.abs(bias_real) / 2.0**29)
         bias = np.round(bias_real / unit).astype(np.int64)
         if extra_bias is not None:
             bias += extra_bias(codes)
@@ -98,13 +119,12 @@ class _Builder:
         return layer
 
     def gdn(self, name, module, in_scale, out_scale):
-        gamma = module.gamma.detach().double().numpy()
+        gamma = module.gamma.detach().double().numpy() * in_scale[None, :]
         beta = module.beta.detach().double().numpy()
-        g_scale = gamma.max(axis=1) / 255.0
-        g_scale[g_scale == 0] = 1.0
-        self.arrays[f"{name}.gamma"] = np.clip(np.round(gamma / g_scale[:, None]), 0, 255).astype(
+        unit = gamma.max(axis=1) / 255.0  # one unit of row c's integer normaliser
+        unit[unit == 0] = 1.0
+        self.arrays[f"{name}.gamma"] = np.clip(np.round(gamma / unit[:, None]), 0, 255).astype(
             np.uint8)
-        unit = g_scale * in_scale  # one unit of the integer normaliser
         self.arrays[f"{name}.beta"] = np.clip(np.round(beta / unit), 1, 2**24).astype(np.int32)
         if module.inverse:
             norm_max = 2**24 + 255 * 127 * gamma.shape[0]
@@ -112,7 +132,7 @@ class _Builder:
             mult, shift = _mult_shift(in_scale * unit / out_scale, limit)
             self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
             return {"name": name, "op": "igdn"}
-        mult = np.round(2.0**GDN_SHIFT / (g_scale * out_scale)).astype(np.int64)
+        mult = np.round(2.0**GDN_SHIFT * in_scale / (unit * out_scale)).astype(np.int64)
         self.arrays[f"{name}.mult"] = mult
         return {"name": name, "op": "gdn", "shift": GDN_SHIFT}
 
@@ -123,7 +143,7 @@ class _Builder:
             name = f"{prefix}.{i}"
             module = group[0]
             last = i == len(groups) - 1
-            out_scale = None if last else self.act_scale(name, ACT_MAX)
+            out_scale = None if last else self.act_scale(name)
             if is_gdn(module):
                 layers.append(self.gdn(name, module, in_scale, out_scale))
             else:
@@ -140,7 +160,7 @@ def _int16_input_range(module, scale_for) -> int:
     ``scale_for(clamp)`` is the real value of one input code for that range; the bias in
     accumulator units grows as the code gets finer, so the range is searched downwards.
     """
-    codes, w_scale = _weight_codes(module.weight, isinstance(module, nn.ConvTranspose2d))
+    codes, w_scale = _weight_codes(_engine_layout(module))
     l1 = (fixedpoint.deconv_weight_l1 if isinstance(module, nn.ConvTranspose2d)
           else fixedpoint.conv_weight_l1)(codes)
     clamp = min(32767, fixedpoint.max_input_for(l1, 0, 0.9))
@@ -154,33 +174,46 @@ def _int16_input_range(module, scale_for) -> int:
     raise ValueError("no int16 input range satisfies the overflow bound")
 
 
-def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[dict, dict]:
+def build(model, amax: dict, quants: dict, card: dict,
+          scale_max: float = SCALE_MAX) -> tuple[dict, dict]:
     """Manifest and arrays of the integer model (see ``engine.graph``).
 
-    ``scale_max`` bounds the largest entropy table (small test models use a smaller one).
+    ``amax``: ranges of the wide latents (``calibrate``); ``quants``: the fitted quantizer of
+    every 8-bit activation (``simulate.fit_quants``); ``scale_max`` bounds the largest entropy
+    table (small test models use a smaller one).
     """
-    b = _Builder(model, amax)
+    b = _Builder(model, quants)
     L, M, N = model.levels, model.M, model.N
     gains = model.gains(torch.arange(L).double()).detach().double().numpy()  # (L, M)
 
     # g_a: codes are pixel - 128 at scale 1/255; the +128 folds into the bias, and padding
     # with code -128 is padding with a zero pixel, as in the float model.
-    g_a = b.transform("g_a", model.g_a, 1 / 255.0, 128, first_pad=-128,
+    g_a = b.transform("g_a", model.g_a, np.full(3, 1 / 255.0), 128, first_pad=-128,
                       extra_bias=lambda codes: 128 * codes.astype(np.int64).reshape(
                           codes.shape[0], -1).sum(axis=1))
     unit_y = b.acc_scale[f"g_a.{len(g_a) - 1}"]
     heads = {}
     fraction = 2.0**MEAN_BITS
     heads["y"] = _mult_shift(unit_y[None, :] * gains * fraction)
-    y_scale = b.act_scale("y", ACT_MAX)
+    # The hyper-analysis reads y as 8-bit codes of ``y - offset``: mean-removed quantization
+    # for channels whose mean is far from zero. The offset is subtracted from the
+    # accumulators and added back through the first h_a layer's bias.
+    y_scale = b.act_scale("ha_in")
     heads["ha_in"] = _mult_shift(unit_y / y_scale)
+    y_offset = np.round(quants["ha_in"].offset / unit_y)
+    if np.abs(y_offset).max() >= 2**30:
+        raise ValueError("mean of y too large for its accumulator units")
+    ha_in_offset = y_offset.astype(np.int32)
+    mean_codes = y_offset * unit_y / y_scale  # the removed mean, in input codes
 
-    h_a = b.transform("h_a", model.h_a, y_scale, ACT_MAX)
+    h_a = b.transform("h_a", model.h_a, y_scale, ACT_MAX, extra_bias=lambda codes: np.round(
+        (codes.astype(np.float64) * mean_codes).reshape(codes.shape[0], -1).sum(axis=1)
+    ).astype(np.int64))
     heads["z"] = _mult_shift(b.acc_scale[f"h_a.{len(h_a) - 1}"])
 
     # h_s reads z as int16 integers (scale 1), clamped to what its overflow bound allows.
     z_clamp = _int16_input_range(integer_layers(model.h_s)[0][0], lambda clamp: 1.0)
-    h_s = b.transform("h_s", model.h_s, 1.0, z_clamp)
+    h_s = b.transform("h_s", model.h_s, np.ones(N), z_clamp)
     unit_p = b.acc_scale[f"h_s.{len(h_s) - 1}"]
     heads["mean"] = _mult_shift(unit_p[None, :M] * gains * fraction)
     step = math.log(scale_max / SCALE_MIN) / (SCALE_LEVELS - 1)
@@ -189,16 +222,19 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
     offset = (np.log(gains) - math.log(SCALE_MIN)) / step
 
     # g_s reads y_hat = y_g / gain as int16 codes, as fine as the overflow bound allows.
-    ys_clamp = _int16_input_range(integer_layers(model.g_s)[0][0],
-                                  lambda clamp: b.act_scale("y_hat", clamp))
-    ys_scale = b.act_scale("y_hat", ys_clamp)
-    g_s = b.transform("g_s", model.g_s, ys_scale, ys_clamp)
+    def y_hat_scale(clamp):
+        return max(amax["y_hat"], 1e-4) / clamp
+
+    ys_clamp = _int16_input_range(integer_layers(model.g_s)[0][0], y_hat_scale)
+    ys_scale = y_hat_scale(ys_clamp)
+    g_s = b.transform("g_s", model.g_s, np.full(M, ys_scale), ys_clamp)
     heads["ys"] = _mult_shift(1.0 / (gains * ys_scale * fraction))
     heads["pixel"] = _mult_shift(b.acc_scale[f"g_s.{len(g_s) - 1}"] * 255.0)
 
     arrays = dict(b.arrays)
     for key, (mult, shift) in heads.items():
         arrays[f"head.{key}.mult"], arrays[f"head.{key}.shift"] = mult, shift
+    arrays["head.ha_in.offset"] = ha_in_offset
     arrays["head.scale.mult"] = np.round(slope * 2.0**scale_shift).astype(np.int64)
     arrays["head.scale.offset"] = np.round(offset * 2.0**scale_shift).astype(np.int64)
 
@@ -225,17 +261,27 @@ def build(model, amax: dict, card: dict, scale_max: float = SCALE_MAX) -> tuple[
     return manifest, arrays
 
 
-def export(model, images, path, card: dict, scale_max: float = SCALE_MAX) -> bytes:
-    """Calibrate on ``images``, build and write the model file; returns its id."""
+def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
+           method: str = ACT_METHOD, mean_removed: bool = True) -> bytes:
+    """Calibrate on ``images``, build and write the model file; returns its id.
+
+    ``method``/``mean_removed``: how the 8-bit activation ranges are fitted (see
+    ``activations.fit``); the defaults are the study's choice (benchmarks/quant.py).
+    """
     amax = calibrate(model, images)
-    manifest, arrays = build(model, amax, card, scale_max)
+    quants = simulate.fit_quants(simulate.collect(model, images), method, per_channel=True,
+                                 mean_removed=mean_removed)
+    card = {**card, "activations": {"method": method, "per_channel": True,
+                                    "mean_removed_y": bool(mean_removed)}}
+    manifest, arrays = build(model, amax, quants, card, scale_max)
     # The loader's checks (overflow bound of every layer, ranges, shapes) run before the file
     # is written, so an export that would be refused fails here instead.
     IntegerNetwork(ModelSpec(manifest, arrays), kernels=reference)
     return modelfile.write(path, manifest, arrays)
 
 
-def calibration_images(data_root, count: int = 8, size: int = 256, seed: int = 0):
+def calibration_images(data_root, count: int = CALIBRATION_IMAGES, size: int = CALIBRATION_SIZE,
+                       seed: int = 0):
     """Centre crops (multiples of 64) of the first ``count`` training photos."""
     images = load_folder(Path(data_root) / "train")
     rng = np.random.default_rng(seed)
@@ -254,7 +300,7 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="fp16 float model (models/*.pt)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--data", default=None)
-    p.add_argument("--calibration-images", type=int, default=8)
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
     args = p.parse_args(argv)
     model, meta = load_float_model(args.checkpoint)
     images = calibration_images(args.data or default_data_root(), args.calibration_images)

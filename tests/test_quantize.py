@@ -1,0 +1,159 @@
+"""The quantization study's building blocks: weight schemes, activation fits, the simulation,
+the clipping fine-tune, and the engine against the simulation it is exported from."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from qlic_codec.quantize import activations, simulate, weights  # noqa: E402
+
+
+def _laplace(shape, seed=0):
+    return np.random.default_rng(seed).laplace(0, 0.05, shape)
+
+
+@pytest.mark.parametrize("grouping", weights.GROUPINGS)
+@pytest.mark.parametrize("scheme", weights.SCHEMES)
+def test_weight_schemes_use_at_most_255_levels_per_group(grouping, scheme):
+    w = _laplace((6, 4, 3, 3))
+    q = weights.fake_quantize(w, grouping, scheme)
+    groups = [q] if grouping == "layer" else list(q)
+    for g in groups:
+        assert np.unique(g).size <= 255
+    # Quantization error is small against the weights' spread.
+    assert np.sqrt(np.mean((q - w) ** 2)) < 0.05 * np.abs(w).max()
+
+
+def test_per_channel_beats_per_layer_on_unequal_channels():
+    w = _laplace((8, 16, 3, 3))
+    w[0] *= 20  # one loud channel forces a coarse per-layer step
+    err = {g: np.mean((weights.fake_quantize(w, g, "uniform") - w) ** 2)
+           for g in weights.GROUPINGS}
+    assert err["channel"] < err["layer"]
+
+
+def test_lloyd_beats_uniform_on_heavy_tails():
+    w = np.random.default_rng(1).standard_t(2, size=(1, 4000)) * 0.01
+    err = {s: np.mean((weights.fake_quantize(w, "layer", s, bits=4) - w) ** 2)
+           for s in ("uniform", "lloyd")}
+    assert err["lloyd"] < err["uniform"]
+
+
+def test_transposed_weights_group_by_their_output_axis():
+    w = _laplace((4, 6, 5, 5))  # ConvTranspose2d: (Cin, Cout, K, K)
+    w[:, 2] *= 50
+    q = weights.fake_quantize(w, "channel", "uniform", out_axis=1)
+    # The quiet output channels keep a fine grid although channel 2 is loud.
+    assert np.abs(q[:, 0] - w[:, 0]).max() <= np.abs(w[:, 0]).max() / 254 + 1e-12
+
+
+def test_best_clip_never_worse_than_the_maximum():
+    w = np.random.default_rng(2).standard_t(3, size=(5, 200))
+    clip = weights.best_clip(w, bits=4)
+    for c in range(5):
+        full = weights.fake_quantize(w[c:c + 1], "channel", "uniform", bits=4)
+        clipped = weights.fake_quantize(w[c:c + 1], "channel", "uniform", bits=4,
+                                        clip=clip[c:c + 1])
+        assert np.sum((clipped - w[c]) ** 2) <= np.sum((full - w[c]) ** 2) + 1e-12
+
+
+@pytest.mark.parametrize("power", activations.POWERS)
+def test_nearest_level_matches_a_table_search(power):
+    levels = activations.codebook(power)
+    u = np.random.default_rng(3).normal(0, 0.6, 5000)
+    mids = (levels[1:] + levels[:-1]) / 2
+    expected = levels[np.searchsorted(mids, u)]
+    assert np.allclose(activations.nearest_level(u, power), expected, atol=1e-12)
+    got = activations.nearest_level(torch.from_numpy(u), power, torch).numpy()
+    assert np.allclose(got, expected, atol=1e-12)
+
+
+def test_activation_fits():
+    rng = np.random.default_rng(4)
+    samples = np.stack([rng.laplace(0, s, 3000) for s in (0.1, 1.0, 10.0)]) + 5.0
+    amax = np.abs(samples).max(axis=1)
+    per_tensor = activations.fit(samples, amax, "max", per_channel=False)
+    assert np.all(per_tensor.range == amax.max())
+    per_channel = activations.fit(samples, amax, "max", per_channel=True)
+    assert np.allclose(per_channel.range, amax)
+    centred = activations.fit(samples, amax, "max", True, mean_removed=True,
+                              means=samples.mean(axis=1))
+    assert np.all(centred.range < per_channel.range)
+    mux = activations.fit(samples, amax, "mux", per_channel=True)
+    x = torch.from_numpy(samples.T.reshape(1, 3000, 3, 1).transpose(0, 2, 1, 3).copy())
+
+    def err(q):
+        return float(((q(x) - x) ** 2).mean())
+    # The multiplexer picks per channel, so it is never worse than the uniform full range
+    # that is among its choices.
+    assert err(mux) <= err(per_channel) * 1.0001
+    with pytest.raises(ValueError):
+        activations.fit(samples, amax, "median", True)
+
+
+@pytest.fixture(scope="module")
+def tiny_float():
+    from qlic_codec.train.model import MeanScaleHyperprior
+    torch.manual_seed(5)
+    model = MeanScaleHyperprior(N=8, M=12, levels=2).eval()
+    with torch.no_grad():
+        model.log_gain.add_(2.0)
+    return model
+
+
+def test_simulation_without_quantization_is_the_float_model(tiny_float):
+    from conftest import synthetic_photo
+    from qlic_codec.train.data import to_tensor
+    x = to_tensor(synthetic_photo(64, 64, 1))
+    level = torch.tensor([1.0])
+    with torch.no_grad():
+        a, b = tiny_float(x, level), simulate.SimulatedModel(tiny_float)(x, level)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    for key in ("y", "z"):
+        assert torch.equal(a["likelihoods"][key], b["likelihoods"][key])
+
+
+def test_engine_matches_its_simulation(tiny_float, tmp_path):
+    """The exported integer model and the quantized simulation it was fitted with give
+    nearly the same pictures (they differ only by integer rounding inside layers)."""
+    from conftest import synthetic_photo
+    from qlic_codec import api
+    from qlic_codec.quantize.export import export
+    from qlic_codec.train.data import to_tensor
+    from qlic_codec.train.metrics import psnr
+
+    images = [synthetic_photo(128, 128, s) for s in range(3)]
+    path = tmp_path / "t.qlicm"
+    export(tiny_float, images, path, {"metric": "mse"}, scale_max=32.0)
+    variant = simulate.Variant("shipped", ("channel", "uniform"), acts="max",
+                               per_channel=True, mean_removed=True, tables=True)
+    sim = simulate.build(tiny_float, variant, images)
+    photo = synthetic_photo(64, 64, 9)
+    for quality in (1, 2):
+        _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
+        out = sim(to_tensor(photo), torch.tensor([quality - 1.0]))
+        x_sim = torch.round(out["x_hat"].clamp(0, 1) * 255) / 255
+        assert psnr(to_tensor(pixels), x_sim).item() > 35
+
+
+def test_finetune_clips_weights_and_keeps_the_architecture(tiny_float, tmp_path):
+    import copy
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import finetune
+    images = [synthetic_photo(128, 128, s) for s in range(3)]
+    model = copy.deepcopy(tiny_float)
+    keys = set(model.state_dict())
+    quants = simulate.fit_quants(simulate.collect(model, images), "max", True, True)
+    hooks = finetune.attach(model, quants)
+    x = torch.from_numpy(np.stack(images)[:, :64, :64]).permute(0, 3, 1, 2).float() / 255
+    out = model(x, torch.tensor([0.0, 1.0, 0.0]))
+    loss = out["x_hat"].square().mean() + sum(-torch.log2(v).mean()
+                                              for v in out["likelihoods"].values())
+    loss.backward()
+    conv = model.g_a[0]
+    assert conv.parametrizations.weight.original.grad is not None
+    clip = conv.parametrizations.weight[0].clip.clone()
+    finetune.detach(model, hooks)
+    assert set(model.state_dict()) == keys
+    assert torch.all(model.g_a[0].weight.abs() <= clip + 1e-7)
