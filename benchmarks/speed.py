@@ -31,6 +31,13 @@ peak over fork and exec). ``peak`` is the whole process (interpreter, libraries,
 model loading and a warm-up decode of a 64x64 image). Measured once per size, at the largest
 ``--threads``.
 
+Decode stages: the same decode split into z entropy decoding, h_s, y entropy decoding (with
+the y symbols' count and nanoseconds per symbol) and g_s, each the best of ``--repeat``.
+
+Whole process: wall time of ``python -m qlic_codec.cli decode`` writing a PNG, cold (a fresh
+``NUMBA_CACHE_DIR``: imports, model loading and compiling every kernel, as on the first run of
+a new installation) and warm (the same cache, best of ``--repeat``); ``--no-process`` skips it.
+
 Writes a JSON file next to the table (``--json``).
 """
 
@@ -237,6 +244,60 @@ def child_main(argv):
     return 0
 
 
+def decode_stages(model_path, data, repeat):
+    """Seconds of each stage of one decode, best of ``repeat``: the z and y entropy decoding
+    (constriction, grouped by table, no Python loop per symbol), h_s and g_s (with the
+    fixed-point reconstruction of y)."""
+    from qlic_codec import api, container
+    from qlic_codec.entropy import coder
+
+    m = api.load_model(model_path)
+    header, (z_stream, y_stream) = container.parse(data)
+    level = header.quality - 1
+    ph, pw = -(-header.height // api.BLOCK), -(-header.width // api.BLOCK)
+    z_index = api._channel_indexes((ph, pw, m.network.N))
+    z = coder.decode_symbols(z_stream, z_index, m.z_tables).reshape(ph, pw, m.network.N)
+    mean_g, index = m.network.hyper_synthesis(z, level)
+    y_index = index.reshape(-1)
+    y_sym = coder.decode_symbols(y_stream, y_index, m.y_tables).reshape(mean_g.shape)
+    out = {
+        "z_entropy_s": best_of(lambda: coder.decode_symbols(z_stream, z_index, m.z_tables),
+                               repeat),
+        "h_s_s": best_of(lambda: m.network.hyper_synthesis(z, level), repeat),
+        "y_entropy_s": best_of(lambda: coder.decode_symbols(y_stream, y_index, m.y_tables),
+                               repeat),
+        "g_s_s": best_of(lambda: m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level),
+                         repeat),
+        "y_symbols": int(y_index.size), "z_symbols": int(z_index.size),
+    }
+    out["y_entropy_ns_per_symbol"] = 1e9 * out["y_entropy_s"] / out["y_symbols"]
+    return out
+
+
+def process_times(model_path, data, threads, repeat, tmp):
+    """Wall time of a whole ``qlic decode`` process: ``cold`` with an empty kernel cache (the
+    first run of a new installation: imports, model loading, Numba compilation), ``warm``
+    (best of ``repeat``) once that cache is filled."""
+    stream = Path(tmp) / "in.qlic"
+    stream.write_bytes(data)
+    cache = Path(tmp) / f"numba-cache-{threads}"  # a fresh one per call: cold is cold
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "NUMBA_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "qlic_codec.cli", "decode", str(stream), "-o",
+           str(Path(tmp) / "out.png"), "--model", str(model_path)]
+
+    def run():
+        (Path(tmp) / "out.png").unlink(missing_ok=True)
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.decode(errors="replace").strip()[-300:])
+        return time.perf_counter() - t
+
+    cold = run()
+    warm = min(run() for _ in range(repeat))
+    return {"threads": threads, "cold_s": cold, "warm_s": warm}
+
+
 # --------------------------------------------------------------------------- classic codecs
 
 def classic_codecs(names):
@@ -328,7 +389,7 @@ def measure_memory(manifest, model_path, data, warm_data, height, width, threads
     return row
 
 
-def print_tables(rows, classic_rows, memory, repeat, quality):
+def print_tables(rows, classic_rows, memory, processes, repeat, quality):
     print(f"\nqlic (quality {quality}) against the same network in PyTorch fp32; seconds, best "
           f"of {repeat}")
     print(f"{'size':>10} {'thr':>3} {'bpp':>6} {'qlic enc':>9} {'qlic dec':>9} {'torch enc':>10} "
@@ -342,6 +403,21 @@ def print_tables(rows, classic_rows, memory, repeat, quality):
               f"{r['torch_decode_gmacs']:13.1f}")
     print("('x' = PyTorch time / qlic time, >1: qlic is faster; GMAC of h_s + g_s; qlic GMAC/s "
           "over the whole decode call, PyTorch over the network alone)")
+    print(f"\nqlic decode by stage, seconds, best of {repeat} each")
+    print(f"{'size':>10} {'thr':>3} {'z entropy':>10} {'h_s':>7} {'y entropy':>10} {'g_s':>7} "
+          f"{'y symbols':>10} {'ns/symbol':>10}")
+    for r in rows:
+        d = r["decode_stages"]
+        print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
+              f"{d['y_entropy_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
+              f"{d['y_entropy_ns_per_symbol']:10.1f}")
+    print("(y entropy: range decoding of every y symbol with its table, escapes included)")
+    if processes:
+        print(f"\nwhole 'qlic decode' process (PNG written), seconds; cold = empty kernel "
+              f"cache, warm = best of {repeat}")
+        print(f"{'size':>10} {'thr':>3} {'cold':>7} {'warm':>7}")
+        for r in processes:
+            print(f"{r['size']:>10} {r['threads']:>3} {r['cold_s']:7.2f} {r['warm_s']:7.2f}")
     if classic_rows:
         print(f"\nclassic codecs, seconds, best of {repeat}; 'x' = codec time / qlic time "
               "(>1: qlic is faster)")
@@ -385,6 +461,8 @@ def main(argv=None) -> int:
     p.add_argument("--codecs", nargs="*", default=list(CLASSIC_SETTING),
                    help="classic codecs to time (default: %(default)s; none: no codec)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    p.add_argument("--no-process", action="store_true",
+                   help="skip the cold and warm whole-process decode times")
     p.add_argument("--json", default=str(HERE / "results" / "speed.json"))
     args = p.parse_args(argv)
     settings = dict(CLASSIC_SETTING)
@@ -401,7 +479,7 @@ def main(argv=None) -> int:
     manifest, arrays, _ = modelfile.read(loaded.path)
     model, torch = torch_model(manifest, args.float_ckpt)
 
-    rows, classic_rows, memory = [], [], []
+    rows, classic_rows, memory, processes = [], [], [], []
     for width, height in args.sizes:
         size = f"{width}x{height}"
         image = photo(height, width)
@@ -450,6 +528,7 @@ def main(argv=None) -> int:
             row["encode_speedup_vs_torch"] = row["torch_encode_s"] / enc
             row["decode_speedup_vs_torch"] = row["torch_decode_s"] / dec
             row["qlic_decode_gmacs"] = macs / dec / 1e9
+            row["decode_stages"] = decode_stages(model_path, data, args.repeat)
             row["torch_decode_gmacs"] = macs / row["torch_decode_s"] / 1e9
             rows.append(row)
             print(f"{size}, {threads} thread(s): qlic decode {dec:.3f} s", file=sys.stderr,
@@ -464,6 +543,15 @@ def main(argv=None) -> int:
                          bpp=8 * c["bytes"] / (width * height),
                          encode_x=c["encode_s"] / enc, decode_x=c["decode_s"] / dec)
                 classic_rows.append(c)
+        if not args.no_process:
+            with tempfile.TemporaryDirectory() as tmp:
+                for threads in args.threads:
+                    try:
+                        t = process_times(model_path, data, threads, args.repeat, tmp)
+                    except RuntimeError as exc:
+                        note(f"qlic decode process at {size}: {exc}")
+                        continue
+                    processes.append({"size": size, **t})
         if not args.no_memory:
             threads = max(args.threads)
             last = rows[-1]
@@ -473,11 +561,12 @@ def main(argv=None) -> int:
                 memory.append(measure_memory(manifest, model_path, data, warm, height, width,
                                              threads, cl, tmp))
 
-    print_tables(rows, classic_rows, memory, args.repeat, args.quality)
+    print_tables(rows, classic_rows, memory, processes, args.repeat, args.quality)
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "python": platform.python_version()},
            "model": str(loaded.path.name), "quality": args.quality, "repeat": args.repeat,
-           "rows": rows, "classic": classic_rows, "memory": memory}
+           "rows": rows, "classic": classic_rows, "memory": memory,
+           "process": processes}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
