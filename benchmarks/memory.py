@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def transform_peaks(manifest, transform, h, w, in_channels, in_bytes):
+def out_channels(layer, arrays) -> int:
+    key = "weight" if layer["op"] in ("conv", "deconv") else "gamma"
+    return arrays[f"{layer['name']}.{key}"].shape[0]
+
+
+def transform_peaks(manifest, arrays, transform, h, w, in_channels, in_bytes):
     """(float32 peak bytes, int8 engine peak bytes) of one transform on an h x w input."""
     peak_float = peak_int = 0
     c = in_channels
@@ -34,7 +39,7 @@ def transform_peaks(manifest, transform, h, w, in_channels, in_bytes):
             h2, w2 = 2 * h, 2 * w
         else:
             h2, w2 = h, w
-        c2 = layer["_cout"]
+        c2 = out_channels(layer, arrays)
         b_out = 4 if last else 1
         peak_float = max(peak_float, 4 * (h * w * c + h2 * w2 * c2))
         peak_int = max(peak_int, b_in * h * w * c + b_out * h2 * w2 * c2)
@@ -54,27 +59,21 @@ def main(argv=None) -> int:
     net_int = sum(a.nbytes for k, a in arrays.items() if not k.startswith("entropy."))
     tables = sum(a.nbytes for k, a in arrays.items() if k.startswith("entropy."))
     params = 0
-    for t, layers in manifest["transforms"].items():
+    for layers in manifest["transforms"].values():
         for layer in layers:
-            name = layer["name"]
-            if layer["op"] in ("conv", "deconv"):
-                wt = arrays[f"{name}.weight"]
-                params += wt.size + wt.shape[0]
-                layer["_cout"] = wt.shape[0]
-            else:
-                g = arrays[f"{name}.gamma"]
-                params += g.size + g.shape[0]
-                layer["_cout"] = g.shape[0]
+            key = "weight" if layer["op"] in ("conv", "deconv") else "gamma"
+            # weights (or GDN gamma) plus one bias (or beta) per output channel
+            params += arrays[f"{layer['name']}.{key}"].size + out_channels(layer, arrays)
     params += manifest["levels"] * manifest["M"]  # gains
     net_float = 4 * params
 
     H, W = -(-height // 64) * 64, -(-width // 64) * 64
     M, N = manifest["M"], manifest["N"]
     peaks = {
-        "g_a (encode)": transform_peaks(manifest, "g_a", H, W, 3, 1),
-        "h_a (encode)": transform_peaks(manifest, "h_a", H // 16, W // 16, M, 1),
-        "h_s (both)": transform_peaks(manifest, "h_s", H // 64, W // 64, N, 2),
-        "g_s (decode)": transform_peaks(manifest, "g_s", H // 16, W // 16, M, 2),
+        "g_a (encode)": transform_peaks(manifest, arrays, "g_a", H, W, 3, 1),
+        "h_a (encode)": transform_peaks(manifest, arrays, "h_a", H // 16, W // 16, M, 1),
+        "h_s (both)": transform_peaks(manifest, arrays, "h_s", H // 64, W // 64, N, 2),
+        "g_s (decode)": transform_peaks(manifest, arrays, "g_s", H // 16, W // 16, M, 2),
     }
 
     def mib(b):
