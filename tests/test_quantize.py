@@ -157,3 +157,23 @@ def test_finetune_clips_weights_and_keeps_the_architecture(tiny_float, tmp_path)
     finetune.detach(model, hooks)
     assert set(model.state_dict()) == keys
     assert torch.all(model.g_a[0].weight.abs() <= clip + 1e-7)
+
+
+def test_float_control_finetune_trains_without_quantization(tiny_float, tmp_path):
+    """The float reference of the int8 export: the same fine-tune, no clipping, no grids."""
+    import copy
+    from PIL import Image
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import finetune
+    (tmp_path / "train").mkdir()
+    for s in range(2):
+        Image.fromarray(synthetic_photo(96, 96, s)).save(tmp_path / "train" / f"{s}.png")
+    model = copy.deepcopy(tiny_float)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=3, batch=2, crop=64,
+                             lr=1e-3, log=lambda s: None, quantized=False)
+    assert info["quantized"] is False and info["steps"] == 3
+    assert set(model.state_dict()) == set(before)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("g_a.0.") for k in changed)

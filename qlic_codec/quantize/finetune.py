@@ -88,14 +88,18 @@ def detach(model, hooks) -> None:
 
 
 def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: int, lr: float,
-             calibration: int = CALIBRATION_IMAGES, log=print, seed: int = 0) -> dict:
+             calibration: int = CALIBRATION_IMAGES, log=print, seed: int = 0,
+             quantized: bool = True) -> dict:
+    """Fine-tune ``model`` in place; ``quantized=False`` is the float control (see ``main``)."""
     metric = meta.get("metric", "mse")
     lambdas = torch.tensor(meta.get("lambdas") or
                            (MSE_LAMBDAS if metric == "mse" else MSSSIM_LAMBDAS))
-    images = calibration_images(data_root, calibration)
-    quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD, per_channel=True,
-                                 mean_removed=True)
-    hooks = attach(model, quants)
+    hooks = []
+    if quantized:
+        images = calibration_images(data_root, calibration)
+        quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD,
+                                     per_channel=True, mean_removed=True)
+        hooks = attach(model, quants)
     sampler = CropSampler(load_folder(Path(data_root) / "train"), crop, seed=seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
@@ -113,9 +117,10 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
             log(f"finetune step={step} loss={np.mean(window):.4f} "
                 f"seconds={time.monotonic() - start:.0f}")
             window.clear()
-    detach(model, hooks)
+    if quantized:
+        detach(model, hooks)
     model.eval()
-    return {"steps": steps, "batch": batch, "crop": crop, "lr": lr,
+    return {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "quantized": quantized,
             "seconds": round(time.monotonic() - start)}
 
 
@@ -130,6 +135,11 @@ def main(argv=None) -> int:
                    help="default 128 for MSE models, 192 for MS-SSIM ones")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--float-control", action="store_true",
+                   help="the same fine-tune (steps, crops, levels, seed) without quantization: "
+                        "the float model that the int8 export of the quantized fine-tune is "
+                        "measured against, so that the comparison does not credit the "
+                        "annealing at a low learning rate to quantization")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,8 +147,9 @@ def main(argv=None) -> int:
     model, meta = load_float_model(args.checkpoint)
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
-                    args.steps, args.batch, crop, args.lr)
-    meta = {**meta, "quantization_finetune": {"from": Path(args.checkpoint).name, **info}}
+                    args.steps, args.batch, crop, args.lr, quantized=not args.float_control)
+    key = "float_control_finetune" if args.float_control else "quantization_finetune"
+    meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
     save_float_model(model, Path(args.output), meta)
     print(f"wrote {args.output}")
     return 0
