@@ -249,26 +249,21 @@ def decode_stages(model_path, data, repeat):
     (constriction, grouped by table, no Python loop per symbol), h_s and g_s (with the
     fixed-point reconstruction of y)."""
     from qlic_codec import api, container
-    from qlic_codec.entropy import coder
 
     m = api.load_model(model_path)
     header, (z_stream, y_stream) = container.parse(data)
     level = header.quality - 1
-    ph, pw = -(-header.height // api.BLOCK), -(-header.width // api.BLOCK)
-    z_index = api._channel_indexes((ph, pw, m.network.N))
-    z = coder.decode_symbols(z_stream, z_index, m.z_tables).reshape(ph, pw, m.network.N)
+    # The stages of ``api._decode_streams``, each timed on its own inputs.
+    z = api.decode_z_stream(m, header, z_stream)
     mean_g, index = m.network.hyper_synthesis(z, level)
-    y_index = index.reshape(-1)
-    y_sym = coder.decode_symbols(y_stream, y_index, m.y_tables).reshape(mean_g.shape)
+    y_sym = api.decode_y_stream(m, y_stream, index)
     out = {
-        "z_entropy_s": best_of(lambda: coder.decode_symbols(z_stream, z_index, m.z_tables),
-                               repeat),
+        "z_entropy_s": best_of(lambda: api.decode_z_stream(m, header, z_stream), repeat),
         "h_s_s": best_of(lambda: m.network.hyper_synthesis(z, level), repeat),
-        "y_entropy_s": best_of(lambda: coder.decode_symbols(y_stream, y_index, m.y_tables),
-                               repeat),
+        "y_entropy_s": best_of(lambda: api.decode_y_stream(m, y_stream, index), repeat),
         "g_s_s": best_of(lambda: m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level),
                          repeat),
-        "y_symbols": int(y_index.size), "z_symbols": int(z_index.size),
+        "y_symbols": int(index.size), "z_symbols": int(z.size),
     }
     out["y_entropy_ns_per_symbol"] = 1e9 * out["y_entropy_s"] / out["y_symbols"]
     return out

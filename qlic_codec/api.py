@@ -178,13 +178,24 @@ def decode(data: bytes, model: str | None = None,
 
 def _decode_streams(m: LoadedModel, header: container.Header, level: int,
                     z_stream: bytes, y_stream: bytes) -> np.ndarray:
-    ph, pw = -(-header.height // BLOCK), -(-header.width // BLOCK)
-    z_shape = (ph, pw, m.network.N)
-    z = coder.decode_symbols(z_stream, _channel_indexes(z_shape), m.z_tables).reshape(z_shape)
+    # The decoder's stages, in order; benchmarks/speed.py times each of them.
+    z = decode_z_stream(m, header, z_stream)
     mean_g, index = m.network.hyper_synthesis(z, level)
-    y_sym = coder.decode_symbols(y_stream, index.reshape(-1), m.y_tables).reshape(mean_g.shape)
+    y_sym = decode_y_stream(m, y_stream, index)
     pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
     return np.ascontiguousarray(pixels[: header.height, : header.width])
+
+
+def decode_z_stream(m: LoadedModel, header: container.Header, z_stream: bytes) -> np.ndarray:
+    """Stage 1: the hyper-latent ``z`` (int32, (H/64, W/64, N)), one table per channel."""
+    ph, pw = -(-header.height // BLOCK), -(-header.width // BLOCK)
+    z_shape = (ph, pw, m.network.N)
+    return coder.decode_symbols(z_stream, _channel_indexes(z_shape), m.z_tables).reshape(z_shape)
+
+
+def decode_y_stream(m: LoadedModel, y_stream: bytes, index: np.ndarray) -> np.ndarray:
+    """Stage 3 (after h_s): the symbols of ``y``, each with the table its scale index names."""
+    return coder.decode_symbols(y_stream, index.reshape(-1), m.y_tables).reshape(index.shape)
 
 
 def padded_pixels(height: int, width: int) -> int:
