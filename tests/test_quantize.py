@@ -177,3 +177,51 @@ def test_float_control_finetune_trains_without_quantization(tiny_float, tmp_path
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("g_a.0.") for k in changed)
+
+
+def test_learned_range_gradient_is_quantization_error_inside_and_excess_outside():
+    from qlic_codec.quantize import finetune
+    quant = activations.ActQuant(np.array([1.0, 2.0]), np.ones(2), np.array([0.0, 0.5]))
+    q = finetune.LearnedRange(quant)
+    x = torch.tensor([[0.3013, 1.7], [3.0, 0.0]]).reshape(1, 2, 2, 1).requires_grad_(True)
+    out = q(x)
+    # Forward: the codes of the fixed quantizer (clipped to the range).
+    ref = torch.as_tensor(activations.ActQuant(quant.range, quant.power, quant.offset)(
+        x.detach().clamp(torch.tensor([-1.0, -1.5]).reshape(1, 2, 1, 1),
+                         torch.tensor([1.0, 2.5]).reshape(1, 2, 1, 1))))
+    assert torch.allclose(out, ref, atol=1e-6)
+    out.sum().backward()
+    # d out / d r = q - u inside the range and sign(u) when clipped; d r / d log r = r.
+    u = np.array([[0.3013, 1.0], [1.0, -0.25]])  # channel 0: r=1; channel 1: (x-0.5)/2
+    qv = np.round(u * 127) / 127
+    inside = np.array([[True, False], [False, True]])
+    expect = np.where(inside, qv - u, np.sign(u)) * np.array([[1.0], [2.0]])
+    assert np.allclose(q.log_range.grad.numpy(), expect.sum(axis=1), atol=1e-5)
+    # Values pass straight through inside the range, not outside it.
+    assert np.allclose(x.grad.numpy().reshape(2, 2), inside.astype(float))
+    back = q.export()
+    assert np.allclose(back.range, [1.0, 2.0]) and np.allclose(back.offset, [0.0, 0.5])
+
+
+def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_float, tmp_path):
+    import copy
+    from PIL import Image
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import export, finetune
+    (tmp_path / "train").mkdir()
+    for s in range(2):
+        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
+    model = copy.deepcopy(tiny_float)
+    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
+                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05)
+    ranges = finetune.ranges_from_meta(info["activation_ranges"])
+    assert set(ranges) >= {"ha_in", "g_a.0", "g_s.0"}
+    # Two Adam steps at 0.05 move every range by at most 10% (log space).
+    images = export.calibration_images(tmp_path, 2)
+    fitted = simulate.fit_quants(simulate.collect(model, images), "max", True, True)
+    path = tmp_path / "m.qlicm"
+    export.export(model, images, path, {"metric": "mse"}, scale_max=32.0, learned=ranges)
+    from qlic_codec import modelfile
+    manifest, _, _ = modelfile.read(path)
+    assert manifest["card"]["activations"]["method"] == "learned"
+    assert any(not np.allclose(ranges[k].range, fitted[k].range) for k in ranges)

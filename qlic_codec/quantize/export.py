@@ -262,17 +262,25 @@ def build(model, amax: dict, quants: dict, card: dict,
 
 
 def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
-           method: str = ACT_METHOD, mean_removed: bool = True) -> bytes:
+           method: str = ACT_METHOD, mean_removed: bool = True,
+           learned: dict | None = None) -> bytes:
     """Calibrate on ``images``, build and write the model file; returns its id.
 
     ``method``/``mean_removed``: how the 8-bit activation ranges are fitted (see
     ``activations.fit``); the defaults are the study's choice (benchmarks/quant.py).
+    ``learned``: per-tensor quantizers trained by the quantization-aware fine-tune
+    (``finetune.ranges_from_meta``), used instead of fitted ones.
     """
     amax = calibrate(model, images)
-    quants = simulate.fit_quants(simulate.collect(model, images), method, per_channel=True,
-                                 mean_removed=mean_removed)
-    card = {**card, "activations": {"method": method, "per_channel": True,
-                                    "mean_removed_y": bool(mean_removed)}}
+    if learned is not None:
+        quants = learned
+        card = {**card, "activations": {"method": "learned", "per_channel": True,
+                                        "mean_removed_y": bool(np.any(quants["ha_in"].offset))}}
+    else:
+        quants = simulate.fit_quants(simulate.collect(model, images), method, per_channel=True,
+                                     mean_removed=mean_removed)
+        card = {**card, "activations": {"method": method, "per_channel": True,
+                                        "mean_removed_y": bool(mean_removed)}}
     manifest, arrays = build(model, amax, quants, card, scale_max)
     # The loader's checks (overflow bound of every layer, ranges, shapes) run before the file
     # is written, so an export that would be refused fails here instead.
@@ -301,11 +309,24 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--data", default=None)
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
+    p.add_argument("--recalibrate", action="store_true",
+                   help="fit activation ranges on the calibration crops even when the "
+                        "checkpoint carries ranges learned by its fine-tune")
     args = p.parse_args(argv)
     model, meta = load_float_model(args.checkpoint)
     images = calibration_images(args.data or default_data_root(), args.calibration_images)
+    ranges = meta.get("quantization_finetune", {}).get("activation_ranges")
+    learned = None
+    if ranges and not args.recalibrate:
+        from .finetune import ranges_from_meta
+        learned = ranges_from_meta(ranges)
+    # The card keeps what the ranges are, not thousands of numbers.
+    qft = {k: v for k, v in meta.get("quantization_finetune", {}).items()
+           if k != "activation_ranges"}
     card = {"source": Path(args.checkpoint).name, **meta}
-    mid = export(model, images, args.output, card)
+    if qft:
+        card["quantization_finetune"] = qft
+    mid = export(model, images, args.output, card, learned=learned)
     print(f"wrote {args.output} (id {mid.hex()})")
     return 0
 

@@ -52,9 +52,49 @@ class ClippedInt8Weight(nn.Module):
         return _straight_through(w, torch.round(w / step) * step)
 
 
-def attach(model, quants: dict) -> list:
-    """Put weight and activation quantization into ``model`` in place; returns the hooks."""
+class LearnedRange(nn.Module):
+    """An 8-bit uniform activation quantizer whose per-channel ranges are trained.
+
+    Learned step size (Esser et al. 2020, "Learned Step Size Quantization", arXiv:1902.08153)
+    on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * 127) / 127 * r + o``
+    with the rounding straight through, so the gradient of ``r`` is the quantization error for
+    values inside the range and the clipped excess for values outside it. The maximum seen in
+    calibration is the starting point; the rate-distortion loss decides how much of each
+    channel's tail is worth its resolution.
+    """
+
+    def __init__(self, quant) -> None:
+        super().__init__()
+        if np.any(quant.power != 1.0):
+            raise ValueError("learned ranges are for uniform codes")
+        self.log_range = nn.Parameter(torch.log(torch.as_tensor(
+            np.maximum(quant.range, 1e-6), dtype=torch.float32)))
+        self.register_buffer("offset", torch.as_tensor(quant.offset, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = torch.exp(self.log_range)[None, :, None, None]
+        o = self.offset[None, :, None, None]
+        u = ((x - o) / r).clamp(-1.0, 1.0)
+        return _straight_through(u, torch.round(u * 127) / 127) * r + o
+
+    def export(self):
+        """The fitted quantizer (``activations.ActQuant``) of the learned ranges."""
+        from .activations import ActQuant
+        r = torch.exp(self.log_range.detach()).double().numpy()
+        return ActQuant(r, np.ones_like(r), self.offset.double().numpy())
+
+
+def attach(model, quants: dict, learned: dict | None = None) -> list:
+    """Put weight and activation quantization into ``model`` in place; returns the hooks.
+
+    With ``learned`` (an empty dict to fill), activations use ``LearnedRange`` quantizers,
+    stored there by tensor name so that their parameters can be trained and exported.
+    """
     hooks = []
+    if learned is not None:
+        for key, quant in quants.items():
+            learned[key] = LearnedRange(quant)
+        quants = learned
     for name in simulate.TRANSFORMS:
         groups = integer_layers(getattr(model, name))
         for i, group in enumerate(groups):
@@ -67,11 +107,17 @@ def attach(model, quants: dict) -> list:
             if i < len(groups) - 1:
                 quant = quants[f"{name}.{i}"]
                 hooks.append(group[-1].register_forward_hook(
-                    lambda mod, inp, out, q=quant: _straight_through(out, q(out))))
+                    lambda mod, inp, out, q=quant: _apply(q, out)))
     ha_in = quants["ha_in"]
     hooks.append(model.h_a.register_forward_pre_hook(
-        lambda mod, args, q=ha_in: (_straight_through(args[0], q(args[0])),)))
+        lambda mod, args, q=ha_in: (_apply(q, args[0]),)))
     return hooks
+
+
+def _apply(quant, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(quant, LearnedRange):  # its own straight-through rounding, ranges trained
+        return quant(x)
+    return _straight_through(x, quant(x))
 
 
 def detach(model, hooks) -> None:
@@ -89,8 +135,12 @@ def detach(model, hooks) -> None:
 
 def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: int, lr: float,
              calibration: int = CALIBRATION_IMAGES, log=print, seed: int = 0,
-             quantized: bool = True) -> dict:
-    """Fine-tune ``model`` in place; ``quantized=False`` is the float control (see ``main``)."""
+             quantized: bool = True, range_lr: float = 0.0) -> dict:
+    """Fine-tune ``model`` in place; ``quantized=False`` is the float control (see ``main``).
+
+    With ``range_lr > 0`` the activation ranges are trained too (``LearnedRange``, Adam at that
+    rate); the result's ``activation_ranges`` then holds them for the exporter.
+    """
     metric = meta.get("metric", "mse")
     lambdas = torch.tensor(meta.get("lambdas") or
                            (MSE_LAMBDAS if metric == "mse" else MSSSIM_LAMBDAS))
@@ -99,9 +149,13 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
         images = calibration_images(data_root, calibration)
         quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD,
                                      per_channel=True, mean_removed=True)
-        hooks = attach(model, quants)
+        learned = {} if range_lr > 0 else None
+        hooks = attach(model, quants, learned)
     sampler = CropSampler(load_folder(Path(data_root) / "train"), crop, seed=seed)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+    if quantized and learned:
+        groups.append({"params": [q.log_range for q in learned.values()], "lr": range_lr})
+    opt = torch.optim.Adam(groups)
     model.train()
     start, window = time.monotonic(), []
     for step in range(1, steps + 1):
@@ -110,18 +164,37 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
         loss, bpp, dist = rd_loss(model, x, level, lambdas, metric)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(groups[0]["params"], 1.0)
         opt.step()
         window.append(loss.item())
         if step % 25 == 0 or step == steps:
             log(f"finetune step={step} loss={np.mean(window):.4f} "
                 f"seconds={time.monotonic() - start:.0f}")
             window.clear()
+    info = {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "quantized": quantized}
     if quantized:
         detach(model, hooks)
+        if learned:
+            info["range_lr"] = range_lr
+            info["activation_ranges"] = ranges_to_meta(
+                {k: q.export() for k, q in learned.items()})
     model.eval()
-    return {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "quantized": quantized,
-            "seconds": round(time.monotonic() - start)}
+    info["seconds"] = round(time.monotonic() - start)
+    return info
+
+
+def ranges_to_meta(quants: dict) -> dict:
+    """Uniform per-channel quantizers as JSON-able lists (fp16 checkpoints keep them in meta)."""
+    return {k: {"range": q.range.tolist(), "offset": q.offset.tolist()} for k, q in quants.items()}
+
+
+def ranges_from_meta(ranges: dict) -> dict:
+    from .activations import ActQuant
+    out = {}
+    for k, v in ranges.items():
+        r = np.asarray(v["range"], dtype=np.float64)
+        out[k] = ActQuant(r, np.ones_like(r), np.asarray(v["offset"], dtype=np.float64))
+    return out
 
 
 def main(argv=None) -> int:
@@ -135,6 +208,9 @@ def main(argv=None) -> int:
                    help="default 128 for MSE models, 192 for MS-SSIM ones")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--range-lr", type=float, default=0.0,
+                   help="also train the activation ranges at this learning rate (learned step "
+                        "size); the exporter then uses them instead of calibrated maxima")
     p.add_argument("--float-control", action="store_true",
                    help="the same fine-tune (steps, crops, levels, seed) without quantization: "
                         "the float model that the int8 export of the quantized fine-tune is "
@@ -147,7 +223,8 @@ def main(argv=None) -> int:
     model, meta = load_float_model(args.checkpoint)
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
-                    args.steps, args.batch, crop, args.lr, quantized=not args.float_control)
+                    args.steps, args.batch, crop, args.lr, quantized=not args.float_control,
+                    range_lr=args.range_lr)
     key = "float_control_finetune" if args.float_control else "quantization_finetune"
     meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
     save_float_model(model, Path(args.output), meta)
