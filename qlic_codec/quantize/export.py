@@ -4,8 +4,10 @@ Post-training quantization with the choices of the study (``benchmarks/quant.py`
 DESIGN section 4):
 
 - weights: symmetric, per output channel, int8 in [-127, 127];
-- activations: symmetric int8 in [-127, 127] with a range per channel, the largest magnitude
-  seen on 32 calibration crops (512 px) over every quality level; the
+- activations: symmetric int8 in [-127, 127] with a range per channel: the ranges learned by
+  the quantization-aware fine-tune when the checkpoint carries them (``finetune
+  --range-lr``), else the largest magnitude seen on 32 calibration crops (512 px) over every
+  quality level; the
   channel's scale folds into the next layer's weights or GDN gamma and into this layer's
   per-channel multiplier, so per-channel ranges cost the engine nothing;
 - mean-removed quantization of ``y`` where it enters the hyper-analysis: the per-channel

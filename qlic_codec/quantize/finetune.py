@@ -3,15 +3,24 @@
 Starting from a trained float model, each convolution's weights are clipped per output
 channel to the range with the smallest quantization error (``weights.best_clip``) and then
 trained for a short while *as they will be quantized*: the forward pass sees the weights on
-their int8 grid and every 8-bit activation on its fitted per-channel grid, the backward pass
-goes straight through the rounding (straight-through estimator). The network learns to be
-robust to the noise that 8-bit quantization adds; the result is saved as an ordinary fp16
-float checkpoint (weights clipped), which ``quantize.export`` turns into the shipped model.
+their int8 grid and every 8-bit activation on its per-channel grid, the backward pass goes
+straight through the rounding (straight-through estimator). The network learns to be robust
+to the noise that 8-bit quantization adds; the result is saved as an ordinary fp16 float
+checkpoint (weights clipped), which ``quantize.export`` turns into the shipped model.
+
+With ``--range-lr`` the activation ranges are trained as well (learned step size, see
+``LearnedRange``), starting from the calibrated maxima; they travel in the checkpoint's
+metadata and the exporter uses them. ``--float-control`` runs the same fine-tune (same crops,
+levels and seed) without any quantization: its result is the float model that the int8
+export is measured against, so that the gain of annealing at a low learning rate is not
+mistaken for a property of quantization.
 
 Usage::
 
     python -m qlic_codec.quantize.finetune models/qlic-mse-float.pt -o runs/qat/mse-qat.pt \\
-        --steps 400
+        --steps 400 --range-lr 3e-3
+    python -m qlic_codec.quantize.finetune models/qlic-mse-float.pt -o runs/qat/mse-ctl.pt \\
+        --steps 400 --float-control
 """
 
 import argparse

@@ -49,6 +49,18 @@ def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardwa
     return "\n".join(lines)
 
 
+def card_meta(meta: dict) -> dict:
+    """``meta`` without the learned activation ranges (thousands of numbers that live in the
+    checkpoint); the card names the tensors they cover instead."""
+    out = dict(meta)
+    qft = dict(out.get("quantization_finetune", {}))
+    if "activation_ranges" in qft:
+        count = len(qft["activation_ranges"])
+        qft["activation_ranges"] = f"learned, {count} tensors (in the checkpoint)"
+        out["quantization_finetune"] = qft
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m qlic_codec.train.card")
     p.add_argument("checkpoint")
@@ -67,7 +79,7 @@ def main(argv=None) -> int:
     text = render(Path(args.checkpoint), meta, rows, history, hardware)
     Path(args.output).write_text(text)
     Path(args.output).with_suffix(".json").write_text(json.dumps(
-        {"meta": meta, "val": rows}, indent=1) + "\n")
+        {"meta": card_meta(meta), "val": rows}, indent=1) + "\n")
     print(text)
     return 0
 
