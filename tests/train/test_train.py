@@ -281,3 +281,17 @@ def test_continue_a_committed_checkpoint_in_a_new_run(trained, tmp_path, data_ro
     fresh = train(config(tmp_path / "fresh", data_root, steps=2,
                          init_from=str(run / "model_fp16.pt")), log=lambda line: None)
     assert fresh["step"] == 2
+
+
+def test_card_names_learned_ranges_instead_of_listing_them():
+    from qlic_codec.train.card import card_meta
+    meta = {"metric": "mse", "quantization_finetune": {
+        "steps": 400, "activation_ranges": {"g_a.0": {"range": [1.0] * 128,
+                                                      "offset": [0.0] * 128}}}}
+    out = card_meta(meta)
+    assert out["quantization_finetune"]["steps"] == 400
+    assert out["quantization_finetune"]["activation_ranges"] == \
+        "learned, 1 tensors (in the checkpoint)"
+    # The checkpoint's own metadata is untouched.
+    assert isinstance(meta["quantization_finetune"]["activation_ranges"], dict)
+    assert card_meta({"metric": "mse"}) == {"metric": "mse"}
