@@ -322,12 +322,9 @@ def main(argv=None) -> int:
     if ranges and not args.recalibrate:
         from .finetune import ranges_from_meta
         learned = ranges_from_meta(ranges)
-    # The card keeps what the ranges are, not thousands of numbers.
-    qft = {k: v for k, v in meta.get("quantization_finetune", {}).items()
-           if k != "activation_ranges"}
-    card = {"source": Path(args.checkpoint).name, **meta}
-    if qft:
-        card["quantization_finetune"] = qft
+    # The card names the learned ranges instead of carrying thousands of numbers.
+    from ..train.card import card_meta
+    card = {"source": Path(args.checkpoint).name, **card_meta(meta)}
     mid = export(model, images, args.output, card, learned=learned)
     print(f"wrote {args.output} (id {mid.hex()})")
     return 0

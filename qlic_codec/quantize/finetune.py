@@ -153,7 +153,7 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
     metric = meta.get("metric", "mse")
     lambdas = torch.tensor(meta.get("lambdas") or
                            (MSE_LAMBDAS if metric == "mse" else MSSSIM_LAMBDAS))
-    hooks = []
+    hooks, learned = [], None
     if quantized:
         images = calibration_images(data_root, calibration)
         quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD,
@@ -162,7 +162,7 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
         hooks = attach(model, quants, learned)
     sampler = CropSampler(load_folder(Path(data_root) / "train"), crop, seed=seed)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    if quantized and learned:
+    if learned:
         groups.append({"params": [q.log_range for q in learned.values()], "lr": range_lr})
     opt = torch.optim.Adam(groups)
     model.train()
@@ -198,6 +198,7 @@ def ranges_to_meta(quants: dict) -> dict:
 
 
 def ranges_from_meta(ranges: dict) -> dict:
+    """The quantizers of ``ranges_to_meta``'s lists (what ``export`` takes as ``learned``)."""
     from .activations import ActQuant
     out = {}
     for k, v in ranges.items():
