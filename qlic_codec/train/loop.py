@@ -40,9 +40,26 @@ class TrainConfig:
 
 def native_bf16() -> bool:
     """True where bf16 matmuls are fast. Without AVX512-BF16/AMX, bf16 autocast on CPU was
-    measured 10x slower than fp32 (emulated conversions), so it is used only where native."""
+    measured 10x slower than fp32 (emulated conversions), so it is used only where native.
+
+    PyTorch's capability string stops at "AVX512" on CPUs that also have AMX, so the CPU's own
+    flags are read where the OS lists them (an AMX Xeon ran a 192x192 batch of 8 in 0.35-0.55 s
+    with bf16 against 1.1-1.3 s in fp32)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return "AMX" in capability or "BF16" in capability
+    if "AMX" in capability or "BF16" in capability:
+        return True
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def rd_loss(model, x, level, lambdas, metric):
