@@ -18,6 +18,13 @@ same integers:
   [input pair][channel][2]``; a block of pixels x 8-channel vectors is accumulated in
   registers. Every product is at most ``32768 * 128`` in magnitude, so a pair sum never
   saturates.
+* ``vnni`` (x86-64 hosts with AVX-512 VNNI): the same blocking with ``vpdpbusd`` on zmm
+  registers (four u8 x s8 products summed into each int32 lane, 64 MACs per instruction) for
+  every convolution whose input is 8-bit. Activations are offset by 128 to unsigned bytes and
+  ``128 * sum(w)`` is subtracted from the bias, so the sum is unchanged; int32 lanes wrap
+  modulo ``2**32`` like the other paths. Weights are packed as ``[tap row][block of output
+  channels][input quad][channel][4]``. Layers with 16-bit inputs (``z`` into ``h_s``, ``y``
+  into ``g_s``) and GDN (unsigned ``gamma``) keep the AVX2 kernels.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 
@@ -61,31 +68,44 @@ _I32 = (np.dtype(np.int32),)
 # Path selection
 
 
-def _host_has_avx2() -> bool:
-    """True when Numba compiles for this host and the host has AVX2."""
+def _host_features() -> dict:
+    """The host CPU's features, or nothing when Numba compiles for another CPU."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return {}
     from numba import config
     if config.CPU_NAME not in (None, "host"):
-        return False  # compiling for another CPU (e.g. a portable cache): no host features
+        return {}  # compiling for another CPU (e.g. a portable cache): no host features
     try:
         import llvmlite.binding as llvm
-        return bool(llvm.get_host_cpu_features().get("avx2", False))
+        return dict(llvm.get_host_cpu_features())
     except Exception:  # pragma: no cover - an llvmlite without feature queries
-        return False
+        return {}
 
 
-PATHS = ("portable", "avx2") if _host_has_avx2() else ("portable",)
+def _host_paths() -> tuple:
+    features = _host_features()
+    paths = ["portable"]
+    if features.get("avx2", False):
+        paths.append("avx2")
+        if all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni")):
+            paths.append("vnni")
+    return tuple(paths)
+
+
+PATHS = _host_paths()
+_ALL_PATHS = ("portable", "avx2", "vnni")
 
 
 def _initial_path() -> str:
     wanted = os.environ.get("QLIC_KERNELS", "").strip().lower()
     if wanted in ("", "auto"):
         return PATHS[-1]
-    if wanted not in ("portable", "avx2"):
-        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2' or 'auto', "
+    if wanted not in _ALL_PATHS:
+        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2', 'vnni' or 'auto', "
                                f"got {wanted!r}")
-    return wanted if wanted in PATHS else "portable"
+    # A path the host lacks falls back to the fastest it has below it.
+    return max((p for p in PATHS if _ALL_PATHS.index(p) <= _ALL_PATHS.index(wanted)),
+               key=_ALL_PATHS.index)
 
 
 _path = _initial_path()
@@ -214,6 +234,102 @@ _PORTABLE_NARROW = 8
 
 
 # ---------------------------------------------------------------------------------------------
+# The AVX-512 VNNI micro-kernel: NP pixels x NV vectors of 16 int32 accumulators, over input
+# quads.
+
+
+def _make_vnni_microkernel(n_pix: int, n_vec: int):
+    """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, nquads)`` adds to the int32 accumulators
+    ``acc[aoff + p*apix + 16*v : +16]`` (p < n_pix, v < n_vec) the sums over ``r < nquads`` of
+    ``x[xoff + p*xpix + 4r + j] * w[woff + (r*n_vec + v)*64 + 4*lane + j]`` (j = 0..3), with
+    ``x`` uint8 and ``w`` int8, wrapping modulo ``2**32``; ``nquads >= 1``."""
+    from llvmlite import ir
+
+    @intrinsic
+    def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, nquads):
+        i64 = types.int64
+        sig = types.void(x, i64, i64, w, i64, acc, i64, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            x, xoff, xpix, w, woff, acc, aoff, apix, nquads = args
+            tx, tw, ta = signature.args[0], signature.args[3], signature.args[5]
+            xptr = cgutils.create_struct_proxy(tx)(context, builder, value=x).data
+            wptr = cgutils.create_struct_proxy(tw)(context, builder, value=w).data
+            aptr = cgutils.create_struct_proxy(ta)(context, builder, value=acc).data
+            I64, I32 = ir.IntType(64), ir.IntType(32)
+            v16 = ir.VectorType(I32, 16)
+
+            def c(n):
+                return ir.Constant(I64, n)
+
+            # The classic all-int32 operand types; newer LLVMs upgrade the call to their
+            # byte-vector form.
+            dpbusd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                "llvm.x86.avx512.vpdpbusd.512")
+            acc_ptrs, init = [], []
+            for p in range(n_pix):
+                base = builder.add(aoff, builder.mul(apix, c(p)))
+                for v in range(n_vec):
+                    ptr = builder.bitcast(builder.gep(aptr, [builder.add(base, c(16 * v))]),
+                                          v16.as_pointer())
+                    acc_ptrs.append(ptr)
+                    init.append(builder.load(ptr, align=4))
+            pre = builder.block
+            loop = builder.append_basic_block("vnni.loop")
+            done = builder.append_basic_block("vnni.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            r = builder.phi(I64)
+            r.add_incoming(c(0), pre)
+            phis = []
+            for a in init:
+                ph = builder.phi(v16)
+                ph.add_incoming(a, pre)
+                phis.append(ph)
+            xb = builder.add(xoff, builder.mul(r, c(4)))
+            splat = ir.Constant(v16, [0] * 16)
+            bcast = []
+            for p in range(n_pix):
+                ptr = builder.gep(xptr, [builder.add(xb, builder.mul(xpix, c(p)))])
+                quad = builder.load(builder.bitcast(ptr, I32.as_pointer()), align=1)
+                vec = builder.insert_element(ir.Constant(v16, ir.Undefined), quad,
+                                             ir.Constant(I32, 0))
+                bcast.append(builder.shuffle_vector(vec, ir.Constant(v16, ir.Undefined),
+                                                    splat))
+            wb = builder.add(woff, builder.mul(r, c(64 * n_vec)))
+            wvec = []
+            for v in range(n_vec):
+                ptr = builder.gep(wptr, [builder.add(wb, c(64 * v))])
+                wvec.append(builder.load(builder.bitcast(ptr, v16.as_pointer()), align=1))
+            new = []
+            for p in range(n_pix):
+                for v in range(n_vec):
+                    new.append(builder.call(dpbusd, [phis[p * n_vec + v], bcast[p], wvec[v]]))
+            r1 = builder.add(r, c(1))
+            r.add_incoming(r1, builder.block)
+            for ph, a in zip(phis, new):
+                ph.add_incoming(a, builder.block)
+            builder.cbranch(builder.icmp_signed("<", r1, nquads), loop, done)
+            builder.position_at_end(done)
+            for ptr, a in zip(acc_ptrs, new):
+                builder.store(a, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mk
+
+
+# 24 zmm accumulators + 4 weight vectors + a broadcast fit the 32 zmm registers: 6 pixels x
+# 64 channels where the channels fill such blocks, else 12 pixels x 32 channels.
+_VNNI_WIDE = (6, 4)
+_VNNI_NARROW = (12, 2)
+_mk_vnni_wide = _make_vnni_microkernel(*_VNNI_WIDE)
+_mk_vnni_narrow = _make_vnni_microkernel(*_VNNI_NARROW)
+
+
+# ---------------------------------------------------------------------------------------------
 # Packed weights
 
 
@@ -251,6 +367,26 @@ class PackedWeights:
             simd = pad.reshape(kh, run2 // 2, 2, self.blocks, blk).transpose(0, 3, 1, 4, 2)
             self.simd.append(np.ascontiguousarray(simd).reshape(-1))
             self.pairs.append(run2 // 2)
+        self.vnni = []
+        if kind != "gdn" and "vnni" in PATHS:
+            self._pack_vnni(phases)
+
+    def _pack_vnni(self, phases):
+        # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.
+        self.vnp, self.vnv = _VNNI_WIDE if self.cout % 64 == 0 else _VNNI_NARROW
+        blk = 16 * self.vnv
+        self.vcoutp = -(-self.cout // blk) * blk
+        self.vblocks = self.vcoutp // blk
+        self.quads, self.vsum = [], []
+        for runs in phases:
+            kh, run, cout = runs.shape
+            run4 = -(-run // 4) * 4
+            pad = np.zeros((kh, run4, self.vcoutp), np.int8)
+            pad[:, :run, :cout] = runs
+            packed = pad.reshape(kh, run4 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
+            self.vnni.append(np.ascontiguousarray(packed).reshape(-1))
+            self.quads.append(run4 // 4)
+            self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
 
     @property
     def shape(self):
@@ -323,6 +459,24 @@ def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, 
                 for p in range(0, npix, 8):
                     _mk_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
                                pairs)
+
+
+@njit(inline="always")
+def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix):
+    # As _phase_simd, on uint8 inputs and quads of int8 weights.
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * quads * nv * 64
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 16
+            if nv == 4:
+                for p in range(0, npix, 6):
+                    _mk_vnni_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                                  quads)
+            else:
+                for p in range(0, npix, 12):
+                    _mk_vnni_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
+                                    apix, quads)
 
 
 @njit(inline="always")
@@ -436,6 +590,18 @@ def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, co
 
 
 @njit(**JIT_PARALLEL)
+def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp, requant,
+               mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_vnni(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
+                    acc, 0, coutp, npix)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
 def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
                    leaky_mult, leaky_shift, lo, hi, out):
     ho = out.shape[0]
@@ -447,13 +613,19 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
-def _layer_path(packed):
+def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
-    # the micro-kernel would waste 5 of 8 lanes.
-    return "portable" if packed.narrow else _path
+    # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
+    if packed.narrow:
+        return "portable"
+    if _path == "vnni" and (x.dtype != np.int8 or not packed.vnni):
+        return "avx2"
+    return _path
 
 
 def _pixel_unit(packed, path):
+    if path == "vnni":
+        return packed.vnp
     return packed.np if path == "avx2" else _PORTABLE_PIX
 
 
@@ -463,26 +635,46 @@ def _padded_bias(bias, coutp):
     return b
 
 
+def _vnni_bias(bias, vsum, coutp):
+    """The bias that cancels the +128 offset of the inputs, wrapped to int32 like the sums."""
+    b = np.zeros(coutp, np.int64)
+    b[: bias.shape[0]] = bias.astype(np.int64) - 128 * vsum
+    return ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
+
+
+def _as_unsigned(x):
+    """int8 codes as uint8 codes + 128 (flipping the sign bit adds 128 modulo 256)."""
+    return x.view(np.uint8) ^ np.uint8(128)
+
+
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
 
 
 def _run_conv(x, packed, bias, stride, pad_value, req, out):
-    path = _layer_path(packed)
+    path = _layer_path(packed, x)
     h, wd, cin = x.shape
     k = packed.k
     p = k // 2
     wo = out.shape[1]
     unit = _pixel_unit(packed, path)
     npix = -(-wo // unit) * unit
-    # Rows and columns for every tap of every (padded) output pixel, plus one element for the
-    # odd end of a run read as a pair.
+    # Rows and columns for every tap of every (padded) output pixel, plus a spare row for the
+    # end of a run read as a pair or a quad (its weights there are zero).
     rows = h + 2 * p + stride
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni":
+        xp = np.full((rows + 1, cols, cin), (pad_value + 128) & 255, np.uint8)
+        xp[p: p + h, p: p + wd] = _as_unsigned(x)
+        _conv_vnni(xp.reshape(-1), cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                   packed.vnv, packed.quads[0], npix,
+                   _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
+                   mult, shift, lm, ls, lo, hi, out)
+        return out
     xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
     xp[p: p + h, p: p + wd] = x
     xf = xp.reshape(-1)
-    requant = req is not None
-    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "avx2":
         _conv_simd(xf, cols * cin, stride, cin, k, packed.simd[0], packed.blocks, packed.nv,
                    packed.pairs[0], npix, _padded_bias(bias, packed.coutp), packed.coutp,
@@ -564,6 +756,25 @@ def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2
 
 
 @njit(**JIT_PARALLEL)
+def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix, bias,
+                 coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # ``bias`` is (2, 2*coutp): per output row parity, the biases of the two column phases
+    # interleaved as the accumulators are (each phase cancels its own weights' offset sum).
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias[py], npix, 2 * coutp)
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_vnni(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                            nv, quads, acc, px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
 def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, coutp, requant, mult,
                      shift, leaky_mult, leaky_shift, lo, hi, out):
     h = out.shape[0] // 2
@@ -580,16 +791,26 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
 
 
 def _run_deconv(x, packed, bias, req, out):
-    path = _layer_path(packed)
+    path = _layer_path(packed, x)
     h, wd, cin = x.shape
     unit = _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
     cols = npix + 4
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni":
+        xp = np.full((h + 3, cols, cin), 128, np.uint8)
+        xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
+        cp = packed.vcoutp
+        phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+        rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
+        _deconv_vnni(xp.reshape(-1), cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                     packed.quads[0], packed.quads[1], npix, rows, cp, requant, mult, shift,
+                     lm, ls, lo, hi, out)
+        return out
     xp = np.zeros((h + 3, cols, cin), np.int16)
     xp[1: 1 + h, 1: 1 + wd] = x
     xf = xp.reshape(-1)
-    requant = req is not None
-    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "avx2":
         _deconv_simd(xf, cols * cin, cin, *packed.simd, packed.blocks, packed.nv,
                      packed.pairs[0], packed.pairs[1], npix, _padded_bias(bias, packed.coutp),
@@ -697,7 +918,7 @@ def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, 
 
 
 def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
-    path = _layer_path(packed)
+    path = _layer_path(packed, x)
     h, wd, c = x.shape
     unit = _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit

@@ -1,5 +1,6 @@
 """Bit-exact equality of the Numba kernels with the NumPy reference, at 1 and 2 threads, on
-every multiply path this host has (``portable`` everywhere, ``avx2`` on AVX2 hosts).
+every multiply path this host has (``portable`` everywhere, ``avx2`` on AVX2 hosts,
+``vnni`` on AVX-512 VNNI hosts).
 
 Operands respect the engine's contract: every conv accumulator fits int32 (the loader proves
 ``sum |w| * |x| + |bias| < 2**31``), requantization shifts are in 1..40 and multipliers in
@@ -34,6 +35,8 @@ CONV_SHAPES = [
     (3, 13, 16, 20),
     (13, 11, 20, 6),
     (17, 9, 32, 24),
+    (3, 13, 16, 64),  # the VNNI path's 64-channel blocks, 13 = 2 blocks of 6 pixels + 1
+    (2, 8, 12, 128),
 ]
 # (x_mode, w_mode): random operands, then every pairing of the extreme codes.
 MODES = [("random", "random"), ("min", "min"), ("min", "max"), ("max", "min"), ("max", "max")]
@@ -180,7 +183,7 @@ def _suite(ops) -> list:
     rng = np.random.default_rng(20240611)
     outs = []
     for (h, wd, cin, cout), dtype, (k, stride) in itertools.product(
-            [(1, 1, 3, 2), (5, 7, 6, 5), (17, 9, 32, 24)], [np.int8, np.int16],
+            [(1, 1, 3, 2), (5, 7, 6, 5), (17, 9, 32, 24), (3, 8, 16, 64)], [np.int8, np.int16],
             [(1, 1), (3, 2), (5, 1), (5, 2)]):
         for x_mode, w_mode in MODES[:3]:
             x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
@@ -229,7 +232,7 @@ print(test_kernels._digest(test_kernels._suite(kernels)))
 """
 
 
-@pytest.fixture(params=["portable", "avx2"])
+@pytest.fixture(params=["portable", "avx2", "vnni"])
 def path(request):
     """The multiply path of the convolution and GDN kernels."""
     if request.param not in kernels.available_paths():
@@ -271,6 +274,20 @@ def test_conv2d_reaches_int32_extremes(path, threads):
     out = kernels.conv2d(x, w, bias, 1, -128)
     _assert_same(out, reference.conv2d(x, w, bias, 1, -128))
     assert (out[..., 0] == I32_MAX).all() and (out[..., 1] == -I32_MAX + 9 * 4 * W_ABS**2).all()
+
+
+def test_wide_conv_reaches_int32_extremes(path, threads):
+    # The same on a layer wide enough for every path's register blocks: the VNNI path offsets
+    # the -128 codes to 0 and folds 128 * sum(w) into the bias, wrapping modulo 2**32.
+    x, w, bias = _conv_operands(_rng("edge wide"), 3, 7, 4, 64, 3, np.int8, "min", "min")
+    top = I32_MAX - 9 * 4 * W_ABS**2
+    bias[:] = np.where(np.arange(64) % 2 == 0, top, -I32_MAX)
+    out = kernels.conv2d(x, w, bias, 1, -128)
+    _assert_same(out, reference.conv2d(x, w, bias, 1, -128))
+    assert (out[..., 0::2] == I32_MAX).all()
+    out = kernels.conv_transpose2d(x, w.repeat(2, axis=1).repeat(2, axis=2)[:, :5, :5], bias)
+    _assert_same(out, reference.conv_transpose2d(
+        x, w.repeat(2, axis=1).repeat(2, axis=2)[:, :5, :5], bias))
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16], ids=["int8", "int16"])
@@ -319,7 +336,8 @@ def test_packed_weights(path, threads):
     # Layers wider than one register block, odd widths, and weights packed once and reused.
     rng = _rng("packed", threads)
     for (h, wd, cin, cout), dtype in itertools.product(
-            [(1, 1, 48, 40), (6, 13, 64, 40), (3, 5, 33, 9), (4, 7, 96, 3)], [np.int8, np.int16]):
+            [(1, 1, 48, 40), (6, 13, 64, 40), (3, 5, 33, 9), (4, 7, 96, 3), (3, 9, 32, 192)],
+            [np.int8, np.int16]):
         for k, stride in [(5, 2), (3, 1), (1, 1)]:
             x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype)
             packed = kernels.pack_conv_weights(w)
@@ -465,7 +483,7 @@ def test_codebook_decode(threads):
 
 # --- thread counts in fresh processes ---------------------------------------------------------
 
-@pytest.mark.parametrize("path_name", ["portable", "avx2"])
+@pytest.mark.parametrize("path_name", ["portable", "avx2", "vnni"])
 def test_thread_count_does_not_change_results(path_name):
     # QLIC_KERNELS selects the path at import; "portable" must win over a faster host path.
     if path_name not in kernels.available_paths():
