@@ -23,8 +23,9 @@ same integers:
   every convolution whose input is 8-bit. Activations are offset by 128 to unsigned bytes and
   ``128 * sum(w)`` is subtracted from the bias, so the sum is unchanged; int32 lanes wrap
   modulo ``2**32`` like the other paths. Weights are packed as ``[tap row][block of output
-  channels][input quad][channel][4]``. Layers with 16-bit inputs (``z`` into ``h_s``, ``y``
-  into ``g_s``) and GDN (unsigned ``gamma``) keep the AVX2 kernels.
+  channels][input quad][channel][4]``. GDN's unsigned ``gamma`` enters as ``gamma - 128``
+  against ``|x|`` (0..128 as bytes), with ``128 * sum|x|`` added per pixel. Layers with
+  16-bit inputs (``z`` into ``h_s``, ``y`` into ``g_s``) keep the AVX2 kernels.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 
@@ -321,6 +322,116 @@ def _make_vnni_microkernel(n_pix: int, n_vec: int):
     return mk
 
 
+def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
+    """For layers with few output channels: ``mk(x, xoff, xpix, rowlen, kh, w, woff, wrow, wch,
+    nchunks, acc, aoff, apix)`` adds to ``acc[aoff + p*apix + c]`` (p < n_pix, c < n_ch) the dot
+    product over tap rows ``t < kh`` and 64-byte chunks ``j < nchunks`` of the uint8 run
+    ``x[xoff + t*rowlen + p*xpix + 64j : +64]`` with the int8 run
+    ``w[woff + t*wrow + c*wch + 64j : +64]``: 16 lanes accumulate across the whole window and
+    are summed once at the end, so no lane is wasted on missing channels."""
+    from llvmlite import ir
+
+    @intrinsic
+    def mk(typingctx, x, xoff, xpix, rowlen, kh, w, woff, wrow, wch, nchunks, acc, aoff, apix):
+        i64 = types.int64
+        sig = types.void(x, i64, i64, i64, i64, w, i64, i64, i64, i64, acc, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            (x, xoff, xpix, rowlen, kh, w, woff, wrow, wch, nchunks, acc, aoff,
+             apix) = args
+            tx, tw, ta = signature.args[0], signature.args[5], signature.args[10]
+            xptr = cgutils.create_struct_proxy(tx)(context, builder, value=x).data
+            wptr = cgutils.create_struct_proxy(tw)(context, builder, value=w).data
+            aptr = cgutils.create_struct_proxy(ta)(context, builder, value=acc).data
+            I64, I32 = ir.IntType(64), ir.IntType(32)
+            v16 = ir.VectorType(I32, 16)
+
+            def c(n):
+                return ir.Constant(I64, n)
+
+            dpbusd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                "llvm.x86.avx512.vpdpbusd.512")
+            reduce_add = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(I32, [v16]), "llvm.vector.reduce.add.v16i32")
+            n = n_pix * n_ch
+            zero = ir.Constant(v16, [0] * 16)
+            pre = builder.block
+            outer = builder.append_basic_block("dot.rows")
+            inner = builder.append_basic_block("dot.chunks")
+            row_end = builder.append_basic_block("dot.row_end")
+            done = builder.append_basic_block("dot.done")
+            builder.branch(outer)
+
+            builder.position_at_end(outer)
+            t = builder.phi(I64)
+            t.add_incoming(c(0), pre)
+            outer_acc = []
+            for _ in range(n):
+                ph = builder.phi(v16)
+                ph.add_incoming(zero, pre)
+                outer_acc.append(ph)
+            xt = builder.add(xoff, builder.mul(t, rowlen))
+            wt = builder.add(woff, builder.mul(t, wrow))
+            builder.branch(inner)
+
+            builder.position_at_end(inner)
+            j = builder.phi(I64)
+            j.add_incoming(c(0), outer)
+            inner_acc = []
+            for a in outer_acc:
+                ph = builder.phi(v16)
+                ph.add_incoming(a, outer)
+                inner_acc.append(ph)
+            off = builder.mul(j, c(64))
+            xs = []
+            for p in range(n_pix):
+                idx = builder.add(builder.add(xt, builder.mul(xpix, c(p))), off)
+                ptr = builder.bitcast(builder.gep(xptr, [idx]), v16.as_pointer())
+                xs.append(builder.load(ptr, align=1))
+            ws = []
+            for ch in range(n_ch):
+                idx = builder.add(builder.add(wt, builder.mul(wch, c(ch))), off)
+                ptr = builder.bitcast(builder.gep(wptr, [idx]), v16.as_pointer())
+                ws.append(builder.load(ptr, align=1))
+            new = [builder.call(dpbusd, [inner_acc[p * n_ch + ch], xs[p], ws[ch]])
+                   for p in range(n_pix) for ch in range(n_ch)]
+            j1 = builder.add(j, c(1))
+            j.add_incoming(j1, inner)
+            for ph, a in zip(inner_acc, new):
+                ph.add_incoming(a, inner)
+            builder.cbranch(builder.icmp_signed("<", j1, nchunks), inner, row_end)
+
+            builder.position_at_end(row_end)
+            t1 = builder.add(t, c(1))
+            t.add_incoming(t1, row_end)
+            for ph, a in zip(outer_acc, new):
+                ph.add_incoming(a, row_end)
+            builder.cbranch(builder.icmp_signed("<", t1, kh), outer, done)
+
+            builder.position_at_end(done)
+            for p in range(n_pix):
+                for ch in range(n_ch):
+                    idx = builder.add(builder.add(aoff, builder.mul(apix, c(p))), c(ch))
+                    ptr = builder.gep(aptr, [idx])
+                    total = builder.call(reduce_add, [new[p * n_ch + ch]])
+                    builder.store(builder.add(builder.load(ptr, align=4), total), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return mk
+
+
+# Few output channels: pixels x channels of 16-lane dot products (3 channels: the RGB output).
+_VNNI_DOT3 = (6, 3)
+_VNNI_DOT4 = (4, 4)
+_mk_vnni_dot3 = _make_vnni_dot_kernel(*_VNNI_DOT3)
+_mk_vnni_dot4 = _make_vnni_dot_kernel(*_VNNI_DOT4)
+# One channel of ones: the per-pixel sums of |x| that GDN's offset weights need.
+_mk_vnni_sum = _make_vnni_dot_kernel(8, 1)
+
+
 # 24 zmm accumulators + 4 weight vectors + a broadcast fit the 32 zmm registers: 6 pixels x
 # 64 channels where the channels fill such blocks, else 12 pixels x 32 channels.
 _VNNI_WIDE = (6, 4)
@@ -368,11 +479,16 @@ class PackedWeights:
             self.simd.append(np.ascontiguousarray(simd).reshape(-1))
             self.pairs.append(run2 // 2)
         self.vnni = []
-        if kind != "gdn" and "vnni" in PATHS:
-            self._pack_vnni(phases)
+        if "vnni" in PATHS and not (self.narrow and kind == "gdn"):
+            # GDN's gamma is unsigned (0..255): it goes in as gamma - 128, and the kernel adds
+            # 128 * sum|x| per pixel back.
+            self._pack_vnni([runs - 128 for runs in phases] if kind == "gdn" else phases)
 
     def _pack_vnni(self, phases):
         # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.
+        if self.narrow:
+            self._pack_vnni_dot(phases)
+            return
         self.vnp, self.vnv = _VNNI_WIDE if self.cout % 64 == 0 else _VNNI_NARROW
         blk = 16 * self.vnv
         self.vcoutp = -(-self.cout // blk) * blk
@@ -386,6 +502,22 @@ class PackedWeights:
             packed = pad.reshape(kh, run4 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
             self.vnni.append(np.ascontiguousarray(packed).reshape(-1))
             self.quads.append(run4 // 4)
+            self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
+
+    def _pack_vnni_dot(self, phases):
+        # (KH, channels, run) with runs padded to 64-byte chunks: ``vnv`` channels per group,
+        # ``vblocks`` groups, ``quads`` chunks per run.
+        self.vnp, self.vnv = _VNNI_DOT3 if self.cout % 3 == 0 else _VNNI_DOT4
+        self.vcoutp = -(-self.cout // self.vnv) * self.vnv
+        self.vblocks = self.vcoutp // self.vnv
+        self.quads, self.vsum = [], []
+        for runs in phases:
+            kh, run, cout = runs.shape
+            run64 = -(-run // 64) * 64
+            pad = np.zeros((kh, self.vcoutp, run64), np.int8)
+            pad[:, :cout, :run] = runs.transpose(0, 2, 1)
+            self.vnni.append(pad.reshape(-1))
+            self.quads.append(run64 // 64)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
 
     @property
@@ -462,8 +594,27 @@ def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, 
 
 
 @njit(inline="always")
-def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix):
-    # As _phase_simd, on uint8 inputs and quads of int8 weights.
+def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, acc, a0, apix, npix):
+    wch = chunks * 64
+    wrow = groups * nc * wch
+    for g in range(groups):
+        woff = g * nc * wch
+        if nc == 3:
+            for p in range(0, npix, 6):
+                _mk_vnni_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch, chunks,
+                              acc, a0 + p * apix + g * nc, apix)
+        else:
+            for p in range(0, npix, 4):
+                _mk_vnni_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch, chunks,
+                              acc, a0 + p * apix + g * nc, apix)
+
+
+@njit(inline="always")
+def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix, dot):
+    # As _phase_simd, on uint8 inputs and quads of int8 weights; ``dot`` for few channels.
+    if dot:
+        _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
+        return
     for b in range(blocks):
         for t in range(kh):
             woff = (t * blocks + b) * quads * nv * 64
@@ -590,14 +741,14 @@ def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, co
 
 
 @njit(**JIT_PARALLEL)
-def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp, requant,
-               mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, dot, npix, bias, coutp,
+               requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
     ho = out.shape[0]
     for oy in prange(ho):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, bias, npix, coutp)
         _phase_vnni(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                    acc, 0, coutp, npix)
+                    acc, 0, coutp, npix, dot)
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
@@ -616,10 +767,10 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
 def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
     # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
-    if packed.narrow:
-        return "portable"
     if _path == "vnni" and (x.dtype != np.int8 or not packed.vnni):
-        return "avx2"
+        return "portable" if packed.narrow else "avx2"
+    if packed.narrow and _path != "vnni":
+        return "portable"
     return _path
 
 
@@ -647,6 +798,14 @@ def _as_unsigned(x):
     return x.view(np.uint8) ^ np.uint8(128)
 
 
+def _vnni_buffer(shape, fill):
+    """A uint8 buffer of ``shape`` with 64 spare bytes after it: a dot-product run is read in
+    64-byte chunks, past its end where its weights are zero."""
+    size = int(np.prod(shape))
+    flat = np.full(size + 64, fill, np.uint8)
+    return flat, flat[:size].reshape(shape)
+
+
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
 
 
@@ -665,10 +824,10 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni":
-        xp = np.full((rows + 1, cols, cin), (pad_value + 128) & 255, np.uint8)
+        flat, xp = _vnni_buffer((rows + 1, cols, cin), (pad_value + 128) & 255)
         xp[p: p + h, p: p + wd] = _as_unsigned(x)
-        _conv_vnni(xp.reshape(-1), cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                   packed.vnv, packed.quads[0], npix,
+        _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                   packed.vnv, packed.quads[0], packed.narrow, npix,
                    _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
                    mult, shift, lm, ls, lo, hi, out)
         return out
@@ -756,8 +915,8 @@ def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix, bias,
-                 coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, dot, npix,
+                 bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
     # ``bias`` is (2, 2*coutp): per output row parity, the biases of the two column phases
     # interleaved as the accumulators are (each phase cancels its own weights' offset sum).
     h = out.shape[0] // 2
@@ -769,7 +928,7 @@ def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2
                 wf = _phase_weights(py, px, w00, w01, w10, w11)
                 quads = quads3 if px == 0 else quads2
                 _phase_vnni(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
-                            nv, quads, acc, px * coutp, 2 * coutp, npix)
+                            nv, quads, acc, px * coutp, 2 * coutp, npix, dot)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
 
@@ -799,14 +958,14 @@ def _run_deconv(x, packed, bias, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni":
-        xp = np.full((h + 3, cols, cin), 128, np.uint8)
+        flat, xp = _vnni_buffer((h + 3, cols, cin), 128)
         xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
         cp = packed.vcoutp
         phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
-        _deconv_vnni(xp.reshape(-1), cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
-                     packed.quads[0], packed.quads[1], npix, rows, cp, requant, mult, shift,
-                     lm, ls, lo, hi, out)
+        _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                     packed.quads[0], packed.quads[1], packed.narrow, npix, rows, cp, requant,
+                     mult, shift, lm, ls, lo, hi, out)
         return out
     xp = np.zeros((h + 3, cols, cin), np.int16)
     xp[1: 1 + h, 1: 1 + wd] = x
@@ -917,19 +1076,54 @@ def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, 
                       out[oy])
 
 
+@njit(**JIT_PARALLEL)
+def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, gmult, gshift,
+              imult, ishift, fast, ones, out):
+    # ``af`` holds |x| as bytes and the weights are gamma - 128, so each pixel's accumulators
+    # start at beta + 128 * sum|x| (wrapping like the sums).
+    h, wd, c = x.shape
+    chunks = ones.shape[0] // 64
+    for oy in prange(h):
+        total = np.zeros(npix, np.int32)
+        for p in range(0, npix, 8):
+            _mk_vnni_sum(af, oy * rowlen + p * c, c, 0, 1, ones, 0, 0, 0, chunks, total, p, 1)
+        acc = np.empty(npix * coutp, np.int32)
+        for p in range(npix):
+            acc[p * coutp: (p + 1) * coutp] = beta + np.int32(128) * total[p]
+        _phase_vnni(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix,
+                    False)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+                      out[oy])
+
+
+def _ones(n):
+    """A run of ``n`` int8 ones padded with zeros to whole 64-byte chunks."""
+    ones = np.zeros(-(-n // 64) * 64, np.int8)
+    ones[:n] = 1
+    return ones
+
+
 def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
     path = _layer_path(packed, x)
     h, wd, c = x.shape
     unit = _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
-    xa = np.zeros((h + 1, npix, c), np.int16)
-    np.abs(x, out=xa[:h, :wd], dtype=np.int16)
-    af = xa.reshape(-1)
+    # |x| <= 128 fits the bytes of the VNNI path; one spare row for reads past a run's end.
+    if path == "vnni":
+        af, xa = _vnni_buffer((h + 1, npix, c), 0)
+    else:
+        xa = np.zeros((h + 1, npix, c), np.int16)
+        af = xa.reshape(-1)
+    np.abs(x, out=xa[:h, :wd], dtype=np.int16, casting="unsafe")
     out = np.empty(x.shape, np.int8)
     # The largest norm any input can produce (|x| <= 128), for the fast GDN division.
     norm_max = int(beta.max(initial=0)) + 128 * int(packed.gamma_l1_max)
     fast = (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
-    if path == "avx2":
+    if path == "vnni":
+        _gdn_vnni(x, af, npix * c, packed.vnni[0], packed.vblocks, packed.vnv,
+                  packed.quads[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
+                  inverse, gmult, gshift, imult, ishift, fast, _ones(c), out)
+    elif path == "avx2":
         _gdn_simd(x, af, npix * c, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
                   npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
                   imult, ishift, fast, out)

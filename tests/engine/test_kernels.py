@@ -51,6 +51,8 @@ OUT_SPECS = [
 ]
 LEAKY = [(0, 0), (655, 16)]  # (leaky_mult, leaky_shift): off, LeakyReLU(~0.01)
 ELEMENT_SHAPES = [(1, 1, 1), (1, 5, 3), (4, 3, 7), (9, 13, 20), (6, 11, 1)]
+# GDN over channels that fill the wide register blocks, and a run past a 64-byte chunk.
+GDN_SHAPES = ELEMENT_SHAPES + [(3, 7, 64), (2, 9, 130)]
 
 
 def _spec_id(spec) -> str:
@@ -411,7 +413,7 @@ def test_requantize_rounding_ties(threads, leaky):
 def test_gdn(path, threads, shift):
     rng = _rng("gdn", shift)
     for shape, x_mode, gamma_mode in itertools.product(
-            ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
+            GDN_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
         x, gamma, beta = _gdn_operands(rng, shape, x_mode, gamma_mode)
         c = shape[2]
         # Log-uniform multipliers: quotients from 0 through clamped.
@@ -432,7 +434,7 @@ def test_gdn_rounding_ties(path, threads):
 def test_igdn(path, threads):
     rng = _rng("igdn")
     for shape, x_mode, gamma_mode in itertools.product(
-            ELEMENT_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
+            GDN_SHAPES, ["random", "min", "max"], ["random", "min", "max"]):
         x, gamma, beta = _gdn_operands(rng, shape, x_mode, gamma_mode)
         scale = 64 * _norm_scale(x, gamma, beta)
         mult, shift = _requant_tables(rng, shape[2], scale, 64)
