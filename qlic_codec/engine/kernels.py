@@ -239,12 +239,18 @@ _PORTABLE_NARROW = 8
 # quads.
 
 
-def _make_vnni_microkernel(n_pix: int, n_vec: int):
+def _make_vnni_microkernel(n_pix: int, n_vec: int, words: bool = False):
     """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, nquads)`` adds to the int32 accumulators
     ``acc[aoff + p*apix + 16*v : +16]`` (p < n_pix, v < n_vec) the sums over ``r < nquads`` of
     ``x[xoff + p*xpix + 4r + j] * w[woff + (r*n_vec + v)*64 + 4*lane + j]`` (j = 0..3), with
-    ``x`` uint8 and ``w`` int8, wrapping modulo ``2**32``; ``nquads >= 1``."""
+    ``x`` uint8 and ``w`` int8 (``vpdpbusd``), wrapping modulo ``2**32``; ``nquads >= 1``.
+
+    With ``words``: int16 ``x`` and ``w`` in pairs (``vpdpwssd``): ``2r + j`` and
+    ``(r*n_vec + v)*32 + 2*lane + j`` (j = 0, 1) instead."""
     from llvmlite import ir
+
+    group, vec_elems = (2, 32) if words else (4, 64)
+    name = "llvm.x86.avx512.vpdpwssd.512" if words else "llvm.x86.avx512.vpdpbusd.512"
 
     @intrinsic
     def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, nquads):
@@ -266,8 +272,7 @@ def _make_vnni_microkernel(n_pix: int, n_vec: int):
             # The classic all-int32 operand types; newer LLVMs upgrade the call to their
             # byte-vector form.
             dpbusd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                "llvm.x86.avx512.vpdpbusd.512")
+                builder.module, ir.FunctionType(v16, [v16, v16, v16]), name)
             acc_ptrs, init = [], []
             for p in range(n_pix):
                 base = builder.add(aoff, builder.mul(apix, c(p)))
@@ -288,7 +293,7 @@ def _make_vnni_microkernel(n_pix: int, n_vec: int):
                 ph = builder.phi(v16)
                 ph.add_incoming(a, pre)
                 phis.append(ph)
-            xb = builder.add(xoff, builder.mul(r, c(4)))
+            xb = builder.add(xoff, builder.mul(r, c(group)))
             splat = ir.Constant(v16, [0] * 16)
             bcast = []
             for p in range(n_pix):
@@ -298,10 +303,10 @@ def _make_vnni_microkernel(n_pix: int, n_vec: int):
                                              ir.Constant(I32, 0))
                 bcast.append(builder.shuffle_vector(vec, ir.Constant(v16, ir.Undefined),
                                                     splat))
-            wb = builder.add(woff, builder.mul(r, c(64 * n_vec)))
+            wb = builder.add(woff, builder.mul(r, c(vec_elems * n_vec)))
             wvec = []
             for v in range(n_vec):
-                ptr = builder.gep(wptr, [builder.add(wb, c(64 * v))])
+                ptr = builder.gep(wptr, [builder.add(wb, c(vec_elems * v))])
                 wvec.append(builder.load(builder.bitcast(ptr, v16.as_pointer()), align=1))
             new = []
             for p in range(n_pix):
@@ -438,6 +443,9 @@ _VNNI_WIDE = (6, 4)
 _VNNI_NARROW = (12, 2)
 _mk_vnni_wide = _make_vnni_microkernel(*_VNNI_WIDE)
 _mk_vnni_narrow = _make_vnni_microkernel(*_VNNI_NARROW)
+# 16-bit inputs (z into h_s, y into g_s): the same blocks over pairs of int16 (vpdpwssd).
+_mk_wssd_wide = _make_vnni_microkernel(*_VNNI_WIDE, words=True)
+_mk_wssd_narrow = _make_vnni_microkernel(*_VNNI_NARROW, words=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +511,18 @@ class PackedWeights:
             self.vnni.append(np.ascontiguousarray(packed).reshape(-1))
             self.quads.append(run4 // 4)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
+        if self.kind == "gdn":
+            return
+        # For 16-bit inputs: the same blocks over pairs of int16 weights.
+        self.wssd, self.wpairs = [], []
+        for runs in phases:
+            kh, run, cout = runs.shape
+            run2 = run + (run & 1)
+            pad = np.zeros((kh, run2, self.vcoutp), np.int16)
+            pad[:, :run, :cout] = runs
+            packed = pad.reshape(kh, run2 // 2, 2, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
+            self.wssd.append(np.ascontiguousarray(packed).reshape(-1))
+            self.wpairs.append(run2 // 2)
 
     def _pack_vnni_dot(self, phases):
         # (KH, channels, run) with runs padded to 64-byte chunks: ``vnv`` channels per group,
@@ -610,10 +630,36 @@ def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, acc, a0, a
 
 
 @njit(inline="always")
-def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix, dot):
-    # As _phase_simd, on uint8 inputs and quads of int8 weights; ``dot`` for few channels.
-    if dot:
+def _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, npix):
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * pairs * nv * 32
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 16
+            if nv == 4:
+                for p in range(0, npix, 6):
+                    _mk_wssd_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                                  pairs)
+            else:
+                for p in range(0, npix, 12):
+                    _mk_wssd_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
+                                    apix, pairs)
+
+
+# How _phase_vnni multiplies: uint8 x int8 in register blocks, as dot products (few output
+# channels), or int16 x int16 pairs.
+_BYTES, _DOT, _WORDS = 0, 1, 2
+
+
+@njit(inline="always")
+def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix, mode):
+    # As _phase_simd, on uint8 inputs and quads of int8 weights, or (``_WORDS``) on int16
+    # inputs and pairs of int16 weights, ``quads`` then counting pairs.
+    if mode == _DOT:
         _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
+        return
+    if mode == _WORDS:
+        _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
         return
     for b in range(blocks):
         for t in range(kh):
@@ -741,14 +787,14 @@ def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, co
 
 
 @njit(**JIT_PARALLEL)
-def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, dot, npix, bias, coutp,
+def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, mode, npix, bias, coutp,
                requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
     ho = out.shape[0]
     for oy in prange(ho):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, bias, npix, coutp)
         _phase_vnni(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                    acc, 0, coutp, npix, dot)
+                    acc, 0, coutp, npix, mode)
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
@@ -767,8 +813,10 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
 def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
     # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
-    if _path == "vnni" and (x.dtype != np.int8 or not packed.vnni):
+    if _path == "vnni" and not packed.vnni:
         return "portable" if packed.narrow else "avx2"
+    if _path == "vnni" and x.dtype != np.int8:  # vpdpwssd, except for few channels
+        return "portable" if packed.narrow else "vnni"
     if packed.narrow and _path != "vnni":
         return "portable"
     return _path
@@ -823,11 +871,19 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
+        xp[p: p + h, p: p + wd] = x
+        _conv_vnni(xp.reshape(-1), cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
+                   packed.vnv, packed.wpairs[0], _WORDS, npix,
+                   _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
+                   ls, lo, hi, out)
+        return out
     if path == "vnni":
         flat, xp = _vnni_buffer((rows + 1, cols, cin), (pad_value + 128) & 255)
         xp[p: p + h, p: p + wd] = _as_unsigned(x)
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                   packed.vnv, packed.quads[0], packed.narrow, npix,
+                   packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
                    _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
                    mult, shift, lm, ls, lo, hi, out)
         return out
@@ -915,7 +971,7 @@ def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, dot, npix,
+def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, mode, npix,
                  bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
     # ``bias`` is (2, 2*coutp): per output row parity, the biases of the two column phases
     # interleaved as the accumulators are (each phase cancels its own weights' offset sum).
@@ -928,7 +984,7 @@ def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2
                 wf = _phase_weights(py, px, w00, w01, w10, w11)
                 quads = quads3 if px == 0 else quads2
                 _phase_vnni(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
-                            nv, quads, acc, px * coutp, 2 * coutp, npix, dot)
+                            nv, quads, acc, px * coutp, 2 * coutp, npix, mode)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
 
@@ -957,6 +1013,15 @@ def _run_deconv(x, packed, bias, req, out):
     cols = npix + 4
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        xp = np.zeros((h + 3, cols, cin), np.int16)
+        xp[1: 1 + h, 1: 1 + wd] = x
+        bias2 = _padded_bias(bias, packed.vcoutp)
+        rows = np.stack([np.concatenate([bias2, bias2])] * 2)
+        _deconv_vnni(xp.reshape(-1), cols * cin, cin, *packed.wssd, packed.vblocks,
+                     packed.vnv, packed.wpairs[0], packed.wpairs[1], _WORDS, npix, rows,
+                     packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
+        return out
     if path == "vnni":
         flat, xp = _vnni_buffer((h + 3, cols, cin), 128)
         xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
@@ -964,8 +1029,8 @@ def _run_deconv(x, packed, bias, req, out):
         phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
         _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
-                     packed.quads[0], packed.quads[1], packed.narrow, npix, rows, cp, requant,
-                     mult, shift, lm, ls, lo, hi, out)
+                     packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
+                     rows, cp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     xp = np.zeros((h + 3, cols, cin), np.int16)
     xp[1: 1 + h, 1: 1 + wd] = x
@@ -1091,7 +1156,7 @@ def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, 
         for p in range(npix):
             acc[p * coutp: (p + 1) * coutp] = beta + np.int32(128) * total[p]
         _phase_vnni(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix,
-                    False)
+                    _BYTES)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
                       out[oy])
 
