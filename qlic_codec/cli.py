@@ -171,7 +171,7 @@ def encode(
     ctx = click.get_current_context()
     pairs = _plan_outputs(inputs, output, ".qlic")
     _refuse_binary_to_terminal(pairs, force)
-    api = _import_codec("qlic_codec.api", debug)
+    api = _import_codec("qlic_codec.api", debug, kernels=True)
     if quality is None:
         quality = int(api.DEFAULT_QUALITY)
     elif quality not in api.QUALITY_LEVELS:
@@ -239,7 +239,7 @@ def decode(
         except QlicError as exc:
             raise click.BadParameter(_one_line(exc), param_hint="'-o' / '--output'") from None
     _refuse_binary_to_terminal(pairs, force)
-    api = _import_codec("qlic_codec.api", debug)
+    api = _import_codec("qlic_codec.api", debug, kernels=True)
     json_to_stderr = _any_stdout(pairs)
     report = _Report(debug)
 
@@ -360,8 +360,8 @@ class _WithoutScipy:
         return None
 
 
-def _import_light(name: str) -> ModuleType:
-    if name != "qlic_codec.api" or "numba" in sys.modules or "scipy" in sys.modules:
+def _import_light(name: str, kernels: bool) -> ModuleType:
+    if not kernels or "numba" in sys.modules or "scipy" in sys.modules:
         return importlib.import_module(name)
     finder = _WithoutScipy()
     sys.meta_path.insert(0, finder)
@@ -374,10 +374,11 @@ def _import_light(name: str) -> ModuleType:
         sys.meta_path.remove(finder)
 
 
-def _import_codec(name: str, debug: bool) -> ModuleType:
+def _import_codec(name: str, debug: bool, kernels: bool = False) -> ModuleType:
     # importlib returns whatever sys.modules holds, so tests can substitute the codec.
+    # ``kernels``: the command will run the network (encode, decode), so Numba comes now.
     try:
-        return _import_light(name)
+        return _import_light(name, kernels)
     except ImportError as exc:
         # A missing dependency is an installation problem, not a bug in qlic.
         _fail_now(f"qlic: error: cannot load {name}: {_one_line(exc)}", EXIT_FAILED)

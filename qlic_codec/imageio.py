@@ -77,8 +77,11 @@ _FORMAT_BY_EXTENSION = {
 }
 
 # Decoded pixels are the codec's result; re-encoding them should lose as little as possible.
-# JPEG cannot be lossless, so it gets a high quality and no chroma subsampling.
+# JPEG cannot be lossless, so it gets a high quality and no chroma subsampling. PNG is
+# lossless at any zlib level: level 3 writes a 768x512 photo 4.5x faster than zlib's default
+# 6 (0.05 s against 0.24 s, a fifth of a whole `qlic decode`) for a file about 8% larger.
 _SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "PNG": {"compress_level": 3},
     "JPEG": {"quality": 95, "subsampling": 0},
     "WEBP": {"lossless": True},
 }

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import qlic_codec
@@ -71,3 +72,20 @@ def test_info_does_not_load_numba(tiny_model, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
+
+
+def test_decode_keeps_scipy_out_and_restores_the_import_system(tiny_model, tmp_path):
+    # Numba would import SciPy (for BLAS the engine never calls); the command refuses it
+    # while Numba loads, then removes its import hook, so SciPy stays importable afterwards.
+    pytest.importorskip("scipy")  # without SciPy there is nothing to keep out
+    data = qlic_codec.encode(synthetic_photo(30, 30), 4, tiny_model)
+    (tmp_path / "a.qlic").write_bytes(data)
+    script = ("import sys; from qlic_codec.cli import main\n"
+              "hooks = list(sys.meta_path)\n"
+              f"try:\n    main(['decode', 'a.qlic', '-o', 'a.png', '--model', {str(tiny_model)!r}])\n"
+              "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+              "print('scipy' in sys.modules, sys.meta_path == hooks)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "False True", out.stderr
+    assert (tmp_path / "a.png").is_file()
