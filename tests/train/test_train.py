@@ -159,9 +159,15 @@ def test_checkpoint_round_trip(trained):
     level = torch.tensor([0.0, 0.5, 1.0])
     for a, b in zip(_outputs(loaded, x, level), _outputs(rounded, x, level)):
         assert torch.equal(a, b)
-    # The fp16 file is a rounding of the trained weights, not a copy of other ones.
-    for a, b in zip(_outputs(loaded, x, level), _outputs(full, x, level)):
-        assert torch.allclose(a, b, atol=0.05)
+    # The fp16 file is a rounding of the trained weights, not a copy of other ones: the same
+    # pictures and rates. (A latent at a rounding boundary can flip to the next integer and
+    # change its own likelihood a lot, so the likelihoods are compared on average.)
+    (x_a, *lik_a), (x_b, *lik_b) = _outputs(loaded, x, level), _outputs(full, x, level)
+    assert torch.allclose(x_a, x_b, atol=0.05)
+    for a, b in zip(lik_a, lik_b):
+        assert (a - b).abs().mean() < 0.01
+        bits_a, bits_b = -torch.log2(a).sum(), -torch.log2(b).sum()
+        assert abs(bits_a - bits_b) < 0.01 * bits_b
 
     # A training checkpoint loads too, in full precision.
     from_ckpt, _ = load_float_model(run / "last.pt")
