@@ -454,44 +454,70 @@ _mk_wssd_narrow = _make_vnni_microkernel(*_VNNI_NARROW, words=True)
 
 
 class PackedWeights:
-    """Weights of one layer in both multiply layouts, packed once (see ``pack_*``).
+    """Weights of one layer in the multiply layouts, each packed once, when a kernel first
+    asks for it (a process uses one path; packing all of them was a tenth of model loading).
 
     ``weight`` is the unpacked array as the reference takes it; ``kind`` is ``"conv"``,
-    ``"deconv"`` or ``"gdn"``. ``portable`` and ``simd`` hold one array per phase (one for a
-    convolution, four for a transposed one): ``portable`` is int16 ``(KH, KW*Cin, Cout)``
-    (``(KH, Cout, KW*Cin)`` if ``narrow``); ``simd`` is the flat int16
+    ``"deconv"`` or ``"gdn"``. ``portable``, ``simd`` and ``vnni`` hold one array per phase
+    (one for a convolution, four for a transposed one): ``portable`` is int16
+    ``(KH, KW*Cin, Cout)`` (``(KH, Cout, KW*Cin)`` if ``narrow``); ``simd`` is the flat int16
     ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
-    length and channels to ``coutp`` with zeros.
+    length and channels to ``coutp`` with zeros; ``vnni`` (empty where the host has no VNNI or
+    the layer cannot use it) and ``wssd`` are the VNNI layouts (see ``_pack_vnni``).
     """
+
+    # Lazily packed attributes and the method that sets each group of them.
+    _LAZY = {"portable": "_pack_portable", "simd": "_pack_simd", "pairs": "_pack_simd",
+             **{name: "_pack_vnni_all" for name in (
+                 "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs")}}
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
+        self.phases = phases  # (KH, R, Cout) int16 runs
         self.narrow = cout < _PORTABLE_NARROW
         self.nv = _WIDE[1] if cout > 8 else _NARROW[1]
         self.np = _WIDE[0] if cout > 8 else _NARROW[0]
         blk = 8 * self.nv
         self.coutp = -(-cout // blk) * blk
         self.blocks = self.coutp // blk
-        self.portable = []
-        self.simd = []
-        self.pairs = []
-        for runs in phases:  # (KH, R, Cout) int16
-            kh, run, _ = runs.shape
-            # Narrow layers (Cout < 8) keep each channel's run contiguous instead: the portable
-            # kernel then vectorises over the run rather than over too few channels.
-            narrow = runs.transpose(0, 2, 1) if self.narrow else runs
-            self.portable.append(np.ascontiguousarray(narrow))
+
+    def __getattr__(self, name):
+        # Only called for attributes not set yet: pack their layout now.
+        method = PackedWeights._LAZY.get(name)
+        if method is None:
+            raise AttributeError(name)
+        getattr(self, method)()
+        try:
+            return self.__dict__[name]
+        except KeyError:  # e.g. ``quads`` of a layer that has no VNNI layout
+            raise AttributeError(name) from None
+
+    def _pack_portable(self):
+        # Narrow layers (Cout < 8) keep each channel's run contiguous instead: the portable
+        # kernel then vectorises over the run rather than over too few channels.
+        self.portable = [np.ascontiguousarray(runs.transpose(0, 2, 1) if self.narrow else runs)
+                         for runs in self.phases]
+
+    def _pack_simd(self):
+        blk = 8 * self.nv
+        simd, pairs = [], []
+        for runs in self.phases:
+            kh, run, cout = runs.shape
             run2 = run + (run & 1)
             pad = np.zeros((kh, run2, self.coutp), np.int16)
             pad[:, :run, :cout] = runs
-            simd = pad.reshape(kh, run2 // 2, 2, self.blocks, blk).transpose(0, 3, 1, 4, 2)
-            self.simd.append(np.ascontiguousarray(simd).reshape(-1))
-            self.pairs.append(run2 // 2)
-        self.vnni = []
-        if "vnni" in PATHS and not (self.narrow and kind == "gdn"):
+            packed = pad.reshape(kh, run2 // 2, 2, self.blocks, blk).transpose(0, 3, 1, 4, 2)
+            simd.append(np.ascontiguousarray(packed).reshape(-1))
+            pairs.append(run2 // 2)
+        self.simd, self.pairs = simd, pairs
+
+    def _pack_vnni_all(self):
+        self.vnni, self.wssd = [], []
+        if "vnni" in PATHS and not (self.narrow and self.kind == "gdn"):
             # GDN's gamma is unsigned (0..255): it goes in as gamma - 128, and the kernel adds
             # 128 * sum|x| per pixel back.
-            self._pack_vnni([runs - 128 for runs in phases] if kind == "gdn" else phases)
+            self._pack_vnni([runs - 128 for runs in self.phases] if self.kind == "gdn"
+                            else self.phases)
 
     def _pack_vnni(self, phases):
         # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.
