@@ -248,14 +248,8 @@ class IntegerNetwork:
     def _run(self, transform: str, x: np.ndarray) -> np.ndarray:
         """Run a transform on codes; returns the last layer's int32 accumulators."""
         k = self.k
-        layers = self.layers[transform]
-        skip = False
-        for i, layer in enumerate(layers):
-            if skip:  # a GDN the convolution before it has already run
-                skip = False
-                continue
+        for layer in self.layers[transform]:
             op = layer["op"]
-            after = layers[i + 1] if i + 1 < len(layers) else None
             if op in ("conv", "deconv"):
                 args = (layer["packed"], layer["bias"])
                 if op == "conv":
@@ -266,14 +260,6 @@ class IntegerNetwork:
                     return conv(x, *args)
                 leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
                 req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
-                gdn_op = "gdn" if op == "conv" else "igdn"
-                with_gdn = getattr(k, f"{kind}_requant_{gdn_op}", None)
-                if after is not None and after["op"] == gdn_op and with_gdn is not None:
-                    # The kernels can run the GDN on each output row while it is in cache.
-                    x = with_gdn(x, *args, *req, after["packed"], after["beta"], after["mult"],
-                                 after["shift"])
-                    skip = True
-                    continue
                 fused = getattr(k, f"{kind}_requant", None)
                 if fused is not None:
                     x = fused(x, *args, *req, np.int8)

@@ -884,8 +884,7 @@ def _vnni_buffer(shape, fill):
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
 
 
-def _run_conv(x, packed, bias, stride, pad_value, req, out, post=None):
-    # ``post``: the arguments of a GDN to run on each output row in the VNNI kernel.
+def _run_conv(x, packed, bias, stride, pad_value, req, out):
     path = _layer_path(packed, x)
     h, wd, cin = x.shape
     k = packed.k
@@ -899,23 +898,21 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out, post=None):
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
+        xp[p: p + h, p: p + wd] = x
+        _conv_vnni(xp.reshape(-1), cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
+                   packed.vnv, packed.wpairs[0], _WORDS, npix,
+                   _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
+                   ls, lo, hi, out)
+        return out
     if path == "vnni":
-        if x.dtype == np.int16:
-            xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
-            xp[p: p + h, p: p + wd] = x
-            args = (xp.reshape(-1), cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
-                    packed.vnv, packed.wpairs[0], _WORDS, npix,
-                    _padded_bias(bias, packed.vcoutp), packed.vcoutp)
-        else:
-            flat, xp = _vnni_buffer((rows + 1, cols, cin), (pad_value + 128) & 255)
-            xp[p: p + h, p: p + wd] = _as_unsigned(x)
-            args = (flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                    packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
-                    _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp)
-        if post is not None:
-            _conv_vnni_gdn(*args, mult, shift, lm, ls, lo, hi, post, out)
-        else:
-            _conv_vnni(*args, requant, mult, shift, lm, ls, lo, hi, out)
+        flat, xp = _vnni_buffer((rows + 1, cols, cin), (pad_value + 128) & 255)
+        xp[p: p + h, p: p + wd] = _as_unsigned(x)
+        _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                   packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
+                   _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
+                   mult, shift, lm, ls, lo, hi, out)
         return out
     xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
     xp[p: p + h, p: p + wd] = x
@@ -1035,7 +1032,7 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
                       leaky_shift, lo, hi)
 
 
-def _run_deconv(x, packed, bias, req, out, post=None):
+def _run_deconv(x, packed, bias, req, out):
     path = _layer_path(packed, x)
     h, wd, cin = x.shape
     unit = _pixel_unit(packed, path)
@@ -1043,27 +1040,24 @@ def _run_deconv(x, packed, bias, req, out, post=None):
     cols = npix + 4
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        xp = np.zeros((h + 3, cols, cin), np.int16)
+        xp[1: 1 + h, 1: 1 + wd] = x
+        bias2 = _padded_bias(bias, packed.vcoutp)
+        rows = np.stack([np.concatenate([bias2, bias2])] * 2)
+        _deconv_vnni(xp.reshape(-1), cols * cin, cin, *packed.wssd, packed.vblocks,
+                     packed.vnv, packed.wpairs[0], packed.wpairs[1], _WORDS, npix, rows,
+                     packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
+        return out
     if path == "vnni":
+        flat, xp = _vnni_buffer((h + 3, cols, cin), 128)
+        xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
         cp = packed.vcoutp
-        if x.dtype == np.int16:
-            xp = np.zeros((h + 3, cols, cin), np.int16)
-            xp[1: 1 + h, 1: 1 + wd] = x
-            bias2 = _padded_bias(bias, cp)
-            rows = np.stack([np.concatenate([bias2, bias2])] * 2)
-            args = (xp.reshape(-1), cols * cin, cin, *packed.wssd, packed.vblocks, packed.vnv,
-                    packed.wpairs[0], packed.wpairs[1], _WORDS, npix, rows, cp)
-        else:
-            flat, xp = _vnni_buffer((h + 3, cols, cin), 128)
-            xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
-            phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
-            rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
-            args = (flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
-                    packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
-                    rows, cp)
-        if post is not None:
-            _deconv_vnni_gdn(*args, mult, shift, lm, ls, lo, hi, post, out)
-        else:
-            _deconv_vnni(*args, requant, mult, shift, lm, ls, lo, hi, out)
+        phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+        rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
+        _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                     packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
+                     rows, cp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     xp = np.zeros((h + 3, cols, cin), np.int16)
     xp[1: 1 + h, 1: 1 + wd] = x
@@ -1102,58 +1096,6 @@ def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, l
     out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
     req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
     return _run_deconv(x, packed, bias, req, out)
-
-
-def _gdn_post(packed_conv, x, gdn_packed, beta, width, inverse, gmult, gshift, imult, ishift):
-    """The GDN arguments of a fused VNNI kernel, or None where the layers cannot be fused
-    (another path, few channels, a GDN without VNNI weights)."""
-    if (_layer_path(packed_conv, x) != "vnni" or packed_conv.narrow or not gdn_packed.vnni
-            or gdn_packed.cout != packed_conv.cout):
-        return None
-    c = gdn_packed.cout
-    gnpix = -(-width // _GDN_VNNI_UNIT) * _GDN_VNNI_UNIT
-    return (gdn_packed.vnni[0], gdn_packed.vblocks, gdn_packed.vnv, gdn_packed.quads[0],
-            _padded_bias(beta, gdn_packed.vcoutp), gdn_packed.vcoutp, gnpix, inverse, gmult,
-            gshift, imult, ishift, _gdn_fast(beta, gdn_packed, gshift), _ones(c))
-
-
-def conv2d_requant_gdn(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift, lo,
-                       hi, gamma, beta, gmult, gshift):
-    """``gdn(conv2d_requant(..., int8), gamma, beta, gmult, gshift)``, fused on the VNNI path
-    (each output row goes through GDN while it is in cache)."""
-    x, packed, bias = _check_conv(x, w, bias)
-    if packed.kind != "conv":
-        raise TypeError("w: packed for a transposed convolution")
-    mult, shift = _check_requant(mult, shift, packed.cout)
-    y_probe = np.empty((0, 0, packed.cout), np.int8)
-    _, gpacked, beta = _check_gdn(y_probe, gamma, beta)
-    gmult = _require(gmult, "gmult", (np.dtype(np.int64),), 1)
-    if gmult.shape[0] != packed.cout:
-        raise ValueError(f"GDN multipliers must have {packed.cout} entries")
-    h, wd, _ = x.shape
-    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), np.int8)
-    post = _gdn_post(packed, x, gpacked, beta, out.shape[1], False, gmult, int(gshift),
-                     *_NO_REQUANT[:2])
-    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
-    _run_conv(x, packed, bias, int(stride), int(pad_value), req, out, post)
-    return out if post is not None else gdn(out, gpacked, beta, gmult, gshift)
-
-
-def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,
-                                  gamma, beta, imult, ishift):
-    """``igdn(conv_transpose2d_requant(..., int8), gamma, beta, imult, ishift)``, fused on the
-    VNNI path (each output row goes through the inverse GDN while it is in cache)."""
-    x, packed, bias = _check_deconv(x, w, bias)
-    mult, shift = _check_requant(mult, shift, packed.cout)
-    y_probe = np.empty((0, 0, packed.cout), np.int8)
-    _, gpacked, beta = _check_gdn(y_probe, gamma, beta)
-    imult, ishift = _check_requant(imult, ishift, packed.cout)
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), np.int8)
-    post = _gdn_post(packed, x, gpacked, beta, out.shape[1], True, np.zeros(1, np.int64), 0,
-                     imult, ishift)
-    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
-    _run_deconv(x, packed, bias, req, out, post)
-    return out if post is not None else igdn(out, gpacked, beta, imult, ishift)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1253,73 +1195,9 @@ def _ones(n):
     return ones
 
 
-@njit(inline="always")
-def _gdn_row(row, gnpix, gw, gblocks, gnv, gquads, beta, gcoutp, inverse, gmult, gshift, imult,
-             ishift, fast, ones):
-    # GDN / inverse GDN of one row of int8 codes, in place, while the row is in cache: the
-    # same steps as _gdn_vnni on a row buffer of |x|.
-    wd, c = row.shape
-    ab = np.zeros(gnpix * c + 64, np.uint8)
-    for p in range(wd):
-        for i in range(c):
-            v = np.int16(row[p, i])
-            ab[p * c + i] = -v if v < 0 else v
-    total = np.zeros(gnpix, np.int32)
-    for p in range(0, gnpix, _SUM_PIX):
-        _mk_vnni_sum(ab, p * c, c, 0, 1, ones, 0, 0, 0, ones.shape[0] // 64, total, p, 1)
-    gacc = np.empty(gnpix * gcoutp, np.int32)
-    for p in range(gnpix):
-        gacc[p * gcoutp: (p + 1) * gcoutp] = beta + np.int32(128) * total[p]
-    _phase_vnni(ab, 0, 0, c, 1, gw, gblocks, gnv, gquads, gacc, 0, gcoutp, gnpix, _BYTES)
-    _gdn_epilogue(gacc, gcoutp, row, inverse, gmult, gshift, imult, ishift, fast, row)
-
-
-@njit(**JIT_PARALLEL)
-def _conv_vnni_gdn(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, mode, npix, bias, coutp,
-                   mult, shift, leaky_mult, leaky_shift, lo, hi, gdn, out):
-    gw, gblocks, gnv, gquads, beta, gcoutp, gnpix, inverse, gmult, gshift, imult, ishift, \
-        fast, ones = gdn
-    ho = out.shape[0]
-    for oy in prange(ho):
-        acc = np.empty(npix * coutp, np.int32)
-        _init_acc(acc, bias, npix, coutp)
-        _phase_vnni(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                    acc, 0, coutp, npix, mode)
-        _epilogue(acc, coutp, out[oy], True, mult, shift, leaky_mult, leaky_shift, lo, hi)
-        _gdn_row(out[oy], gnpix, gw, gblocks, gnv, gquads, beta, gcoutp, inverse, gmult,
-                 gshift, imult, ishift, fast, ones)
-
-
-@njit(**JIT_PARALLEL)
-def _deconv_vnni_gdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, mode,
-                     npix, bias, coutp, mult, shift, leaky_mult, leaky_shift, lo, hi, gdn, out):
-    gw, gblocks, gnv, gquads, beta, gcoutp, gnpix, inverse, gmult, gshift, imult, ishift, \
-        fast, ones = gdn
-    h = out.shape[0] // 2
-    for a in prange(h):
-        acc = np.empty(2 * npix * coutp, np.int32)
-        for py in range(2):
-            _init_acc(acc, bias[py], npix, 2 * coutp)
-            for px in range(2):
-                wf = _phase_weights(py, px, w00, w01, w10, w11)
-                quads = quads3 if px == 0 else quads2
-                _phase_vnni(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
-                            nv, quads, acc, px * coutp, 2 * coutp, npix, mode)
-            _epilogue(acc, coutp, out[2 * a + py], True, mult, shift, leaky_mult, leaky_shift,
-                      lo, hi)
-            _gdn_row(out[2 * a + py], gnpix, gw, gblocks, gnv, gquads, beta, gcoutp, inverse,
-                     gmult, gshift, imult, ishift, fast, ones)
-
-
 # Pixels of a VNNI GDN row are a multiple of the micro-kernel's 6 or 12 and of the 8 of the
 # |x| sums, so that neither reads nor writes past the row's padding.
 _GDN_VNNI_UNIT = 24
-
-
-def _gdn_fast(beta, packed, gshift):
-    # The largest norm any input can produce (|x| <= 128), for the fast GDN division.
-    norm_max = int(beta.max(initial=0)) + 128 * int(packed.gamma_l1_max)
-    return (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
 
 
 def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
@@ -1335,7 +1213,9 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
         af = xa.reshape(-1)
     np.abs(x, out=xa[:h, :wd], dtype=np.int16, casting="unsafe")
     out = np.empty(x.shape, np.int8)
-    fast = _gdn_fast(beta, packed, gshift)
+    # The largest norm any input can produce (|x| <= 128), for the fast GDN division.
+    norm_max = int(beta.max(initial=0)) + 128 * int(packed.gamma_l1_max)
+    fast = (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
     if path == "vnni":
         _gdn_vnni(x, af, npix * c, packed.vnni[0], packed.vblocks, packed.vnv,
                   packed.quads[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,

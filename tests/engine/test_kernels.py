@@ -133,27 +133,11 @@ def _ref_conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shi
         out_dtype)
 
 
-def _ref_conv2d_requant_gdn(x, w, bias, stride, pad_value, mult, shift, leaky_mult,
-                            leaky_shift, lo, hi, gamma, beta, gmult, gshift):
-    y = _ref_conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift,
-                            lo, hi, np.int8)
-    return reference.gdn(y, gamma, beta, gmult, gshift)
-
-
-def _ref_conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,
-                                       gamma, beta, imult, ishift):
-    y = _ref_conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,
-                                      np.int8)
-    return reference.igdn(y, gamma, beta, imult, ishift)
-
-
 # The reference, with the fused kernels spelled as their specification.
 REF = types.SimpleNamespace(
     **{name: getattr(reference, name) for name in dir(reference) if not name.startswith("_")},
     conv2d_requant=_ref_conv2d_requant,
     conv_transpose2d_requant=_ref_conv_transpose2d_requant,
-    conv2d_requant_gdn=_ref_conv2d_requant_gdn,
-    conv_transpose2d_requant_igdn=_ref_conv_transpose2d_requant_igdn,
 )
 
 
@@ -213,15 +197,6 @@ def _suite(ops) -> list:
                 outs.append(ops.conv_transpose2d(x, w, bias))
                 outs.append(ops.conv_transpose2d_requant(x, w, bias, mult, shift, 0, 0, 0, 255,
                                                          np.int16))
-    for dtype in (np.int8, np.int16):
-        x, w, bias = _conv_operands(rng, 3, 11, 16, 64, 5, dtype)
-        mult, shift = _requant_tables(rng, 64, 2**14, 50)
-        _, gamma, beta = _gdn_operands(rng, (6, 22, 64), "random", "random")
-        imult, ishift = _requant_tables(rng, 64, 2**22, 64)
-        outs.append(ops.conv_transpose2d_requant_igdn(x, w, bias, mult, shift, 0, 0, -127, 127,
-                                                      gamma, beta, imult, ishift))
-        outs.append(ops.conv2d_requant_gdn(x, w, bias, 2, 0, mult, shift, 655, 16, -127, 127,
-                                           gamma, beta, rng.integers(0, 2**40, 64), 16))
     acc = rng.integers(I32_MIN, I32_MAX, (9, 7, 12), endpoint=True).astype(np.int32)
     mult, shift = _requant_tables(rng, 12, 2**30, 100)
     outs.append(ops.requantize(acc, mult, shift, 655, 16, -128, 127))
@@ -357,53 +332,6 @@ def test_conv_transpose2d_requant(path, threads, out_spec, leaky):
         mult, shift = _requant_tables(rng, cout, scale, (hi - lo) / 4)
         args = (x, w, bias, mult, shift, *leaky, lo, hi, out_dtype)
         _assert_same(kernels.conv_transpose2d_requant(*args), _ref_conv_transpose2d_requant(*args))
-
-
-# (H, W, Cin, Cout) of the fused convolution + GDN: blocks of 64 and 128 channels (fused on the
-# VNNI path), output rows of 13, 50 and 2 pixels against the 24-pixel GDN rows, few channels
-# (never fused).
-FUSED_SHAPES = [(3, 13, 16, 64), (2, 25, 12, 128), (4, 1, 8, 64), (5, 7, 6, 5)]
-
-
-@pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
-def test_conv_transpose2d_requant_igdn(path, threads, leaky):
-    rng = _rng("deconv igdn", leaky)
-    cases = itertools.product([np.int8, np.int16], FUSED_SHAPES)
-    for i, (dtype, (h, wd, cin, cout)) in enumerate(cases):
-        x_mode, w_mode = MODES[i % len(MODES)]
-        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
-        lo = (-127, -128)[i % 2]
-        mult, shift = _requant_tables(rng, cout, np.abs(reference.conv_transpose2d(
-            x, w, bias)).mean(), 64)
-        y = _ref_conv_transpose2d_requant(x, w, bias, mult, shift, *leaky, lo, 127, np.int8)
-        _, gamma, beta = _gdn_operands(rng, y.shape, "random", ("random", "min", "max")[i % 3])
-        imult, ishift = _requant_tables(rng, cout, 64 * _norm_scale(y, gamma, beta), 64)
-        args = (x, w, bias, mult, shift, *leaky, lo, 127, gamma, beta, imult, ishift)
-        want = _ref_conv_transpose2d_requant_igdn(*args)
-        _assert_same(kernels.conv_transpose2d_requant_igdn(*args), want)
-        packed = (kernels.pack_deconv_weights(w), kernels.pack_gdn_weights(gamma))
-        args = (x, packed[0], bias, mult, shift, *leaky, lo, 127, packed[1], beta, imult, ishift)
-        _assert_same(kernels.conv_transpose2d_requant_igdn(*args), want)
-
-
-@pytest.mark.parametrize("k, stride", [(5, 2), (3, 1)])
-def test_conv2d_requant_gdn(path, threads, k, stride):
-    rng = _rng("conv gdn", k, stride)
-    cases = itertools.product([np.int8, np.int16], FUSED_SHAPES)
-    for i, (dtype, (h, wd, cin, cout)) in enumerate(cases):
-        x_mode, w_mode = MODES[i % len(MODES)]
-        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
-        pad_value = (0, -128)[i % 2]
-        mult, shift = _requant_tables(rng, cout, np.abs(reference.conv2d(
-            x, w, bias, stride, pad_value)).mean(), 64)
-        y = _ref_conv2d_requant(x, w, bias, stride, pad_value, mult, shift, 655, 16, -128, 127,
-                                np.int8)
-        _, gamma, beta = _gdn_operands(rng, y.shape, "random", ("random", "min", "max")[i % 3])
-        gmult = np.floor(2.0 ** rng.uniform(0, 44, cout)).astype(np.int64)
-        gshift = (0, 1, 16, 30)[i % 4]
-        args = (x, w, bias, stride, pad_value, mult, shift, 655, 16, -128, 127, gamma, beta,
-                gmult, gshift)
-        _assert_same(kernels.conv2d_requant_gdn(*args), _ref_conv2d_requant_gdn(*args))
 
 
 def test_packed_weights(path, threads):
@@ -602,15 +530,6 @@ _BAD_CALLS = {
     "conv2d bias len": (ValueError, lambda v: kernels.conv2d(v.x, v.w, v.bias[:1], 1, 0)),
     "conv2d non-square": (ValueError, lambda v: kernels.conv2d(v.x, v.w5[:, :3], v.bias, 1, 0)),
     "deconv K=3": (ValueError, lambda v: kernels.conv_transpose2d(v.x, v.w, v.bias)),
-    "conv+gdn gamma size": (ValueError, lambda v: kernels.conv2d_requant_gdn(
-        v.x, v.w, v.bias, 1, 0, v.mult, v.shift, 0, 0, -127, 127, v.gamma, v.beta,
-        np.ones(2, np.int64), 0)),
-    "conv+gdn mult len": (ValueError, lambda v: kernels.conv2d_requant_gdn(
-        v.x, v.w, v.bias, 1, 0, v.mult, v.shift, 0, 0, -127, 127, v.gamma[:2, :2], v.beta[:2],
-        np.ones(3, np.int64), 0)),
-    "deconv+igdn gamma size": (ValueError, lambda v: kernels.conv_transpose2d_requant_igdn(
-        v.x, v.w5, v.bias, v.mult, v.shift, 0, 0, -127, 127, v.gamma, v.beta, v.mult,
-        v.shift)),
     "deconv cin": (ValueError, lambda v: kernels.conv_transpose2d(v.x[..., :1], v.w5, v.bias)),
     "requant mult len": (ValueError, lambda v: kernels.conv2d_requant(
         v.x, v.w, v.bias, 1, 0, v.mult[:1], v.shift, 0, 0, -127, 127, np.int8)),
