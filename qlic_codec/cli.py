@@ -348,10 +348,11 @@ def _run_batch(
 class _WithoutScipy:
     """Meta-path finder that refuses SciPy while the codec (and so Numba) is imported.
 
-    Numba imports ``scipy.linalg`` (in ``numba.np.arraymath``) only to offer BLAS to jitted ``np.dot``, which
-    the engine does not use; where SciPy is installed that import was a fifth of a warm
-    ``qlic decode`` process (about 0.2 s). The finder is removed right after the import, and only
-    the command line installs it: a program that uses the API keeps Numba as it is.
+    Numba imports ``scipy.linalg`` (in ``numba.np.arraymath``) only to offer BLAS to jitted
+    ``np.dot``, which the engine does not use; where SciPy is installed that import took
+    0.1-0.2 s of a warm ``qlic decode`` process. The finder is removed right after the
+    import, and only the command line installs it: a program that uses the API keeps Numba as
+    it is.
     """
 
     def find_spec(self, fullname, path=None, target=None):

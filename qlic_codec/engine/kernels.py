@@ -140,41 +140,68 @@ def use_path(name: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# The AVX2 micro-kernel: NP pixels x NV vectors of 8 int32 accumulators, over input pairs.
+# The register-blocked micro-kernel: NP pixels x NV vectors of int32 accumulators, over groups
+# of input values (pairs or quads) broadcast against packed weights.
+
+# Per instruction set: int32 lanes per vector, input values per group, weight elements per
+# vector.
+_ISA = {"avx2": (8, 2, 16),         # vpmaddwd (int16 pairs) then an add, ymm
+        "vnni": (16, 4, 64),        # vpdpbusd (uint8 x int8 quads), zmm
+        "vnni_words": (16, 2, 32)}  # vpdpwssd (int16 pairs), zmm
 
 
-def _make_microkernel(n_pix: int, n_vec: int):
-    """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, npairs)`` adds to the int32 accumulators
-    ``acc[aoff + p*apix + 8*v : +8]`` (p < n_pix, v < n_vec) the sums over ``r < npairs`` of
-    ``x[xoff + p*xpix + 2r + j] * w[woff + (r*n_vec + v)*16 + 2*lane + j]`` (j = 0, 1).
-    ``x`` and ``w`` are int16, ``npairs >= 1``."""
+def _make_microkernel(n_pix: int, n_vec: int, isa: str = "avx2"):
+    """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, ngroups)`` adds to the int32 accumulators
+    ``acc[aoff + p*apix + L*v : +L]`` (p < n_pix, v < n_vec, L lanes) the sums over
+    ``r < ngroups`` of ``x[xoff + p*xpix + G*r + j] * w[woff + (r*n_vec + v)*L*G + G*lane + j]``
+    (j < G), wrapping modulo ``2**32``; ``ngroups >= 1``. ``avx2`` and ``vnni_words``: int16
+    ``x`` and ``w``, G = 2; ``vnni``: uint8 ``x``, int8 ``w``, G = 4 (see ``_ISA``)."""
     from llvmlite import ir
 
+    lanes, group, vec_elems = _ISA[isa]
+
     @intrinsic
-    def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, npairs):
+    def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, ngroups):
         i64 = types.int64
         sig = types.void(x, i64, i64, w, i64, acc, i64, i64, i64)
 
         def codegen(context, builder, signature, args):
-            x, xoff, xpix, w, woff, acc, aoff, apix, npairs = args
+            x, xoff, xpix, w, woff, acc, aoff, apix, ngroups = args
             tx, tw, ta = signature.args[0], signature.args[3], signature.args[5]
             xptr = cgutils.create_struct_proxy(tx)(context, builder, value=x).data
             wptr = cgutils.create_struct_proxy(tw)(context, builder, value=w).data
             aptr = cgutils.create_struct_proxy(ta)(context, builder, value=acc).data
             I64, I32, I16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
-            v8, v16 = ir.VectorType(I32, 8), ir.VectorType(I16, 16)
+            vacc = ir.VectorType(I32, lanes)
 
             def c(n):
                 return ir.Constant(I64, n)
 
-            pmadd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
+            if isa == "avx2":
+                vw = ir.VectorType(I16, 16)
+                pmadd = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vacc, [vw, vw]), "llvm.x86.avx2.pmadd.wd")
+
+                def step(a, xv, wv):
+                    return builder.add(a, builder.call(pmadd, [builder.bitcast(xv, vw), wv]))
+            else:
+                # The classic all-int32 operand types; newer LLVMs upgrade the call to their
+                # byte- or word-vector form.
+                vw = vacc
+                name = ("llvm.x86.avx512.vpdpbusd.512" if isa == "vnni"
+                        else "llvm.x86.avx512.vpdpwssd.512")
+                dp = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vacc, [vacc, vacc, vacc]), name)
+
+                def step(a, xv, wv):
+                    return builder.call(dp, [a, xv, wv])
+
             acc_ptrs, init = [], []
             for p in range(n_pix):
                 base = builder.add(aoff, builder.mul(apix, c(p)))
                 for v in range(n_vec):
-                    ptr = builder.bitcast(builder.gep(aptr, [builder.add(base, c(8 * v))]),
-                                          v8.as_pointer())
+                    ptr = builder.bitcast(builder.gep(aptr, [builder.add(base, c(lanes * v))]),
+                                          vacc.as_pointer())
                     acc_ptrs.append(ptr)
                     init.append(builder.load(ptr, align=4))
             pre = builder.block
@@ -186,34 +213,31 @@ def _make_microkernel(n_pix: int, n_vec: int):
             r.add_incoming(c(0), pre)
             phis = []
             for a in init:
-                ph = builder.phi(v8)
+                ph = builder.phi(vacc)
                 ph.add_incoming(a, pre)
                 phis.append(ph)
-            xb = builder.add(xoff, builder.mul(r, c(2)))
-            splat = ir.Constant(v8, [0] * 8)
+            xb = builder.add(xoff, builder.mul(r, c(group)))
+            splat = ir.Constant(vacc, [0] * lanes)
             bcast = []
             for p in range(n_pix):
                 ptr = builder.gep(xptr, [builder.add(xb, builder.mul(xpix, c(p)))])
-                pair = builder.load(builder.bitcast(ptr, I32.as_pointer()), align=2)
-                vec = builder.insert_element(ir.Constant(v8, ir.Undefined), pair,
+                word = builder.load(builder.bitcast(ptr, I32.as_pointer()), align=1)
+                vec = builder.insert_element(ir.Constant(vacc, ir.Undefined), word,
                                              ir.Constant(I32, 0))
-                vec = builder.shuffle_vector(vec, ir.Constant(v8, ir.Undefined), splat)
-                bcast.append(builder.bitcast(vec, v16))
-            wb = builder.add(woff, builder.mul(r, c(16 * n_vec)))
+                bcast.append(builder.shuffle_vector(vec, ir.Constant(vacc, ir.Undefined),
+                                                    splat))
+            wb = builder.add(woff, builder.mul(r, c(vec_elems * n_vec)))
             wvec = []
             for v in range(n_vec):
-                ptr = builder.gep(wptr, [builder.add(wb, c(16 * v))])
-                wvec.append(builder.load(builder.bitcast(ptr, v16.as_pointer()), align=2))
-            new = []
-            for p in range(n_pix):
-                for v in range(n_vec):
-                    prod = builder.call(pmadd, [bcast[p], wvec[v]])
-                    new.append(builder.add(phis[p * n_vec + v], prod))
+                ptr = builder.gep(wptr, [builder.add(wb, c(vec_elems * v))])
+                wvec.append(builder.load(builder.bitcast(ptr, vw.as_pointer()), align=1))
+            new = [step(phis[p * n_vec + v], bcast[p], wvec[v])
+                   for p in range(n_pix) for v in range(n_vec)]
             r1 = builder.add(r, c(1))
             r.add_incoming(r1, builder.block)
             for ph, a in zip(phis, new):
                 ph.add_incoming(a, builder.block)
-            builder.cbranch(builder.icmp_signed("<", r1, npairs), loop, done)
+            builder.cbranch(builder.icmp_signed("<", r1, ngroups), loop, done)
             builder.position_at_end(done)
             for ptr, a in zip(acc_ptrs, new):
                 builder.store(a, ptr, align=4)
@@ -235,96 +259,7 @@ _PORTABLE_NARROW = 8
 
 
 # ---------------------------------------------------------------------------------------------
-# The AVX-512 VNNI micro-kernel: NP pixels x NV vectors of 16 int32 accumulators, over input
-# quads.
-
-
-def _make_vnni_microkernel(n_pix: int, n_vec: int, words: bool = False):
-    """``mk(x, xoff, xpix, w, woff, acc, aoff, apix, nquads)`` adds to the int32 accumulators
-    ``acc[aoff + p*apix + 16*v : +16]`` (p < n_pix, v < n_vec) the sums over ``r < nquads`` of
-    ``x[xoff + p*xpix + 4r + j] * w[woff + (r*n_vec + v)*64 + 4*lane + j]`` (j = 0..3), with
-    ``x`` uint8 and ``w`` int8 (``vpdpbusd``), wrapping modulo ``2**32``; ``nquads >= 1``.
-
-    With ``words``: int16 ``x`` and ``w`` in pairs (``vpdpwssd``): ``2r + j`` and
-    ``(r*n_vec + v)*32 + 2*lane + j`` (j = 0, 1) instead."""
-    from llvmlite import ir
-
-    group, vec_elems = (2, 32) if words else (4, 64)
-    name = "llvm.x86.avx512.vpdpwssd.512" if words else "llvm.x86.avx512.vpdpbusd.512"
-
-    @intrinsic
-    def mk(typingctx, x, xoff, xpix, w, woff, acc, aoff, apix, nquads):
-        i64 = types.int64
-        sig = types.void(x, i64, i64, w, i64, acc, i64, i64, i64)
-
-        def codegen(context, builder, signature, args):
-            x, xoff, xpix, w, woff, acc, aoff, apix, nquads = args
-            tx, tw, ta = signature.args[0], signature.args[3], signature.args[5]
-            xptr = cgutils.create_struct_proxy(tx)(context, builder, value=x).data
-            wptr = cgutils.create_struct_proxy(tw)(context, builder, value=w).data
-            aptr = cgutils.create_struct_proxy(ta)(context, builder, value=acc).data
-            I64, I32 = ir.IntType(64), ir.IntType(32)
-            v16 = ir.VectorType(I32, 16)
-
-            def c(n):
-                return ir.Constant(I64, n)
-
-            # The classic all-int32 operand types; newer LLVMs upgrade the call to their
-            # byte-vector form.
-            dpbusd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16, [v16, v16, v16]), name)
-            acc_ptrs, init = [], []
-            for p in range(n_pix):
-                base = builder.add(aoff, builder.mul(apix, c(p)))
-                for v in range(n_vec):
-                    ptr = builder.bitcast(builder.gep(aptr, [builder.add(base, c(16 * v))]),
-                                          v16.as_pointer())
-                    acc_ptrs.append(ptr)
-                    init.append(builder.load(ptr, align=4))
-            pre = builder.block
-            loop = builder.append_basic_block("vnni.loop")
-            done = builder.append_basic_block("vnni.done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            r = builder.phi(I64)
-            r.add_incoming(c(0), pre)
-            phis = []
-            for a in init:
-                ph = builder.phi(v16)
-                ph.add_incoming(a, pre)
-                phis.append(ph)
-            xb = builder.add(xoff, builder.mul(r, c(group)))
-            splat = ir.Constant(v16, [0] * 16)
-            bcast = []
-            for p in range(n_pix):
-                ptr = builder.gep(xptr, [builder.add(xb, builder.mul(xpix, c(p)))])
-                quad = builder.load(builder.bitcast(ptr, I32.as_pointer()), align=1)
-                vec = builder.insert_element(ir.Constant(v16, ir.Undefined), quad,
-                                             ir.Constant(I32, 0))
-                bcast.append(builder.shuffle_vector(vec, ir.Constant(v16, ir.Undefined),
-                                                    splat))
-            wb = builder.add(woff, builder.mul(r, c(vec_elems * n_vec)))
-            wvec = []
-            for v in range(n_vec):
-                ptr = builder.gep(wptr, [builder.add(wb, c(vec_elems * v))])
-                wvec.append(builder.load(builder.bitcast(ptr, v16.as_pointer()), align=1))
-            new = []
-            for p in range(n_pix):
-                for v in range(n_vec):
-                    new.append(builder.call(dpbusd, [phis[p * n_vec + v], bcast[p], wvec[v]]))
-            r1 = builder.add(r, c(1))
-            r.add_incoming(r1, builder.block)
-            for ph, a in zip(phis, new):
-                ph.add_incoming(a, builder.block)
-            builder.cbranch(builder.icmp_signed("<", r1, nquads), loop, done)
-            builder.position_at_end(done)
-            for ptr, a in zip(acc_ptrs, new):
-                builder.store(a, ptr, align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return mk
+# AVX-512 VNNI kernels for layers with few output channels.
 
 
 def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
@@ -442,11 +377,11 @@ _mk_vnni_sum = _make_vnni_dot_kernel(_SUM_PIX, 1)
 # 64 channels where the channels fill such blocks, else 12 pixels x 32 channels.
 _VNNI_WIDE = (6, 4)
 _VNNI_NARROW = (12, 2)
-_mk_vnni_wide = _make_vnni_microkernel(*_VNNI_WIDE)
-_mk_vnni_narrow = _make_vnni_microkernel(*_VNNI_NARROW)
+_mk_vnni_wide = _make_microkernel(*_VNNI_WIDE, "vnni")
+_mk_vnni_narrow = _make_microkernel(*_VNNI_NARROW, "vnni")
 # 16-bit inputs (z into h_s, y into g_s): the same blocks over pairs of int16 (vpdpwssd).
-_mk_wssd_wide = _make_vnni_microkernel(*_VNNI_WIDE, words=True)
-_mk_wssd_narrow = _make_vnni_microkernel(*_VNNI_NARROW, words=True)
+_mk_wssd_wide = _make_microkernel(*_VNNI_WIDE, "vnni_words")
+_mk_wssd_narrow = _make_microkernel(*_VNNI_NARROW, "vnni_words")
 
 
 # ---------------------------------------------------------------------------------------------
