@@ -19,6 +19,16 @@ from .data import default_data_root, load_folder
 from .loop import TrainConfig, train, validate
 
 
+def _lambdas(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
+    if len(values) < 2 or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
+        raise argparse.ArgumentTypeError("need at least two positive, increasing lambdas")
+    return values
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m qlic_codec.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +54,10 @@ def main(argv=None) -> int:
     p.add_argument("--continue", dest="continue_run", action="store_true",
                    help="with --init: continue that model's run (its step count and wall "
                         "time), e.g. a committed checkpoint in a new session")
+    p.add_argument("--lambdas", type=_lambdas, default=(),
+                   help="quality table, comma-separated, increasing (default: the metric's); "
+                        "with --init from a model trained for another table, its gain vectors "
+                        "are moved to the new one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -64,7 +78,7 @@ def main(argv=None) -> int:
                       time_limit_minutes=args.time_limit, bf16=args.bf16,
                       device=args.device, seed=args.seed, N=args.N, M=args.M,
                       init_from=args.init, continue_run=args.continue_run,
-                      log_every=args.log_every)
+                      log_every=args.log_every, lambdas=args.lambdas)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

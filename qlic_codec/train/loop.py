@@ -12,7 +12,7 @@ import torch
 from .checkpoint import model_config, save_atomic, save_float_model
 from .data import CropSampler, load_folder, to_tensor
 from .metrics import ms_ssim, psnr
-from .model import MeanScaleHyperprior, MSE_LAMBDAS, MSSSIM_LAMBDAS
+from .model import MeanScaleHyperprior, MSE_LAMBDAS, MSSSIM_LAMBDAS, retarget_log_gains
 
 
 @dataclass
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     torch.manual_seed(cfg.seed)
-    lambdas_list = cfg.lambdas or (MSE_LAMBDAS if cfg.metric == "mse" else MSSSIM_LAMBDAS)
+    lambdas_list = tuple(cfg.lambdas) or (MSE_LAMBDAS if cfg.metric == "mse" else MSSSIM_LAMBDAS)
     lambdas = torch.tensor(lambdas_list, device=device)
     model = MeanScaleHyperprior(cfg.N, cfg.M, levels=len(lambdas_list)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -125,6 +125,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     ckpt_path = run_dir / "last.pt"
     if ckpt_path.exists():
         blob = torch.load(ckpt_path, map_location=device, weights_only=False)
+        saved = tuple(blob.get("config", {}).get("lambdas") or ())
+        if saved and tuple(saved) != tuple(lambdas_list):
+            raise ValueError(f"{ckpt_path} was trained with lambdas {list(saved)}, not "
+                             f"{list(lambdas_list)}; resume it with the same --lambdas")
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         sampler.rng.bit_generator.state = blob["sampler_rng"]
@@ -133,9 +137,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
         log(f"resumed {ckpt_path} at step {state['step']}")
     elif cfg.init_from:
         blob = torch.load(cfg.init_from, map_location=device, weights_only=True)
-        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-        log(f"initialised from {cfg.init_from}")
         meta = blob.get("meta", {})
+        weights = {k: v.float() for k, v in blob["state_dict"].items()}
+        init_lambdas = tuple(meta.get("lambdas") or lambdas_list)
+        if tuple(init_lambdas) != tuple(lambdas_list):
+            # A new quality table: carry the transforms over, move the gain vectors.
+            weights["log_gain"] = retarget_log_gains(weights["log_gain"], init_lambdas,
+                                                     lambdas_list)
+            log(f"quality table moved from {list(init_lambdas)} to {list(lambdas_list)}")
+        model.load_state_dict(weights)
+        log(f"initialised from {cfg.init_from}")
         if cfg.continue_run and meta.get("metric") == cfg.metric:
             # A committed fp16 checkpoint continues its run in a new session: the optimiser
             # moments restart, but the step count (and so the learning-rate schedule) and

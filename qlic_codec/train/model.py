@@ -23,6 +23,7 @@ multipliers. Symbols are ``round(y_g - mean_g)`` and the reconstruction is
 carries the mean in fixed point with a few fractional bits).
 """
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,8 @@ from .layers import SimplifiedGDN, conv, deconv, round_ste
 from .priors import FactorizedPrior, gaussian_likelihood, SCALE_BOUND
 
 # Trained rate-distortion trade-offs, one per quality level (1-based in the product).
-MSE_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+# MSE: log-spaced from 0.0004 (about 0.1 bpp on photos) to 0.18 (about 1.7 bpp), ratio 2.39.
+MSE_LAMBDAS = (0.0004, 0.00096, 0.0023, 0.0055, 0.0131, 0.0315, 0.0754, 0.1800)
 MSSSIM_LAMBDAS = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
 LEAKY_SLOPE = 0.01
 
@@ -117,4 +119,25 @@ class MeanScaleHyperprior(nn.Module):
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
 
-__all__ = ["MeanScaleHyperprior", "MSE_LAMBDAS", "MSSSIM_LAMBDAS", "LEAKY_SLOPE", "SCALE_BOUND"]
+def retarget_log_gains(log_gain: torch.Tensor, old_lambdas, new_lambdas) -> torch.Tensor:
+    """Log-gain vectors for a new quality table, from those trained for ``old_lambdas``.
+
+    Each new lambda is placed on the old levels' axis by its log (piecewise linear; beyond the
+    ends, the end segment's slope), and its log-gains are interpolated (or extrapolated) there
+    the same way. Log-gains move roughly linearly with log-lambda, so a shifted table starts
+    close to what it will learn and fine-tuning only has to refine it.
+    """
+    old = np.log(np.asarray(old_lambdas, dtype=np.float64))
+    new = np.log(np.asarray(new_lambdas, dtype=np.float64))
+    if len(old) < 2 or np.any(np.diff(old) <= 0) or np.any(np.diff(new) <= 0):
+        raise ValueError("quality tables need at least two strictly increasing lambdas")
+    if log_gain.shape[0] != len(old):
+        raise ValueError(f"{log_gain.shape[0]} gain vectors for {len(old)} lambdas")
+    segment = np.clip(np.searchsorted(old, new) - 1, 0, len(old) - 2)
+    position = segment + (new - old[segment]) / (old[segment + 1] - old[segment])
+    lo = torch.as_tensor(segment)
+    frac = torch.as_tensor(position - segment, dtype=log_gain.dtype)[:, None]
+    return (1 - frac) * log_gain[lo] + frac * log_gain[lo + 1]
+
+
+__all__ = ["MeanScaleHyperprior", "MSE_LAMBDAS", "retarget_log_gains", "MSSSIM_LAMBDAS", "LEAKY_SLOPE", "SCALE_BOUND"]

@@ -301,3 +301,37 @@ def test_card_names_learned_ranges_instead_of_listing_them():
     # The checkpoint's own metadata is untouched.
     assert isinstance(meta["quantization_finetune"]["activation_ranges"], dict)
     assert card_meta({"metric": "mse"}) == {"metric": "mse"}
+
+
+def test_retargeting_the_quality_table_follows_log_lambda():
+    from qlic_codec.train.model import retarget_log_gains
+    old = (0.001, 0.004, 0.016)
+    # Log-gains exactly linear in log-lambda stay on that line, inside and outside the table.
+    log_gain = torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]])
+    new = retarget_log_gains(log_gain, old, (0.0005, 0.002, 0.016, 0.064))
+    expected = torch.tensor([[-0.5, 0.0], [0.5, 2.0], [2.0, 5.0], [3.0, 7.0]])
+    torch.testing.assert_close(new, expected)
+    assert torch.equal(retarget_log_gains(log_gain, old, old), log_gain)
+    with pytest.raises(ValueError, match="increasing"):
+        retarget_log_gains(log_gain, old, (0.01, 0.001))
+    with pytest.raises(ValueError, match="gain vectors"):
+        retarget_log_gains(log_gain[:2], old, old)
+
+
+def test_a_new_quality_table_moves_the_gains_and_a_resume_must_keep_it(trained, tmp_path,
+                                                                      data_root):
+    run, state = trained
+    before, _ = load_float_model(run / "model_fp16.pt")
+    shifted = (LAMBDAS[0] / 4, LAMBDAS[1])
+    lines = []
+    train(config(tmp_path / "shifted", data_root, steps=state["step"], lambdas=shifted,
+                 init_from=str(run / "model_fp16.pt"), continue_run=True), log=lines.append)
+    assert any("quality table moved" in line for line in lines)
+    after, meta = load_float_model(tmp_path / "shifted" / "model_fp16.pt")
+    assert meta["lambdas"] == list(shifted)
+    # No step was taken: the top level is unchanged, the bottom one is coarser (smaller gains).
+    torch.testing.assert_close(after.log_gain[1], before.log_gain[1], atol=1e-3, rtol=0)
+    assert after.log_gain[0].mean() < before.log_gain[0].mean() - 0.1
+    with pytest.raises(ValueError, match="same --lambdas"):
+        train(config(tmp_path / "shifted", data_root, steps=state["step"] + 1),
+              log=lambda line: None)
