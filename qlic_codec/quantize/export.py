@@ -123,7 +123,11 @@ class _Builder:
     def gdn(self, name, module, in_scale, out_scale):
         gamma = module.gamma.detach().double().numpy() * in_scale[None, :]
         beta = module.beta.detach().double().numpy()
-        unit = gamma.max(axis=1) / 255.0  # one unit of row c's integer normaliser
+        # One unit of row c's integer normaliser: the finest that keeps gamma in uint8 and
+        # beta within the engine's 2**24. A row whose gamma is tiny next to its beta (a channel
+        # that barely normalises) would otherwise have its beta clipped, which once cost 89
+        # codes on one output channel and 0.2 dB at the top quality.
+        unit = np.maximum(gamma.max(axis=1) / 255.0, beta / 2.0**24)
         unit[unit == 0] = 1.0
         self.arrays[f"{name}.gamma"] = np.clip(np.round(gamma / unit[:, None]), 0, 255).astype(
             np.uint8)
