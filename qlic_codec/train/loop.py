@@ -140,7 +140,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
         meta = blob.get("meta", {})
         weights = {k: v.float() for k, v in blob["state_dict"].items()}
         init_lambdas = tuple(meta.get("lambdas") or lambdas_list)
-        if tuple(init_lambdas) != tuple(lambdas_list):
+        if meta.get("metric", cfg.metric) != cfg.metric:
+            # An MSE lambda and an MS-SSIM lambda are in different units, so the tables cannot
+            # be lined up by value: level k starts from level k (or its rank-interpolated
+            # neighbours where the tables' lengths differ) and the new objective sets the rate.
+            if len(init_lambdas) != len(lambdas_list):
+                weights["log_gain"] = retarget_log_gains(
+                    weights["log_gain"], np.geomspace(1, 2, len(init_lambdas)),
+                    np.geomspace(1, 2, len(lambdas_list)))
+            log(f"levels carried over by rank from the {meta['metric']} table")
+        elif tuple(init_lambdas) != tuple(lambdas_list):
             # A new quality table: carry the transforms over, move the gain vectors.
             weights["log_gain"] = retarget_log_gains(weights["log_gain"], init_lambdas,
                                                      lambdas_list)

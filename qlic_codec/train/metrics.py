@@ -38,7 +38,14 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.
     clamped at zero); it agrees with pytorch_msssim 1.0.0 to float rounding (about 1e-7) at
     even and odd sizes. Images must be at least 161 pixels on each side for the five scales.
     """
-    x, y = x.float(), y.float()
+    # Always in float32, even inside a bf16 autocast region: in bf16 the variance terms
+    # (blur(x*x) - mu**2) lose most of their digits, contrast terms hit zero, and the gradient of
+    # zero to the power 0.0448 is infinite (a bf16 MS-SSIM run went NaN within 50 steps).
+    with torch.autocast(x.device.type, enabled=False):
+        return _ms_ssim_fp32(x.float(), y.float(), data_range)
+
+
+def _ms_ssim_fp32(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
     window = _gaussian_window(device=x.device)
     levels = len(MS_SSIM_WEIGHTS)
     weights = torch.tensor(MS_SSIM_WEIGHTS, device=x.device)

@@ -202,6 +202,21 @@ def test_ms_ssim_identity_and_noise():
                           atol=1e-4)
 
 
+
+def test_ms_ssim_inside_bf16_autocast_is_computed_in_float32():
+    # Training runs under bf16 autocast; MS-SSIM's variance terms must not be computed in bf16.
+    image = synthetic_photo(176, 192, 3)
+    x = _batch(image)
+    g = torch.Generator().manual_seed(1)
+    noisy = (x + 0.02 * torch.randn(x.shape, generator=g)).clamp(0, 1).requires_grad_(True)
+    reference = ms_ssim(noisy, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ms_ssim(noisy, x)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, reference)
+    inside.sum().backward()
+    assert torch.isfinite(noisy.grad).all()
+
 def test_psnr_known_values():
     x = torch.zeros(2, 3, 8, 8)
     y = x.clone()
@@ -335,3 +350,32 @@ def test_a_new_quality_table_moves_the_gains_and_a_resume_must_keep_it(trained, 
     with pytest.raises(ValueError, match="same --lambdas"):
         train(config(tmp_path / "shifted", data_root, steps=state["step"] + 1),
               log=lambda line: None)
+
+
+def test_an_msssim_run_from_an_mse_model_keeps_each_levels_gains(trained, tmp_path):
+    # MSE and MS-SSIM lambdas are in different units: lining them up by value would push every
+    # level far off the end of the MSE table. Levels are matched by rank instead.
+    run, _ = trained
+    data_root = tmp_path / "data"
+    (data_root / "train").mkdir(parents=True)
+    Image.fromarray(synthetic_photo(192, 192, 0)).save(data_root / "train" / "00.png")
+    before, _ = load_float_model(run / "model_fp16.pt")
+    lines = []
+    train(config(tmp_path / "msssim", data_root, steps=0, metric="msssim", crop=192,
+                 lambdas=(2.0, 60.0), init_from=str(run / "model_fp16.pt")),
+          log=lines.append)
+    assert any("by rank" in line for line in lines)
+    after, meta = load_float_model(tmp_path / "msssim" / "model_fp16.pt")
+    assert meta["metric"] == "msssim" and meta["lambdas"] == [2.0, 60.0]
+    torch.testing.assert_close(after.log_gain, before.log_gain, atol=1e-3, rtol=0)
+    # A longer table interpolates between the ends by rank.
+    train(config(tmp_path / "msssim3", data_root, steps=0, metric="msssim", crop=192,
+                 lambdas=(2.0, 10.0, 60.0), init_from=str(run / "model_fp16.pt")),
+          log=lambda line: None)
+    three, _ = load_float_model(tmp_path / "msssim3" / "model_fp16.pt")
+    torch.testing.assert_close(three.log_gain[0], before.log_gain[0], atol=1e-3, rtol=0)
+    torch.testing.assert_close(three.log_gain[2], before.log_gain[1], atol=1e-3, rtol=0)
+    middle = three.log_gain[1]
+    low = torch.minimum(before.log_gain[0], before.log_gain[1]) - 1e-3
+    high = torch.maximum(before.log_gain[0], before.log_gain[1]) + 1e-3
+    assert bool(((middle >= low) & (middle <= high)).all())
