@@ -55,8 +55,8 @@ def variants(shipped_weights):
                     per_channel=True, mean_removed=True),
         ],
         "T": [
-            Variant("+ entropy tables (shipped activations)", W, acts="max", per_channel=True,
-                    mean_removed=True, tables=True),
+            Variant("+ entropy tables, weights on the exported (folded) grid", W, acts="max",
+                    per_channel=True, mean_removed=True, tables=True, fold=True),
         ],
     }
 

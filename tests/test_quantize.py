@@ -127,7 +127,7 @@ def test_engine_matches_its_simulation(tiny_float, tmp_path):
     path = tmp_path / "t.qlicm"
     export(tiny_float, images, path, {"metric": "mse"}, scale_max=32.0)
     variant = simulate.Variant("shipped", ("channel", "uniform"), acts="max",
-                               per_channel=True, mean_removed=True, tables=True)
+                               per_channel=True, mean_removed=True, tables=True, fold=True)
     sim = simulate.build(tiny_float, variant, images)
     photo = synthetic_photo(64, 64, 9)
     for quality in (1, 2):
@@ -159,7 +159,7 @@ def test_gdn_row_with_negligible_gamma_keeps_its_beta(tiny_float, tmp_path):
     path = tmp_path / "t.qlicm"
     export(model, images, path, {"metric": "mse"}, scale_max=32.0)
     variant = simulate.Variant("shipped", ("channel", "uniform"), acts="max",
-                               per_channel=True, mean_removed=True, tables=True)
+                               per_channel=True, mean_removed=True, tables=True, fold=True)
     sim = simulate.build(model, variant, images)
     photo = synthetic_photo(64, 64, 9)
     _, pixels = api.encode_and_reconstruct(photo, 2, str(path))
@@ -260,3 +260,31 @@ def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_fl
     assert files["learned"][0]["card"]["activations"]["method"] == "learned"
     assert all(np.array_equal(a, files["fitted"][1][k]) for k, a in files["none"][1].items())
     assert not np.array_equal(files["learned"][1]["g_a.0.mult"], files["none"][1]["g_a.0.mult"])
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_finetune_rounds_weights_on_the_exporters_folded_grid(transposed):
+    """The fine-tune must train on the grid that the exporter rounds to: per output channel,
+    with each input channel's activation step folded in. Input steps that differ by orders
+    of magnitude make the two grids far apart if either one ignores them."""
+    from qlic_codec.quantize.export import _weight_codes
+    from qlic_codec.quantize.finetune import ClippedInt8Weight
+
+    rng = np.random.default_rng(3)
+    cin, cout = 6, 4
+    shape = (cin, cout, 5, 5) if transposed else (cout, cin, 5, 5)
+    w = rng.normal(size=shape)
+    in_step = 10.0 ** rng.uniform(-4, -1, size=cin)
+    out_axis = 1 if transposed else 0
+    param = ClippedInt8Weight(np.full(cout, 1e9), out_axis,
+                              lambda: torch.as_tensor(in_step))
+    q = param(torch.as_tensor(w)).detach().double().numpy()
+    # The exporter's layout is (Cout, K, K, Cin), with the input steps multiplied in.
+    engine = np.transpose(w, (1, 2, 3, 0) if transposed else (0, 2, 3, 1)) * in_step
+    codes, unit = _weight_codes(engine)
+    expect = codes.astype(np.float64) * unit[:, None, None, None] / in_step
+    expect = np.transpose(expect, (3, 0, 1, 2) if transposed else (0, 3, 1, 2))
+    np.testing.assert_allclose(q, expect, rtol=1e-9, atol=0)
+    # ... and the simulation's folded rounding is the same grid.
+    from qlic_codec.quantize.simulate import fold_quantize
+    np.testing.assert_allclose(fold_quantize(w, in_step, out_axis), expect, rtol=1e-9, atol=0)

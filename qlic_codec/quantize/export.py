@@ -88,14 +88,12 @@ class _Builder:
         self.arrays: dict[str, np.ndarray] = {}
         self.acc_scale: dict[str, np.ndarray] = {}  # real value of one accumulator unit
 
-    def act_scale(self, name, code_max=ACT_MAX):
+    def act_scale(self, name):
         """Per-channel real value of one code of an 8-bit activation."""
         q = self.quants[name]
         if np.any(q.power != 1.0):
             raise ValueError(f"activation '{name}': only uniform codebooks can be exported")
-        # A channel that was constant (dead) in calibration still needs a usable step.
-        floor = max(1e-4, 1e-3 * float(q.range.max()))
-        return np.maximum(q.range, floor) / code_max
+        return simulate.code_step(q.range)
 
     def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None):
         transposed = isinstance(module, nn.ConvTranspose2d)

@@ -47,18 +47,43 @@ def _straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 class ClippedInt8Weight(nn.Module):
     """Parametrization: clip per output channel to ``clip``, then round onto the int8 grid
-    (straight through)."""
+    that the exporter will use (straight through).
 
-    def __init__(self, clip: np.ndarray, out_axis: int, ndim: int = 4) -> None:
+    The engine multiplies activation codes, so the exporter folds each input channel's code
+    step into the weights before rounding them per output channel; ``in_step`` (a callable
+    giving the current steps, shape (Cin,)) makes the fine-tune round on that same grid, so
+    the network learns robustness to the rounding it will really get.
+    """
+
+    def __init__(self, clip: np.ndarray, out_axis: int, in_step=None, ndim: int = 4) -> None:
         super().__init__()
         shape = [1] * ndim
         shape[out_axis] = -1
         self.register_buffer("clip", torch.as_tensor(clip, dtype=torch.float32).reshape(shape))
+        self.out_axis = out_axis
+        # A plain callable, not a submodule: learned ranges must not become weight parameters.
+        self._in_step = in_step
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         w = torch.maximum(torch.minimum(w, self.clip), -self.clip)
-        step = self.clip / 127
-        return _straight_through(w, torch.round(w / step) * step)
+        step = torch.ones((), dtype=w.dtype)
+        if self._in_step is not None:
+            shape = [1] * w.ndim
+            shape[1 - self.out_axis] = -1
+            step = self._in_step().to(w.dtype).reshape(shape)
+        folded = w * step
+        dims = [d for d in range(w.ndim) if d != self.out_axis]
+        unit = folded.detach().abs().amax(dim=dims, keepdim=True) / 127
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        return _straight_through(w, torch.round(folded / unit) * unit / step)
+
+
+def _code_step(quant):
+    """Current code step per channel of an activation quantizer (``simulate.code_step``)."""
+    if isinstance(quant, LearnedRange):
+        r = torch.exp(quant.log_range.detach())
+        return torch.clamp(r, min=max(1e-4, 1e-3 * float(r.max()))) / 127
+    return torch.as_tensor(simulate.code_step(quant.range), dtype=torch.float32)
 
 
 class LearnedRange(nn.Module):
@@ -104,6 +129,7 @@ def attach(model, quants: dict, learned: dict | None = None) -> list:
         for key, quant in quants.items():
             learned[key] = LearnedRange(quant)
         quants = learned
+    keys = simulate.input_keys(model)
     for name in simulate.TRANSFORMS:
         groups = integer_layers(getattr(model, name))
         for i, group in enumerate(groups):
@@ -111,8 +137,10 @@ def attach(model, quants: dict, learned: dict | None = None) -> list:
             if conv is not None:
                 axis = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
                 clip = weights.best_clip(conv.weight.detach().double().numpy(), out_axis=axis)
+                key = keys[f"{name}.{i}"]
+                in_step = None if key is None else (lambda q=quants[key]: _code_step(q))
                 parametrize.register_parametrization(
-                    conv, "weight", ClippedInt8Weight(np.maximum(clip, 1e-8), axis))
+                    conv, "weight", ClippedInt8Weight(np.maximum(clip, 1e-8), axis, in_step))
             if i < len(groups) - 1:
                 quant = quants[f"{name}.{i}"]
                 hooks.append(group[-1].register_forward_hook(

@@ -46,6 +46,9 @@ class Variant:
     per_channel: bool = False
     mean_removed: bool = False
     tables: bool = False
+    # Fold each input channel's activation step into the weights before rounding, as the
+    # exporter does (only with per-channel uniform weights and activations).
+    fold: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -53,28 +56,83 @@ def _out_axis(module) -> int:
     return 1 if isinstance(module, nn.ConvTranspose2d) else 0
 
 
-def quantize_weights(model, grouping: str, scheme: str, clip: bool = False):
-    """A copy of ``model`` whose convolution weights and GDN gammas are quantized values."""
+def code_step(range_: np.ndarray) -> np.ndarray:
+    """Real value of one code of a uniform 8-bit activation (codes -127..127) per channel.
+
+    A channel that was constant (dead) in calibration still needs a usable step.
+    """
+    range_ = np.asarray(range_, dtype=np.float64)
+    floor = max(1e-4, 1e-3 * float(range_.max()))
+    return np.maximum(range_, floor) / 127
+
+
+def input_keys(model) -> dict[str, str | None]:
+    """For each integer layer ``transform.i``: the 8-bit activation it reads (None for a
+    transform's first layer, whose input has one step for every channel, except ``h_a``'s)."""
+    keys = {}
+    for name in TRANSFORMS:
+        for i, _ in enumerate(integer_layers(getattr(model, name))):
+            keys[f"{name}.{i}"] = (f"{name}.{i - 1}" if i else
+                                   "ha_in" if name == "h_a" else None)
+    return keys
+
+
+def quantize_weights(model, grouping: str, scheme: str, clip: bool = False,
+                     quants: dict | None = None):
+    """A copy of ``model`` whose convolution weights and GDN gammas are quantized values.
+
+    With ``quants`` (the activation quantizers, uniform per channel) the shipped scheme
+    (per channel, uniform) is quantized as the exporter does it: each input channel's code
+    step is folded into the weights (and GDN gamma columns) before they are rounded, since
+    the engine multiplies codes, not real values.
+    """
     model = copy.deepcopy(model)
+    keys = input_keys(model)
     with torch.no_grad():
         for name in TRANSFORMS:
-            for module in getattr(model, name):
+            for i, group in enumerate(integer_layers(getattr(model, name))):
+                module = group[0]
+                key = keys[f"{name}.{i}"]
+                fold = None
+                if quants is not None and key is not None:
+                    if (grouping, scheme) != ("channel", "uniform"):
+                        raise ValueError("folded quantization is the per-channel uniform scheme")
+                    fold = code_step(quants[key].range)
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                     w = module.weight.detach().double().numpy()
                     axis = _out_axis(module)
                     rng = weights.best_clip(w, out_axis=axis) if clip else None
-                    q = weights.fake_quantize(w, grouping, scheme, out_axis=axis,
-                                              clip=rng if grouping == "channel" else None)
+                    if fold is not None:
+                        q = fold_quantize(w, fold, axis)
+                    else:
+                        q = weights.fake_quantize(w, grouping, scheme, out_axis=axis,
+                                                  clip=rng if grouping == "channel" else None)
                     module.weight.copy_(torch.from_numpy(q).float())
                 elif is_gdn(module):
                     gamma = module.gamma.detach().double()
-                    step = gamma.max(dim=1, keepdim=True).values / 255.0
+                    col = torch.ones(gamma.shape[1], dtype=torch.float64) if fold is None \
+                        else torch.from_numpy(fold)
+                    folded = gamma * col[None, :]
+                    step = folded.max(dim=1, keepdim=True).values / 255.0
+                    # As the exporter: a row's unit also keeps its beta within 2**24 units.
+                    step = torch.maximum(step, module.beta.detach().double()[:, None] / 2.0**24)
                     step[step == 0] = 1.0
-                    q = torch.round(gamma / step).clamp(0, 255) * step
+                    q = torch.round(folded / step).clamp(0, 255) * step / col[None, :]
                     # Store through the reparametrisation: gamma = raw**2 - pedestal.
                     raw = torch.sqrt(q + module._gamma_reparam.pedestal)
                     module.gamma_raw.copy_(raw.float())
     return model
+
+
+def fold_quantize(w: np.ndarray, in_step: np.ndarray, out_axis: int) -> np.ndarray:
+    """Per-output-channel int8 rounding of ``w`` with the input channels' code steps folded in
+    (the exporter's ``_weight_codes`` on ``w * in_step``), returned in real units."""
+    in_axis = 1 - out_axis
+    shape = [1] * w.ndim
+    shape[in_axis] = -1
+    s = np.asarray(in_step, dtype=np.float64).reshape(shape)
+    folded = w * s
+    return weights.fake_quantize(folded, "channel", "uniform", out_axis=out_axis) / s
 
 
 def _run(seq, x, quants: dict | None, prefix: str, store=None):
@@ -150,12 +208,16 @@ def fit_quants(store, method: str, per_channel: bool, mean_removed: bool = False
 
 def build(model, variant: Variant, calibration_images) -> SimulatedModel:
     """The simulated model of one study row."""
-    if variant.weights is not None:
-        model = quantize_weights(model, *variant.weights, clip=variant.clip)
     quants = None
     if variant.acts is not None:
-        store = collect(model, calibration_images)
+        # Ranges are fitted with the weights quantized plainly: folding needs the ranges.
+        source = model if variant.weights is None else quantize_weights(
+            model, *variant.weights, clip=variant.clip)
+        store = collect(source, calibration_images)
         quants = fit_quants(store, variant.acts, variant.per_channel, variant.mean_removed)
+    if variant.weights is not None:
+        fold = quants if variant.fold and quants is not None else None
+        model = quantize_weights(model, *variant.weights, clip=variant.clip, quants=fold)
     return SimulatedModel(model, quants, variant.tables)
 
 
