@@ -5,6 +5,7 @@
     python benchmarks/quant.py --float models/qlic-mse-float.pt --rows W A  # only some groups
     python benchmarks/quant.py ... --finetuned models/qlic-mse-clipft.pt    # + clipping fine-tune
     python benchmarks/quant.py ... --engine models/qlic-mse.qlicm           # + the shipped int8
+    python benchmarks/quant.py ... --rows --ablate models/qlic-mse-qat.pt --levels 8  # where it goes
 
 Every row runs the float model with some parts quantized (``qlic_codec.quantize.simulate``)
 on the validation photos at every quality level and prints its BD-rate against the float
@@ -89,11 +90,55 @@ def engine_rows(model_path, images, levels):
     return rows
 
 
+# Activation groups of the ablation: a prefix of the quantizers' names (``g_s.3`` is the output
+# of the fourth integer layer of the synthesis transform, ``ha_in`` the copy of y into h_a).
+ABLATION_GROUPS = ("g_a", "h_", "ha_in", "g_s", "g_s.0", "g_s.1", "g_s.2", "g_s.3", "g_s.4",
+                   "g_s.5")
+
+
+def ablation(qat_path, images, levels) -> list:
+    """The shipped simulation of a fine-tuned checkpoint (learned ranges, weights on the
+    exported grid, entropy tables) with one group of activations at a time in float."""
+    from qlic_codec.quantize import simulate
+    from qlic_codec.quantize.finetune import ranges_from_meta
+    from qlic_codec.train.checkpoint import load_float_model
+    from qlic_codec.train.loop import validate
+
+    model, meta = load_float_model(qat_path)
+    ranges = (meta.get("quantization_finetune") or {}).get("activation_ranges")
+    if not isinstance(ranges, dict):
+        raise SystemExit(f"{qat_path} has no learned activation ranges (use --range-lr)")
+    quants = ranges_from_meta(ranges)
+    weights_q = simulate.quantize_weights(model, "channel", "uniform", quants=quants)
+
+    def keep(name):  # the quantizers of ``name``'s group become the identity
+        return {k: ((lambda x: x) if name == "all" or k.startswith(name) else q)
+                for k, q in quants.items()}
+
+    rows = [("float weights, float activations", model),
+            ("int8 weights, float activations", simulate.SimulatedModel(weights_q, keep("all"), True)),
+            ("int8 weights and activations", simulate.SimulatedModel(weights_q, quants, True))]
+    rows += [(f"  ... {g} activations in float", simulate.SimulatedModel(weights_q, keep(g), True))
+             for g in ABLATION_GROUPS]
+    print(f"\nablation of {qat_path}: bpp / PSNR per level")
+    out = []
+    for name, sim in rows:
+        curve = validate(sim, images, levels)
+        out.append({"name": name, "curve": curve})
+        cells = "  ".join(f"q{r['level']} {r['bpp']:.4f} {r['psnr']:.3f}" for r in curve)
+        print(f"{name:<40} {cells}", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--float", dest="float_ckpt", required=True)
     p.add_argument("--finetuned", default=None, help="clipping fine-tuned float checkpoint")
     p.add_argument("--engine", default=None, help="int8 model file (.qlicm) to measure")
+    p.add_argument("--ablate", default=None, metavar="QAT_CKPT",
+                   help="a quantization-aware fine-tune with learned ranges: simulate it with "
+                        "one group of activations at a time left in float and print where "
+                        "its loss comes from (bpp and PSNR per level)")
     p.add_argument("--data", default=None)
     p.add_argument("--rows", nargs="*", default=["W", "A", "T"], choices=["W", "A", "T"])
     p.add_argument("--limit", type=int, default=0, help="only the first N validation photos")
@@ -147,6 +192,8 @@ def main(argv=None) -> int:
         t = time.time()
         report(f"integer engine ({Path(args.engine).name})",
                engine_rows(args.engine, images, levels), t)
+    if args.ablate:
+        results["ablation"] = ablation(args.ablate, images, levels)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
