@@ -6,6 +6,7 @@
     python benchmarks/quant.py ... --finetuned models/qlic-mse-clipft.pt    # + clipping fine-tune
     python benchmarks/quant.py ... --engine models/qlic-mse.qlicm           # + the shipped int8
     python benchmarks/quant.py ... --rows --ablate models/qlic-mse-qat.pt --levels 8  # where it goes
+    python benchmarks/quant.py --float CTL.pt --rows --simulate QAT.pt WIDE.pt  # fine-tunes, simulated
 
 Every row runs the float model with some parts quantized (``qlic_codec.quantize.simulate``)
 on the validation photos at every quality level and prints its BD-rate against the float
@@ -96,20 +97,40 @@ ABLATION_GROUPS = ("g_a", "h_", "ha_in", "g_s", "g_s.0", "g_s.1", "g_s.2", "g_s.
                    "g_s.5")
 
 
-def ablation(qat_path, images, levels) -> list:
-    """The shipped simulation of a fine-tuned checkpoint (learned ranges, weights on the
-    exported grid, entropy tables) with one group of activations at a time in float."""
+def qat_parts(qat_path):
+    """(float model, learned quantizers, model with weights on the exported grid) of a
+    quantization-aware fine-tune with learned ranges."""
     from qlic_codec.quantize import simulate
     from qlic_codec.quantize.finetune import ranges_from_meta
     from qlic_codec.train.checkpoint import load_float_model
-    from qlic_codec.train.loop import validate
 
     model, meta = load_float_model(qat_path)
     ranges = (meta.get("quantization_finetune") or {}).get("activation_ranges")
     if not isinstance(ranges, dict):
         raise SystemExit(f"{qat_path} has no learned activation ranges (use --range-lr)")
     quants = ranges_from_meta(ranges)
-    weights_q = simulate.quantize_weights(model, "channel", "uniform", quants=quants)
+    return model, quants, simulate.quantize_weights(model, "channel", "uniform", quants=quants)
+
+
+def qat_simulation(qat_path):
+    """The shipped simulation of a fine-tune with learned ranges (weights on the exported
+    grid, its activation codes, entropy tables): what its export would do, and the only way
+    to measure a fine-tune with 16-bit tensors, which cannot be exported."""
+    from qlic_codec.quantize import simulate
+
+    _, quants, weights_q = qat_parts(qat_path)
+    wide = sorted(k for k, q in quants.items() if q.bits != 8)
+    name = f"simulated {Path(qat_path).name}" + (f" (16-bit {', '.join(wide)})" if wide else "")
+    return name, simulate.SimulatedModel(weights_q, quants, True)
+
+
+def ablation(qat_path, images, levels) -> list:
+    """The shipped simulation of a fine-tuned checkpoint (learned ranges, weights on the
+    exported grid, entropy tables) with one group of activations at a time in float."""
+    from qlic_codec.quantize import simulate
+    from qlic_codec.train.loop import validate
+
+    model, quants, weights_q = qat_parts(qat_path)
 
     def keep(name):  # the quantizers of ``name``'s group become the identity
         return {k: ((lambda x: x) if name == "all" or k.startswith(name) else q)
@@ -139,6 +160,9 @@ def main(argv=None) -> int:
                    help="a quantization-aware fine-tune with learned ranges: simulate it with "
                         "one group of activations at a time left in float and print where "
                         "its loss comes from (bpp and PSNR per level)")
+    p.add_argument("--simulate", nargs="+", default=[], metavar="QAT_CKPT",
+                   help="fine-tunes with learned ranges: a row each for their simulation "
+                        "(also those with 16-bit tensors, which cannot be exported)")
     p.add_argument("--data", default=None)
     p.add_argument("--rows", nargs="*", default=["W", "A", "T"], choices=["W", "A", "T"])
     p.add_argument("--limit", type=int, default=0, help="only the first N validation photos")
@@ -188,6 +212,10 @@ def main(argv=None) -> int:
         t = time.time()
         sim = SimulatedModel(quantize_weights(tuned, "channel", "uniform", clip=True))
         report("W8 per channel, clipping fine-tune", validate(sim, images, levels), t)
+    for path in args.simulate:
+        t = time.time()
+        name, sim = qat_simulation(path)
+        report(name, validate(sim, images, levels), t)
     if args.engine:
         t = time.time()
         report(f"integer engine ({Path(args.engine).name})",

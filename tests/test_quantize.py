@@ -262,6 +262,42 @@ def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_fl
     assert not np.array_equal(files["learned"][1]["g_a.0.mult"], files["none"][1]["g_a.0.mult"])
 
 
+def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(tiny_float,
+                                                                            tmp_path):
+    """The 16-bit study: the tensors a GDN reads train on 16-bit grids, their codes survive
+    the checkpoint meta, and the exporter (8-bit engine) refuses them in one line."""
+    import copy
+    from PIL import Image
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import export, finetune
+    assert simulate.gdn_inputs(tiny_float) == ["g_a.0", "g_a.2", "g_a.4",
+                                               "g_s.0", "g_s.2", "g_s.4"]
+    quant = activations.ActQuant(np.array([1.0]), np.ones(1), np.zeros(1), bits=16)
+    x = torch.tensor([0.123456789, -0.3, 2.0]).reshape(1, 1, 3, 1)
+    assert torch.allclose(quant(x).flatten(), torch.tensor(
+        [round(0.123456789 * 32767) / 32767, round(-0.3 * 32767) / 32767, 1.0]))
+    assert abs(float(finetune.LearnedRange(quant, 16)(x).flatten()[0]) - 0.123456789) < 2e-5
+    assert abs(float(finetune.LearnedRange(quant, 8)(x).flatten()[0]) - 0.123456789) > 1e-3
+    (tmp_path / "train").mkdir()
+    for s in range(2):
+        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
+    model = copy.deepcopy(tiny_float)
+    wide = simulate.gdn_inputs(model)
+    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
+                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
+                             wide=wide)
+    ranges = finetune.ranges_from_meta(info["activation_ranges"])
+    assert {k for k, q in ranges.items() if q.bits == 16} == set(wide)
+    assert info["wide_activations"] == sorted(wide)
+    with pytest.raises(ValueError, match="8-bit activations only"):
+        export.export(model, export.calibration_images(tmp_path, 2), tmp_path / "w.qlicm",
+                      {"metric": "mse"}, scale_max=32.0, learned=ranges)
+    assert not (tmp_path / "w.qlicm").exists()
+    with pytest.raises(ValueError, match="learned ranges"):
+        finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=1, batch=2, crop=64,
+                          lr=1e-4, calibration=2, log=lambda s: None, wide=wide)
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_finetune_rounds_weights_on_the_exporters_folded_grid(transposed):
     """The fine-tune must train on the grid that the exporter rounds to: per output channel,

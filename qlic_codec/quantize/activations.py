@@ -32,13 +32,14 @@ def codebook(power: float) -> np.ndarray:
     return np.sign(u) * np.abs(u) ** power
 
 
-def nearest_level(u, power: float, xp=np):
+def nearest_level(u, power: float, xp=np, bits: int = 8):
     """The codebook level nearest to each normalised value (numpy or torch arrays).
 
-    The levels are ``(k / 127) ** power`` for ``k = 0..127`` and their negatives, so the two
-    candidates are found by inverting the power instead of searching the table.
+    The levels are ``(k / half) ** power`` for ``k = 0..half`` and their negatives, with
+    ``half = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes), so the two candidates
+    are found by inverting the power instead of searching the table.
     """
-    half = (CODES - 1) // 2
+    half = 2 ** (bits - 1) - 1
     if power == 1.0:
         return xp.clip(xp.round(u * half), -half, half) / half
     a = xp.clip(xp.abs(u), 0.0, 1.0)
@@ -55,15 +56,18 @@ class ActQuant:
     range: np.ndarray  # (C,)
     power: np.ndarray  # (C,) codebook exponent, 1 = uniform
     offset: np.ndarray  # (C,)
+    # Code width: 8 for every tensor the engine runs; 16 only in simulation, to measure what
+    # wider codes for one tensor would recover.
+    bits: int = 8
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         r = torch.as_tensor(self.range, dtype=x.dtype)[None, :, None, None]
         o = torch.as_tensor(self.offset, dtype=x.dtype)[None, :, None, None]
         u = (x - o) / r
-        out = nearest_level(u, 1.0, torch)
+        out = nearest_level(u, 1.0, torch, self.bits)
         for p in np.unique(self.power[self.power != 1.0]):
             mask = torch.as_tensor(self.power == p)[None, :, None, None]
-            out = torch.where(mask, nearest_level(u, float(p), torch), out)
+            out = torch.where(mask, nearest_level(u, float(p), torch, self.bits), out)
         return out * r + o
 
 

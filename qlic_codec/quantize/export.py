@@ -275,6 +275,11 @@ def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
     ``learned``: per-tensor quantizers trained by the quantization-aware fine-tune
     (``finetune.ranges_from_meta``), used instead of fitted ones.
     """
+    if learned is not None:
+        wide = sorted(k for k, q in learned.items() if q.bits != 8)
+        if wide:
+            raise ValueError(f"the engine runs 8-bit activations only; {', '.join(wide)} "
+                             "were fine-tuned with 16-bit codes")
     amax = calibrate(model, images)
     if learned is not None:
         quants = learned
@@ -327,7 +332,10 @@ def main(argv=None) -> int:
     # The card names the learned ranges instead of carrying thousands of numbers.
     from ..train.card import card_meta
     card = {"source": Path(args.checkpoint).name, **card_meta(meta)}
-    mid = export(model, images, args.output, card, learned=learned)
+    try:
+        mid = export(model, images, args.output, card, learned=learned)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"wrote {args.output} (id {mid.hex()})")
     return 0
 

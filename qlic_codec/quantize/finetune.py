@@ -82,25 +82,28 @@ def _code_step(quant):
     """Current code step per channel of an activation quantizer (``simulate.code_step``)."""
     if isinstance(quant, LearnedRange):
         r = torch.exp(quant.log_range.detach())
-        return torch.clamp(r, min=max(1e-4, 1e-3 * float(r.max()))) / 127
-    return torch.as_tensor(simulate.code_step(quant.range), dtype=torch.float32)
+        return torch.clamp(r, min=max(1e-4, 1e-3 * float(r.max()))) / quant.half
+    return torch.as_tensor(simulate.code_step(quant.range, quant.bits), dtype=torch.float32)
 
 
 class LearnedRange(nn.Module):
-    """An 8-bit uniform activation quantizer whose per-channel ranges are trained.
+    """A uniform activation quantizer whose per-channel ranges are trained.
 
     Learned step size (Esser et al. 2020, "Learned Step Size Quantization", arXiv:1902.08153)
-    on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * 127) / 127 * r + o``
+    on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * h) / h * r + o``
+    with ``h = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes)
     with the rounding straight through, so the gradient of ``r`` is the quantization error for
     values inside the range and the clipped excess for values outside it. The maximum seen in
     calibration is the starting point; the rate-distortion loss decides how much of each
-    channel's tail is worth its resolution.
+    channel's tail is worth its resolution. ``bits=16`` exists to measure, in simulation,
+    what wider codes for a tensor would recover; the exporter refuses them.
     """
 
-    def __init__(self, quant) -> None:
+    def __init__(self, quant, bits: int = 8) -> None:
         super().__init__()
         if np.any(quant.power != 1.0):
             raise ValueError("learned ranges are for uniform codes")
+        self.bits, self.half = bits, 2 ** (bits - 1) - 1
         self.log_range = nn.Parameter(torch.log(torch.as_tensor(
             np.maximum(quant.range, 1e-6), dtype=torch.float32)))
         self.register_buffer("offset", torch.as_tensor(quant.offset, dtype=torch.float32))
@@ -109,25 +112,26 @@ class LearnedRange(nn.Module):
         r = torch.exp(self.log_range)[None, :, None, None]
         o = self.offset[None, :, None, None]
         u = ((x - o) / r).clamp(-1.0, 1.0)
-        return _straight_through(u, torch.round(u * 127) / 127) * r + o
+        return _straight_through(u, torch.round(u * self.half) / self.half) * r + o
 
     def export(self):
         """The fitted quantizer (``activations.ActQuant``) of the learned ranges."""
         from .activations import ActQuant
         r = torch.exp(self.log_range.detach()).double().numpy()
-        return ActQuant(r, np.ones_like(r), self.offset.double().numpy())
+        return ActQuant(r, np.ones_like(r), self.offset.double().numpy(), self.bits)
 
 
-def attach(model, quants: dict, learned: dict | None = None) -> list:
+def attach(model, quants: dict, learned: dict | None = None, wide=()) -> list:
     """Put weight and activation quantization into ``model`` in place; returns the hooks.
 
     With ``learned`` (an empty dict to fill), activations use ``LearnedRange`` quantizers,
-    stored there by tensor name so that their parameters can be trained and exported.
+    stored there by tensor name so that their parameters can be trained and exported; the
+    tensors named in ``wide`` get 16-bit codes.
     """
     hooks = []
     if learned is not None:
         for key, quant in quants.items():
-            learned[key] = LearnedRange(quant)
+            learned[key] = LearnedRange(quant, 16 if key in wide else 8)
         quants = learned
     keys = simulate.input_keys(model)
     for name in simulate.TRANSFORMS:
@@ -172,12 +176,15 @@ def detach(model, hooks) -> None:
 
 def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: int, lr: float,
              calibration: int = CALIBRATION_IMAGES, log=print, seed: int = 0,
-             quantized: bool = True, range_lr: float = 0.0) -> dict:
+             quantized: bool = True, range_lr: float = 0.0, wide=()) -> dict:
     """Fine-tune ``model`` in place; ``quantized=False`` is the float control (see ``main``).
 
     With ``range_lr > 0`` the activation ranges are trained too (``LearnedRange``, Adam at that
-    rate); the result's ``activation_ranges`` then holds them for the exporter.
+    rate); the result's ``activation_ranges`` then holds them for the exporter. ``wide``
+    names tensors to simulate with 16-bit codes (learned ranges only; not exportable).
     """
+    if wide and range_lr <= 0:
+        raise ValueError("16-bit tensors need learned ranges (range_lr > 0)")
     metric = meta.get("metric", "mse")
     lambdas = torch.tensor(meta.get("lambdas") or
                            (MSE_LAMBDAS if metric == "mse" else MSSSIM_LAMBDAS))
@@ -187,7 +194,7 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
         quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD,
                                      per_channel=True, mean_removed=True)
         learned = {} if range_lr > 0 else None
-        hooks = attach(model, quants, learned)
+        hooks = attach(model, quants, learned, wide)
     sampler = CropSampler(load_folder(Path(data_root) / "train"), crop, seed=seed)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     if learned:
@@ -209,6 +216,8 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
                 f"seconds={time.monotonic() - start:.0f}")
             window.clear()
     info = {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "quantized": quantized}
+    if wide:
+        info["wide_activations"] = sorted(wide)
     if quantized:
         detach(model, hooks)
         if learned:
@@ -222,7 +231,12 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
 
 def ranges_to_meta(quants: dict) -> dict:
     """Uniform per-channel quantizers as JSON-able lists (fp16 checkpoints keep them in meta)."""
-    return {k: {"range": q.range.tolist(), "offset": q.offset.tolist()} for k, q in quants.items()}
+    out = {}
+    for k, q in quants.items():
+        out[k] = {"range": q.range.tolist(), "offset": q.offset.tolist()}
+        if q.bits != 8:
+            out[k]["bits"] = q.bits
+    return out
 
 
 def ranges_from_meta(ranges: dict) -> dict:
@@ -231,7 +245,8 @@ def ranges_from_meta(ranges: dict) -> dict:
     out = {}
     for k, v in ranges.items():
         r = np.asarray(v["range"], dtype=np.float64)
-        out[k] = ActQuant(r, np.ones_like(r), np.asarray(v["offset"], dtype=np.float64))
+        out[k] = ActQuant(r, np.ones_like(r), np.asarray(v["offset"], dtype=np.float64),
+                          int(v.get("bits", 8)))
     return out
 
 
@@ -249,6 +264,9 @@ def main(argv=None) -> int:
     p.add_argument("--range-lr", type=float, default=0.0,
                    help="also train the activation ranges at this learning rate (learned step "
                         "size); the exporter then uses them instead of calibrated maxima")
+    p.add_argument("--wide-gdn-inputs", action="store_true",
+                   help="simulation study: the convolution outputs that a GDN reads get 16-bit "
+                        "codes (needs --range-lr; the exporter refuses the result)")
     p.add_argument("--float-control", action="store_true",
                    help="the same fine-tune (steps, crops, levels, seed) without quantization: "
                         "the float model that the int8 export of the quantized fine-tune is "
@@ -262,7 +280,8 @@ def main(argv=None) -> int:
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
                     args.steps, args.batch, crop, args.lr, quantized=not args.float_control,
-                    range_lr=args.range_lr)
+                    range_lr=args.range_lr,
+                    wide=simulate.gdn_inputs(model) if args.wide_gdn_inputs else ())
     key = "float_control_finetune" if args.float_control else "quantization_finetune"
     meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
     save_float_model(model, Path(args.output), meta)

@@ -56,14 +56,14 @@ def _out_axis(module) -> int:
     return 1 if isinstance(module, nn.ConvTranspose2d) else 0
 
 
-def code_step(range_: np.ndarray) -> np.ndarray:
-    """Real value of one code of a uniform 8-bit activation (codes -127..127) per channel.
+def code_step(range_: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Real value of one code of a uniform activation per channel (8 bits: codes -127..127).
 
     A channel that was constant (dead) in calibration still needs a usable step.
     """
     range_ = np.asarray(range_, dtype=np.float64)
     floor = max(1e-4, 1e-3 * float(range_.max()))
-    return np.maximum(range_, floor) / 127
+    return np.maximum(range_, floor) / (2 ** (bits - 1) - 1)
 
 
 def input_keys(model) -> dict[str, str | None]:
@@ -97,7 +97,7 @@ def quantize_weights(model, grouping: str, scheme: str, clip: bool = False,
                 if quants is not None and key is not None:
                     if (grouping, scheme) != ("channel", "uniform"):
                         raise ValueError("folded quantization is the per-channel uniform scheme")
-                    fold = code_step(quants[key].range)
+                    fold = code_step(quants[key].range, quants[key].bits)
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                     w = module.weight.detach().double().numpy()
                     axis = _out_axis(module)
@@ -133,6 +133,15 @@ def fold_quantize(w: np.ndarray, in_step: np.ndarray, out_axis: int) -> np.ndarr
     s = np.asarray(in_step, dtype=np.float64).reshape(shape)
     folded = w * s
     return weights.fake_quantize(folded, "channel", "uniform", out_axis=out_axis) / s
+
+
+def gdn_inputs(model) -> list[str]:
+    """The tensors that a convolution writes and a GDN reads (``g_a.0``, ``g_s.0``, ...)."""
+    keys = []
+    for name in ("g_a", "g_s"):
+        groups = integer_layers(getattr(model, name))
+        keys += [f"{name}.{i}" for i in range(len(groups) - 1) if is_gdn(groups[i + 1][0])]
+    return keys
 
 
 def _run(seq, x, quants: dict | None, prefix: str, store=None):
