@@ -120,7 +120,9 @@ def qat_simulation(qat_path):
 
     _, quants, weights_q = qat_parts(qat_path)
     wide = sorted(k for k, q in quants.items() if q.bits != 8)
-    name = f"simulated {Path(qat_path).name}" + (f" (16-bit {', '.join(wide)})" if wide else "")
+    bits = sorted({q.bits for q in quants.values() if q.bits != 8})
+    name = f"simulated {Path(qat_path).name}" + (
+        f" ({'/'.join(map(str, bits))}-bit {', '.join(wide)})" if wide else "")
     return name, simulate.SimulatedModel(weights_q, quants, True)
 
 

@@ -293,6 +293,11 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
         export.export(model, export.calibration_images(tmp_path, 2), tmp_path / "w.qlicm",
                       {"metric": "mse"}, scale_max=32.0, learned=ranges)
     assert not (tmp_path / "w.qlicm").exists()
+    info = finetune.finetune(copy.deepcopy(tiny_float), {"metric": "mse"}, tmp_path, steps=1,
+                             batch=2, crop=64, lr=1e-4, calibration=2, log=lambda s: None,
+                             range_lr=0.05, wide=wide, wide_bits=12)
+    assert info["wide_bits"] == 12 and {v.get("bits", 8) for v in
+                                        info["activation_ranges"].values()} == {8, 12}
     with pytest.raises(ValueError, match="learned ranges"):
         finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=1, batch=2, crop=64,
                           lr=1e-4, calibration=2, log=lambda s: None, wide=wide)

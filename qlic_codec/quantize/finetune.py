@@ -121,17 +121,18 @@ class LearnedRange(nn.Module):
         return ActQuant(r, np.ones_like(r), self.offset.double().numpy(), self.bits)
 
 
-def attach(model, quants: dict, learned: dict | None = None, wide=()) -> list:
+def attach(model, quants: dict, learned: dict | None = None, wide=(),
+           wide_bits: int = 16) -> list:
     """Put weight and activation quantization into ``model`` in place; returns the hooks.
 
     With ``learned`` (an empty dict to fill), activations use ``LearnedRange`` quantizers,
     stored there by tensor name so that their parameters can be trained and exported; the
-    tensors named in ``wide`` get 16-bit codes.
+    tensors named in ``wide`` get ``wide_bits``-bit codes.
     """
     hooks = []
     if learned is not None:
         for key, quant in quants.items():
-            learned[key] = LearnedRange(quant, 16 if key in wide else 8)
+            learned[key] = LearnedRange(quant, wide_bits if key in wide else 8)
         quants = learned
     keys = simulate.input_keys(model)
     for name in simulate.TRANSFORMS:
@@ -176,15 +177,19 @@ def detach(model, hooks) -> None:
 
 def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: int, lr: float,
              calibration: int = CALIBRATION_IMAGES, log=print, seed: int = 0,
-             quantized: bool = True, range_lr: float = 0.0, wide=()) -> dict:
+             quantized: bool = True, range_lr: float = 0.0, wide=(),
+             wide_bits: int = 16) -> dict:
     """Fine-tune ``model`` in place; ``quantized=False`` is the float control (see ``main``).
 
     With ``range_lr > 0`` the activation ranges are trained too (``LearnedRange``, Adam at that
     rate); the result's ``activation_ranges`` then holds them for the exporter. ``wide``
-    names tensors to simulate with 16-bit codes (learned ranges only; not exportable).
+    names tensors to simulate with ``wide_bits``-bit codes (learned ranges only; not
+    exportable).
     """
     if wide and range_lr <= 0:
-        raise ValueError("16-bit tensors need learned ranges (range_lr > 0)")
+        raise ValueError("wider tensors need learned ranges (range_lr > 0)")
+    if not 9 <= wide_bits <= 16:
+        raise ValueError("wide_bits must be in 9..16")
     metric = meta.get("metric", "mse")
     lambdas = torch.tensor(meta.get("lambdas") or
                            (MSE_LAMBDAS if metric == "mse" else MSSSIM_LAMBDAS))
@@ -194,7 +199,7 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
         quants = simulate.fit_quants(simulate.collect(model, images), ACT_METHOD,
                                      per_channel=True, mean_removed=True)
         learned = {} if range_lr > 0 else None
-        hooks = attach(model, quants, learned, wide)
+        hooks = attach(model, quants, learned, wide, wide_bits)
     sampler = CropSampler(load_folder(Path(data_root) / "train"), crop, seed=seed)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     if learned:
@@ -218,6 +223,7 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
     info = {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "quantized": quantized}
     if wide:
         info["wide_activations"] = sorted(wide)
+        info["wide_bits"] = wide_bits
     if quantized:
         detach(model, hooks)
         if learned:
@@ -267,6 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--wide-gdn-inputs", action="store_true",
                    help="simulation study: the convolution outputs that a GDN reads get 16-bit "
                         "codes (needs --range-lr; the exporter refuses the result)")
+    p.add_argument("--wide-bits", type=int, default=16, help="code width of --wide-gdn-inputs")
     p.add_argument("--float-control", action="store_true",
                    help="the same fine-tune (steps, crops, levels, seed) without quantization: "
                         "the float model that the int8 export of the quantized fine-tune is "
@@ -281,7 +288,8 @@ def main(argv=None) -> int:
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
                     args.steps, args.batch, crop, args.lr, quantized=not args.float_control,
                     range_lr=args.range_lr,
-                    wide=simulate.gdn_inputs(model) if args.wide_gdn_inputs else ())
+                    wide=simulate.gdn_inputs(model) if args.wide_gdn_inputs else (),
+                    wide_bits=args.wide_bits)
     key = "float_control_finetune" if args.float_control else "quantization_finetune"
     meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
     save_float_model(model, Path(args.output), meta)
