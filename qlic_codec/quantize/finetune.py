@@ -274,6 +274,8 @@ def main(argv=None) -> int:
                    help="simulation study: the convolution outputs that a GDN reads get 16-bit "
                         "codes (needs --range-lr; the exporter refuses the result)")
     p.add_argument("--wide-bits", type=int, default=16, help="code width of --wide-gdn-inputs")
+    p.add_argument("--wide-in", nargs="+", choices=["g_a", "g_s"], default=["g_a", "g_s"],
+                   help="the transforms whose GDN inputs --wide-gdn-inputs widens")
     p.add_argument("--float-control", action="store_true",
                    help="the same fine-tune (steps, crops, levels, seed) without quantization: "
                         "the float model that the int8 export of the quantized fine-tune is "
@@ -288,7 +290,8 @@ def main(argv=None) -> int:
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
                     args.steps, args.batch, crop, args.lr, quantized=not args.float_control,
                     range_lr=args.range_lr,
-                    wide=simulate.gdn_inputs(model) if args.wide_gdn_inputs else (),
+                    wide=[k for k in simulate.gdn_inputs(model) if k.split(".")[0] in
+                          args.wide_in] if args.wide_gdn_inputs else (),
                     wide_bits=args.wide_bits)
     key = "float_control_finetune" if args.float_control else "quantization_finetune"
     meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
