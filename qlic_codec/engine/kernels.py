@@ -450,9 +450,11 @@ class PackedWeights:
         self.vnni, self.wssd = [], []
         if "vnni" in PATHS and not (self.narrow and self.kind == "gdn"):
             # GDN's gamma is unsigned (0..255): it goes in as gamma - 128, and the kernel adds
-            # 128 * sum|x| per pixel back.
+            # 128 * sum|x| per pixel back. For 16-bit inputs it goes in as it is (``wssd``).
             self._pack_vnni([runs - 128 for runs in self.phases] if self.kind == "gdn"
                             else self.phases)
+            if self.kind == "gdn":
+                self._pack_wssd(self.phases)
 
     def _pack_vnni(self, phases):
         # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.
@@ -473,9 +475,12 @@ class PackedWeights:
             self.vnni.append(np.ascontiguousarray(packed).reshape(-1))
             self.quads.append(run4 // 4)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
-        if self.kind == "gdn":
-            return
-        # For 16-bit inputs: the same blocks over pairs of int16 weights.
+        if self.kind != "gdn":
+            self._pack_wssd(phases)
+
+    def _pack_wssd(self, phases):
+        # For 16-bit inputs: the blocks of ``_pack_vnni`` over pairs of int16 weights.
+        blk = 16 * self.vnv
         self.wssd, self.wpairs = [], []
         for runs in phases:
             kh, run, cout = runs.shape
@@ -1104,6 +1109,19 @@ def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, 
 
 
 @njit(**JIT_PARALLEL)
+def _gdn_wssd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
+              imult, ishift, fast, out):
+    # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd).
+    h, wd, c = x.shape
+    for oy in prange(h):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_wssd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+                      out[oy])
+
+
+@njit(**JIT_PARALLEL)
 def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, gmult, gshift,
               imult, ishift, fast, ones, out):
     # ``af`` holds |x| as bytes and the weights are gamma - 128, so each pixel's accumulators
@@ -1140,18 +1158,24 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
     h, wd, c = x.shape
     unit = _GDN_VNNI_UNIT if path == "vnni" else _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
-    # |x| <= 128 fits the bytes of the VNNI path; one spare row for reads past a run's end.
-    if path == "vnni":
+    wide = x.dtype == np.int16
+    # |x| <= 128 of 8-bit codes fits the bytes of the VNNI path; one spare row for reads past
+    # a run's end.
+    if path == "vnni" and not wide:
         af, xa = _vnni_buffer((h + 1, npix, c), 0)
     else:
         xa = np.zeros((h + 1, npix, c), np.int16)
         af = xa.reshape(-1)
     np.abs(x, out=xa[:h, :wd], dtype=np.int16, casting="unsafe")
     out = np.empty(x.shape, np.int8)
-    # The largest norm any input can produce (|x| <= 128), for the fast GDN division.
-    norm_max = int(beta.max(initial=0)) + 128 * int(packed.gamma_l1_max)
+    # The largest norm any input can produce, for the fast GDN division.
+    norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
     fast = (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
-    if path == "vnni":
+    if path == "vnni" and wide:
+        _gdn_wssd(x, af, npix * c, packed.wssd[0], packed.vblocks, packed.vnv,
+                  packed.wpairs[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
+                  inverse, gmult, gshift, imult, ishift, fast, out)
+    elif path == "vnni":
         _gdn_vnni(x, af, npix * c, packed.vnni[0], packed.vblocks, packed.vnv,
                   packed.quads[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
                   inverse, gmult, gshift, imult, ishift, fast, _ones(c), out)
@@ -1166,8 +1190,13 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
     return out
 
 
+def _gdn_input_max(x) -> int:
+    """The largest ``|x|`` that codes of ``x``'s type can have (int16: -32768 is refused)."""
+    return 128 if x.dtype == np.int8 else 32767
+
+
 def _check_gdn(x, gamma, beta):
-    x = _require(x, "x", (np.dtype(np.int8),), 3)
+    x = _require(x, "x", _CODES, 3)
     if isinstance(gamma, PackedWeights):
         if gamma.kind != "gdn":
             raise TypeError("gamma: packed convolution weights where GDN weights were expected")
@@ -1181,7 +1210,16 @@ def _check_gdn(x, gamma, beta):
     c = x.shape[2]
     if shape != (c, c) or beta.shape != (c,):
         raise ValueError(f"GDN shapes do not match: x {x.shape}, gamma {shape}")
-    return x, packed if packed is not None else pack_gdn_weights(gamma), beta
+    packed = packed if packed is not None else pack_gdn_weights(gamma)
+    if x.dtype == np.int16:
+        # 16-bit codes are symmetric (|x| must fit int16), and the int32 norm must not wrap
+        # whatever they are; 8-bit codes cannot make it wrap with 8-bit gamma and int32 beta
+        # below 2**24 per the loader, and are not checked here.
+        if x.size and int(x.min()) == -32768:
+            raise ValueError("16-bit GDN input codes must be in [-32767, 32767]")
+        if int(beta.max(initial=0)) + 32767 * int(packed.gamma_l1_max) >= 2**31:
+            raise ValueError("GDN norm of 16-bit inputs could exceed int32")
+    return x, packed, beta
 
 
 def gdn(x, gamma, beta, mult, shift):

@@ -87,7 +87,8 @@ def gdn(x, gamma, beta, mult, shift):
     """Simplified GDN on codes: ``round(x * mult[c] / (norm[c] * 2**shift))`` clamped to +-127.
 
     ``norm[c] = beta[c] + sum_j gamma[c, j] * |x[j]|`` (``gamma`` uint8, ``beta`` int32 >= 1);
-    the quotient rounds half away from zero.
+    the quotient rounds half away from zero. ``x`` is int8 codes, or int16 codes in
+    ``[-32767, 32767]`` (wider codes for the tensors a GDN reads) as long as the norm fits int32.
     """
     num = x.astype(np.int64) * mult.astype(np.int64)
     den = _norm(x, gamma, beta) << np.int64(shift)
@@ -96,7 +97,10 @@ def gdn(x, gamma, beta, mult, shift):
 
 
 def igdn(x, gamma, beta, mult, shift):
-    """Inverse simplified GDN on codes: ``requantize(x * norm, mult, shift)`` to +-127."""
+    """Inverse simplified GDN on codes: ``requantize(x * norm, mult, shift)`` to +-127.
+
+    ``x`` as for ``gdn``; ``x * norm * mult`` must stay below 2**62 (the loader's bound).
+    """
     v = x.astype(np.int64) * _norm(x, gamma, beta)
     out = _rshift_round(v * mult.astype(np.int64), shift.astype(np.int64))
     return np.clip(out, -127, 127).astype(np.int8)

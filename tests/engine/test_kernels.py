@@ -442,6 +442,61 @@ def test_igdn(path, threads):
         _assert_same(kernels.igdn(x, gamma, beta, mult, shift), want)
 
 
+def _gdn16_operands(rng, shape, x_mode, gamma_mode):
+    """16-bit GDN inputs: full range (-32768 excluded), its extremes, or 12-bit codes."""
+    c = shape[2]
+    if x_mode == "12bit":
+        x = _fill(rng, shape, np.int16, "random", 2047)
+    else:
+        x = _fill(rng, shape, np.int16, x_mode, 32767)
+    gamma = _fill(rng, (c, c), np.uint8, gamma_mode)
+    beta = rng.integers(1, 2**16, c, endpoint=True).astype(np.int32)
+    return x, gamma, beta
+
+
+GDN16_CASES = list(itertools.product(GDN_SHAPES + [(5, 30, 128)], ["random", "min", "max", "12bit"],
+                                     ["random", "max"]))
+
+
+@pytest.mark.parametrize("shift", [0, 16, 30])
+def test_gdn_16_bit_inputs(path, threads, shift):
+    rng = _rng("gdn16", shift)
+    for shape, x_mode, gamma_mode in GDN16_CASES:
+        x, gamma, beta = _gdn16_operands(rng, shape, x_mode, gamma_mode)
+        mult = np.floor(2.0 ** rng.uniform(0, 44, shape[2])).astype(np.int64)
+        want = reference.gdn(x, gamma, beta, mult, shift)
+        _assert_same(kernels.gdn(x, gamma, beta, mult, shift), want)
+
+
+def test_igdn_16_bit_inputs(path, threads):
+    rng = _rng("igdn16")
+    for shape, x_mode, gamma_mode in GDN16_CASES:
+        x, gamma, beta = _gdn16_operands(rng, shape, x_mode, gamma_mode)
+        c = shape[2]
+        # Multipliers below 2**16 keep x * norm * mult below 2**62 (|x| < 2**15, norm < 2**31),
+        # the bound the loader proves for every model; shifts map the products to about 64.
+        mult = rng.integers(0, 2**16, c, dtype=np.int64)
+        scale = max(1.0, float(np.mean(np.abs(x.astype(np.int64))))) * _norm_scale(x, gamma, beta)
+        ideal = np.log2(np.maximum(mult, 1) * scale / 64)
+        shift = np.clip(np.round(ideal) + rng.integers(-2, 3, c), 1, 62).astype(np.int32)
+        want = reference.igdn(x, gamma, beta, mult.astype(np.int32), shift)
+        got = kernels.igdn(x, gamma, beta, mult.astype(np.int32), shift)
+        _assert_same(got, want)
+        if x_mode == "12bit" and c > 8:  # not all clamped: the test sees real quotients
+            assert np.count_nonzero(np.abs(want) < 127) > want.size // 4
+
+
+def test_gdn_16_bit_inputs_out_of_contract_are_refused():
+    x = np.full((2, 3, 4), -32768, np.int16)
+    gamma, beta = np.ones((4, 4), np.uint8), np.ones(4, np.int32)
+    with pytest.raises(ValueError, match="-32767, 32767"):
+        kernels.gdn(x, gamma, beta, np.ones(4, np.int64), 1)
+    x = np.ones((2, 3, 300), np.int16)
+    with pytest.raises(ValueError, match="exceed int32"):
+        kernels.igdn(x, np.full((300, 300), 255, np.uint8), np.ones(300, np.int32),
+                     np.ones(300, np.int32), np.ones(300, np.int32))
+
+
 @pytest.mark.parametrize("levels", [1, 64, 256])
 def test_scale_index(threads, levels):
     rng = _rng("scale_index", levels)
@@ -545,8 +600,8 @@ _BAD_CALLS = {
         v.acc.tolist(), v.mult, v.shift, 0, 0, -127, 127)),
     "requantize channels": (ValueError, lambda v: kernels.requantize(
         v.acc[..., :1], v.mult, v.shift, 0, 0, -127, 127)),
-    "gdn x int16": (TypeError, lambda v: kernels.gdn(
-        v.xg.astype(np.int16), v.gamma, v.beta, np.ones(3, np.int64), 16)),
+    "gdn x int32": (TypeError, lambda v: kernels.gdn(
+        v.xg.astype(np.int32), v.gamma, v.beta, np.ones(3, np.int64), 16)),
     "gdn gamma int8": (TypeError, lambda v: kernels.gdn(
         v.xg, v.gamma.astype(np.int8), v.beta, np.ones(3, np.int64), 16)),
     "gdn gamma shape": (ValueError, lambda v: kernels.gdn(
