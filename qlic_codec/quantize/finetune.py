@@ -90,13 +90,13 @@ class LearnedRange(nn.Module):
     """A uniform activation quantizer whose per-channel ranges are trained.
 
     Learned step size (Esser et al. 2020, "Learned Step Size Quantization", arXiv:1902.08153)
-    on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * h) / h * r + o``
-    with ``h = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes)
-    with the rounding straight through, so the gradient of ``r`` is the quantization error for
+    on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * h) / h * r + o``,
+    ``h = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes), with the rounding straight
+    through, so the gradient of ``r`` is the quantization error for
     values inside the range and the clipped excess for values outside it. The maximum seen in
     calibration is the starting point; the rate-distortion loss decides how much of each
-    channel's tail is worth its resolution. ``bits=16`` exists to measure, in simulation,
-    what wider codes for a tensor would recover; the exporter refuses them.
+    channel's tail is worth its resolution. Wider codes (``bits`` up to 16) exist to measure,
+    in simulation, what they would recover for a tensor; the exporter refuses them.
     """
 
     def __init__(self, quant, bits: int = 8) -> None:
