@@ -265,7 +265,7 @@ def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_fl
 def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(tiny_float,
                                                                             tmp_path):
     """The 16-bit study: the tensors a GDN reads train on 16-bit grids, their codes survive
-    the checkpoint meta, and the exporter (8-bit engine) refuses them in one line."""
+    the checkpoint meta, and the exporter (at most 12 bits) refuses them in one line."""
     import copy
     from PIL import Image
     from conftest import synthetic_photo
@@ -289,7 +289,7 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
     ranges = finetune.ranges_from_meta(info["activation_ranges"])
     assert {k for k, q in ranges.items() if q.bits == 16} == set(wide)
     assert info["wide_activations"] == sorted(wide)
-    with pytest.raises(ValueError, match="8-bit activations only"):
+    with pytest.raises(ValueError, match="wider than 8 bits, up to 12"):
         export.export(model, export.calibration_images(tmp_path, 2), tmp_path / "w.qlicm",
                       {"metric": "mse"}, scale_max=32.0, learned=ranges)
     assert not (tmp_path / "w.qlicm").exists()
@@ -301,6 +301,44 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
     with pytest.raises(ValueError, match="learned ranges"):
         finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=1, batch=2, crop=64,
                           lr=1e-4, calibration=2, log=lambda s: None, wide=wide)
+
+
+def test_12_bit_gdn_inputs_export_and_the_engine_matches_its_simulation(tiny_float, tmp_path):
+    """A fine-tune with 12-bit GDN inputs exports to int16 codes on exactly those tensors, and
+    the integer codec reconstructs what the simulation of that fine-tune does."""
+    import copy
+    from PIL import Image
+    from conftest import synthetic_photo
+    from qlic_codec import api, modelfile
+    from qlic_codec.quantize import export, finetune
+    from qlic_codec.train.data import to_tensor
+    from qlic_codec.train.metrics import psnr
+    (tmp_path / "train").mkdir()
+    for s in range(2):
+        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
+    model = copy.deepcopy(tiny_float)
+    wide = simulate.gdn_inputs(model)
+    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
+                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
+                             wide=wide, wide_bits=12)
+    quants = finetune.ranges_from_meta(info["activation_ranges"])
+    path = tmp_path / "w.qlicm"
+    export.export(model, export.calibration_images(tmp_path, 2), path, {"metric": "mse"},
+                  scale_max=32.0, learned=quants)
+    manifest = modelfile.read(path)[0]
+    his = {layer["name"]: (layer.get("out") or {}).get("hi")
+           for t in ("g_a", "g_s") for layer in manifest["transforms"][t]}
+    assert {name for name, hi in his.items() if hi == 2047} == set(wide)
+    assert {hi for name, hi in his.items() if name not in wide} <= {127, None}
+    sim = simulate.SimulatedModel(simulate.quantize_weights(model, "channel", "uniform",
+                                                            quants=quants), quants, True)
+    photo = synthetic_photo(64, 64, 9)
+    for quality in (1, 2):
+        _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
+        with torch.no_grad():
+            out = sim(to_tensor(photo), torch.tensor([quality - 1.0]))
+        x_sim = torch.round(out["x_hat"].clamp(0, 1) * 255) / 255
+        assert psnr(to_tensor(pixels), x_sim).item() > 35
 
 
 @pytest.mark.parametrize("transposed", [False, True])

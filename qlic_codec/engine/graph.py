@@ -17,7 +17,8 @@ Data flow (all integers; ``q`` is the quality level, 0-based)::
 predicted mean's fraction and the zero-mean tables fit the symbols.
 
 Every transform is a list of layers: ``conv`` (K x K, stride 1/2), ``deconv`` (5x5, stride 2),
-``gdn`` / ``igdn`` (simplified GDN on 8-bit codes). A conv layer either requantizes its
+``gdn`` / ``igdn`` (simplified GDN on 8-bit codes, or on the 12-bit codes of the convolution
+before it). A conv layer either requantizes its
 accumulators to the next layer's codes in its epilogue (with optional LeakyReLU) or, as the
 last layer of a transform, hands them to a head. The spec is validated (names, dtypes,
 shapes, ranges and the overflow bound of every accumulator) before anything runs.
@@ -34,6 +35,8 @@ from . import fixedpoint
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _GDN_SHIFT_MAX = 30
+# Widest activation codes (12 bits, int16), allowed only where a GDN reads them.
+_WIDE_MAX = 2047
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
 _RESAMPLING = {"g_a": (4, 0), "h_a": (2, 0), "h_s": (0, 2), "g_s": (0, 4)}
@@ -152,8 +155,10 @@ class IntegerNetwork:
                 _check_range(f"{name}.shift", layer["shift"], 1, 62)
                 layer["leaky"] = bool(out.get("leaky", False))
                 layer["lo"], layer["hi"] = int(out["lo"]), int(out["hi"])
-                if not -127 <= layer["lo"] < layer["hi"] <= 127:
+                if not -_WIDE_MAX <= layer["lo"] < layer["hi"] <= _WIDE_MAX:
                     raise ModelFileError(f"layer '{name}' has an invalid output range")
+                # Codes beyond 8 bits are int16 (only a GDN may read them: _check_chain).
+                layer["wide"] = max(-layer["lo"], layer["hi"]) > 127
         elif op in ("gdn", "igdn"):
             gamma = arrays.get(f"{name}.gamma")
             if gamma is None or gamma.ndim != 2:
@@ -164,8 +169,7 @@ class IntegerNetwork:
             pack = getattr(self.k, "pack_gdn_weights", None)
             layer["packed"] = pack(layer["gamma"]) if pack is not None else layer["gamma"]
             _check_range(f"{name}.beta", layer["beta"], 1, 2**24)
-            # |x| <= 127 and gamma <= 255: norm < 2**24 + 255*127*C, far below 2**31.
-            norm_max = 2**24 + 255 * 127 * c
+            # The bounds that depend on the input codes' range are checked in _check_chain.
             if op == "gdn":
                 layer["mult"] = _array(arrays, f"{name}.mult", np.int64, (c,))
                 layer["shift"] = int(d["shift"])
@@ -176,8 +180,7 @@ class IntegerNetwork:
                 layer["mult"] = _array(arrays, f"{name}.mult", np.int32, (c,))
                 layer["shift"] = _array(arrays, f"{name}.shift", np.int32, (c,))
                 _check_range(f"{name}.shift", layer["shift"], 1, 62)
-                limit = fixedpoint.INT64_PRODUCT_LIMIT // (127 * norm_max)
-                _check_range(f"{name}.mult", layer["mult"], 0, min(limit, 2**31 - 1))
+                _check_range(f"{name}.mult", layer["mult"], 0, 2**31 - 1)
         else:
             raise ModelFileError(f"layer '{name}' has unknown op '{op}'")
         return layer
@@ -229,7 +232,11 @@ class IntegerNetwork:
                 else:
                     if layer["gamma"].shape[0] != channels or final:
                         raise ModelFileError(f"layer '{layer['name']}' does not fit its input")
+                    self._check_gdn_bounds(layer, current_max)
                     current_max = 127
+                if layer.get("wide") and layers[i + 1]["op"] not in ("gdn", "igdn"):
+                    raise ModelFileError(f"layer '{layer['name']}': codes wider than 8 bits "
+                                         "must go to a GDN")
             if channels != last:
                 raise ModelFileError(f"transform '{t}' ends with {channels} channels, "
                                      f"expected {last}")
@@ -241,6 +248,20 @@ class IntegerNetwork:
                                      f"{ups} transposed ones, expected {_RESAMPLING[t]}")
         if self.layers["g_a"][0]["pad_value"] != -128:
             raise ModelFileError("the first analysis layer must pad with the zero-pixel code")
+
+    @staticmethod
+    def _check_gdn_bounds(layer, in_max):
+        """For inputs up to ``in_max``: the int32 norm cannot wrap and the int64 products of
+        the division (GDN) or of the requantization (inverse GDN) stay below 2**62."""
+        name, c = layer["name"], layer["gamma"].shape[0]
+        norm_max = 2**24 + 255 * in_max * c
+        if norm_max >= fixedpoint.INT32_LIMIT:
+            raise ModelFileError(f"layer '{name}' could overflow its int32 norm")
+        # GDN's rounded division doubles |x * mult| before adding the shifted norm.
+        limit = fixedpoint.INT64_PRODUCT_LIMIT // (in_max * (norm_max if layer["op"] == "igdn"
+                                                              else 2))
+        if layer["mult"].size and int(layer["mult"].max()) > limit:
+            raise ModelFileError(f"layer '{name}' has a multiplier too large for its input")
 
     # ---------------------------------------------------------------------------------------
     # Running
@@ -261,10 +282,11 @@ class IntegerNetwork:
                 leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
                 req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
                 fused = getattr(k, f"{kind}_requant", None)
+                dtype = np.int16 if layer["wide"] else np.int8
                 if fused is not None:
-                    x = fused(x, *args, *req, np.int8)
+                    x = fused(x, *args, *req, dtype)
                 else:  # ``reference`` specifies the fused kernels as these two steps
-                    x = k.requantize(conv(x, *args), *req).astype(np.int8)
+                    x = k.requantize(conv(x, *args), *req).astype(dtype)
             elif op == "gdn":
                 x = k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"])
             else:

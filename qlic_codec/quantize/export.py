@@ -13,6 +13,8 @@ DESIGN section 4):
 - mean-removed quantization of ``y`` where it enters the hyper-analysis: the per-channel
   calibration mean is subtracted in the accumulator domain and added back through the first
   hyper-analysis layer's bias;
+- a convolution's output that a GDN reads may be 12-bit (int16 codes up to +-2047) when the
+  fine-tune trained it so (``finetune --wide-gdn-inputs --wide-bits 12``);
 - GDN gamma: uint8 per row, beta in the units of the row's normaliser;
 - the latents ``y``/``mean`` are fixed point with ``MEAN_BITS`` fractional bits after the
   gain, ``z`` is an integer; ``y_hat`` enters the synthesis as int16 codes whose range is the
@@ -43,6 +45,9 @@ from .simulate import MEAN_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from .calibrate import calibrate, integer_layers, is_gdn
 
 ACT_MAX = 127
+# The widest codes a GDN may read (12 bits): the norm stays below 2**27 and ``x * norm`` below
+# 2**38, leaving the inverse GDN's multiplier 24 bits in int64.
+WIDE_MAX = 2047
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
 Y_CLAMP = 16383 << MEAN_BITS
@@ -89,13 +94,18 @@ class _Builder:
         self.acc_scale: dict[str, np.ndarray] = {}  # real value of one accumulator unit
 
     def act_scale(self, name):
-        """Per-channel real value of one code of an 8-bit activation."""
+        """Per-channel real value of one code of an activation."""
         q = self.quants[name]
         if np.any(q.power != 1.0):
             raise ValueError(f"activation '{name}': only uniform codebooks can be exported")
-        return simulate.code_step(q.range)
+        return simulate.code_step(q.range, q.bits)
 
-    def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None):
+    def act_max(self, name):
+        """Largest code of an activation: 127, or 2047 for the 12-bit inputs of a GDN."""
+        return 2 ** (self.quants[name].bits - 1) - 1
+
+    def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None,
+             out_max=ACT_MAX):
         transposed = isinstance(module, nn.ConvTranspose2d)
         w = _engine_layout(module)
         w = w * np.broadcast_to(np.asarray(in_scale, np.float64), (w.shape[3],))
@@ -115,10 +125,10 @@ class _Builder:
         else:
             mult, shift = _mult_shift(unit / out_scale)
             self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
-            layer["out"] = {"lo": -ACT_MAX, "hi": ACT_MAX, "leaky": bool(leaky)}
+            layer["out"] = {"lo": -out_max, "hi": out_max, "leaky": bool(leaky)}
         return layer
 
-    def gdn(self, name, module, in_scale, out_scale):
+    def gdn(self, name, module, in_scale, out_scale, in_max=ACT_MAX):
         gamma = module.gamma.detach().double().numpy() * in_scale[None, :]
         beta = module.beta.detach().double().numpy()
         # One unit of row c's integer normaliser: the finest that keeps gamma in uint8 and
@@ -131,12 +141,14 @@ class _Builder:
             np.uint8)
         self.arrays[f"{name}.beta"] = np.clip(np.round(beta / unit), 1, 2**24).astype(np.int32)
         if module.inverse:
-            norm_max = 2**24 + 255 * 127 * gamma.shape[0]
-            limit = min(2**31 - 1, fixedpoint.INT64_PRODUCT_LIMIT // (127 * norm_max))
+            norm_max = 2**24 + 255 * in_max * gamma.shape[0]
+            limit = min(2**31 - 1, fixedpoint.INT64_PRODUCT_LIMIT // (in_max * norm_max))
             mult, shift = _mult_shift(in_scale * unit / out_scale, limit)
             self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
             return {"name": name, "op": "igdn"}
         mult = np.round(2.0**GDN_SHIFT * in_scale / (unit * out_scale)).astype(np.int64)
+        if int(mult.max(initial=0)) * 2 * in_max > fixedpoint.INT64_PRODUCT_LIMIT:
+            raise ValueError(f"layer '{name}': GDN multiplier too large for its input codes")
         self.arrays[f"{name}.mult"] = mult
         return {"name": name, "op": "gdn", "shift": GDN_SHIFT}
 
@@ -148,13 +160,18 @@ class _Builder:
             module = group[0]
             last = i == len(groups) - 1
             out_scale = None if last else self.act_scale(name)
+            out_max = None if last else self.act_max(name)
+            if out_max is not None and out_max > ACT_MAX and not (
+                    not is_gdn(module) and is_gdn(groups[i + 1][0]) and out_max <= WIDE_MAX):
+                raise ValueError(f"activation '{name}': only a convolution's output that a GDN "
+                                 f"reads may be wider than 8 bits, up to 12")
             if is_gdn(module):
-                layers.append(self.gdn(name, module, in_scale, out_scale))
+                layers.append(self.gdn(name, module, in_scale, out_scale, in_max))
             else:
                 layers.append(self.conv(name, module, len(group) > 1, in_scale, in_max,
                                         out_scale, first_pad if i == 0 else 0,
-                                        extra_bias if i == 0 else None))
-            in_scale, in_max = out_scale, ACT_MAX
+                                        extra_bias if i == 0 else None, out_max or ACT_MAX))
+            in_scale, in_max = out_scale, out_max
         return layers
 
 
@@ -275,11 +292,6 @@ def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
     ``learned``: per-tensor quantizers trained by the quantization-aware fine-tune
     (``finetune.ranges_from_meta``), used instead of fitted ones.
     """
-    if learned is not None:
-        wide = sorted(k for k, q in learned.items() if q.bits != 8)
-        if wide:
-            raise ValueError(f"the engine runs 8-bit activations only; {', '.join(wide)} "
-                             "were fine-tuned with 16-bit codes")
     amax = calibrate(model, images)
     if learned is not None:
         quants = learned
