@@ -96,7 +96,7 @@ class LearnedRange(nn.Module):
     values inside the range and the clipped excess for values outside it. The maximum seen in
     calibration is the starting point; the rate-distortion loss decides how much of each
     channel's tail is worth its resolution. Wider codes (``bits`` up to 16) exist to measure,
-    in simulation, what they would recover for a tensor; the exporter refuses them.
+    what they recover for a tensor; the exporter takes up to 12 bits, where a GDN reads them.
     """
 
     def __init__(self, quant, bits: int = 8) -> None:
@@ -183,8 +183,8 @@ def finetune(model, meta: dict, data_root: Path, steps: int, batch: int, crop: i
 
     With ``range_lr > 0`` the activation ranges are trained too (``LearnedRange``, Adam at that
     rate); the result's ``activation_ranges`` then holds them for the exporter. ``wide``
-    names tensors to simulate with ``wide_bits``-bit codes (learned ranges only; not
-    exportable).
+    names tensors to train with ``wide_bits``-bit codes (learned ranges only; the exporter
+    takes up to 12 bits, on the tensors a GDN reads).
     """
     if wide and range_lr <= 0:
         raise ValueError("wider tensors need learned ranges (range_lr > 0)")
@@ -271,8 +271,8 @@ def main(argv=None) -> int:
                    help="also train the activation ranges at this learning rate (learned step "
                         "size); the exporter then uses them instead of calibrated maxima")
     p.add_argument("--wide-gdn-inputs", action="store_true",
-                   help="simulation study: the convolution outputs that a GDN reads get 16-bit "
-                        "codes (needs --range-lr; the exporter refuses the result)")
+                   help="the convolution outputs that a GDN reads get wider codes (needs "
+                        "--range-lr; the exporter takes up to 12 bits)")
     p.add_argument("--wide-bits", type=int, default=16, help="code width of --wide-gdn-inputs")
     p.add_argument("--wide-in", nargs="+", choices=["g_a", "g_s"], default=["g_a", "g_s"],
                    help="the transforms whose GDN inputs --wide-gdn-inputs widens")
