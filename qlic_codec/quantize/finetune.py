@@ -95,8 +95,8 @@ class LearnedRange(nn.Module):
     through, so the gradient of ``r`` is the quantization error for
     values inside the range and the clipped excess for values outside it. The maximum seen in
     calibration is the starting point; the rate-distortion loss decides how much of each
-    channel's tail is worth its resolution. Wider codes (``bits`` up to 16) exist to measure,
-    what they recover for a tensor; the exporter takes up to 12 bits, where a GDN reads them.
+    channel's tail is worth its resolution. Wider codes (``bits`` up to 16) show what they
+    recover for a tensor; the exporter takes up to 12 bits, where a GDN reads them.
     """
 
     def __init__(self, quant, bits: int = 8) -> None:
