@@ -255,7 +255,10 @@ class IntegerNetwork:
         the division (GDN) or of the requantization (inverse GDN) stay below 2**62."""
         name, c = layer["name"], layer["gamma"].shape[0]
         norm_max = 2**24 + 255 * in_max * c
-        if norm_max >= fixedpoint.INT32_LIMIT:
+        # The kernels check int16 inputs against the whole int16 range (they cannot know the
+        # clamp of the layer before): a file that passes here must pass there too.
+        kernel_norm_max = 2**24 + 255 * (32767 if in_max > 127 else in_max) * c
+        if kernel_norm_max >= fixedpoint.INT32_LIMIT:
             raise ModelFileError(f"layer '{name}' could overflow its int32 norm")
         # GDN's rounded division doubles |x * mult| before adding the shifted norm.
         limit = fixedpoint.INT64_PRODUCT_LIMIT // (in_max * (norm_max if layer["op"] == "igdn"

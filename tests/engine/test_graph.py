@@ -346,3 +346,25 @@ def test_unchanged_copy_still_loads(tiny_spec):
     manifest["comment"] = "anything"
     arrays["unused"] = np.zeros(3, np.int8)
     IntegerNetwork(ModelSpec(manifest, arrays))
+
+
+def test_wide_gdn_input_bounds_match_the_kernels():
+    """A GDN that reads 12-bit codes is accepted only if the kernels' own int16 check passes
+    too, so a hostile file fails at load time with ModelFileError, never inside a decode."""
+    from qlic_codec.engine import kernels
+    from qlic_codec.engine.graph import IntegerNetwork
+    for c, ok in ((128, True), (300, False)):
+        gamma = np.full((c, c), 255, np.uint8)
+        layer = {"name": "g_s.1", "op": "igdn", "gamma": gamma,
+                 "mult": np.ones(c, np.int32)}
+        x = np.ones((1, 2, c), np.int16)
+        args = (gamma, np.full(c, 2**24, np.int32), np.ones(c, np.int32),
+                np.ones(c, np.int32))
+        if ok:
+            IntegerNetwork._check_gdn_bounds(layer, 2047)
+            kernels.igdn(x, *args)
+        else:
+            with pytest.raises(ModelFileError, match="int32 norm"):
+                IntegerNetwork._check_gdn_bounds(layer, 2047)
+            with pytest.raises(ValueError, match="exceed int32"):
+                kernels.igdn(x, *args)
