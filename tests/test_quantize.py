@@ -262,13 +262,28 @@ def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_fl
     assert not np.array_equal(files["learned"][1]["g_a.0.mult"], files["none"][1]["g_a.0.mult"])
 
 
+def _wide_finetune(tiny_float, tmp_path, bits):
+    """A 2-step fine-tune with learned ranges whose GDN inputs have ``bits``-bit codes, on
+    two generated training photos in ``tmp_path/train``; returns (model, info, wide keys)."""
+    import copy
+    from PIL import Image
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import finetune
+    (tmp_path / "train").mkdir(exist_ok=True)
+    for s in range(2):
+        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
+    model = copy.deepcopy(tiny_float)
+    wide = simulate.gdn_inputs(model)
+    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
+                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
+                             wide=wide, wide_bits=bits)
+    return model, info, wide
+
+
 def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(tiny_float,
                                                                             tmp_path):
     """The 16-bit study: the tensors a GDN reads train on 16-bit grids, their codes survive
     the checkpoint meta, and the exporter (at most 12 bits) refuses them in one line."""
-    import copy
-    from PIL import Image
-    from conftest import synthetic_photo
     from qlic_codec.quantize import export, finetune
     assert simulate.gdn_inputs(tiny_float) == ["g_a.0", "g_a.2", "g_a.4",
                                                "g_s.0", "g_s.2", "g_s.4"]
@@ -278,14 +293,7 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
         [round(0.123456789 * 32767) / 32767, round(-0.3 * 32767) / 32767, 1.0]))
     assert abs(float(finetune.LearnedRange(quant, 16)(x).flatten()[0]) - 0.123456789) < 2e-5
     assert abs(float(finetune.LearnedRange(quant, 8)(x).flatten()[0]) - 0.123456789) > 1e-3
-    (tmp_path / "train").mkdir()
-    for s in range(2):
-        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
-    model = copy.deepcopy(tiny_float)
-    wide = simulate.gdn_inputs(model)
-    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
-                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
-                             wide=wide)
+    model, info, wide = _wide_finetune(tiny_float, tmp_path, 16)
     ranges = finetune.ranges_from_meta(info["activation_ranges"])
     assert {k for k, q in ranges.items() if q.bits == 16} == set(wide)
     assert info["wide_activations"] == sorted(wide)
@@ -293,9 +301,7 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
         export.export(model, export.calibration_images(tmp_path, 2), tmp_path / "w.qlicm",
                       {"metric": "mse"}, scale_max=32.0, learned=ranges)
     assert not (tmp_path / "w.qlicm").exists()
-    info = finetune.finetune(copy.deepcopy(tiny_float), {"metric": "mse"}, tmp_path, steps=1,
-                             batch=2, crop=64, lr=1e-4, calibration=2, log=lambda s: None,
-                             range_lr=0.05, wide=wide, wide_bits=12)
+    _, info, _ = _wide_finetune(tiny_float, tmp_path, 12)
     assert info["wide_bits"] == 12 and {v.get("bits", 8) for v in
                                         info["activation_ranges"].values()} == {8, 12}
     with pytest.raises(ValueError, match="learned ranges"):
@@ -306,21 +312,12 @@ def test_wide_gdn_inputs_are_16_bit_in_simulation_and_refused_by_the_exporter(ti
 def test_12_bit_gdn_inputs_export_and_the_engine_matches_its_simulation(tiny_float, tmp_path):
     """A fine-tune with 12-bit GDN inputs exports to int16 codes on exactly those tensors, and
     the integer codec reconstructs what the simulation of that fine-tune does."""
-    import copy
-    from PIL import Image
     from conftest import synthetic_photo
     from qlic_codec import api, modelfile
     from qlic_codec.quantize import export, finetune
     from qlic_codec.train.data import to_tensor
     from qlic_codec.train.metrics import psnr
-    (tmp_path / "train").mkdir()
-    for s in range(2):
-        Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
-    model = copy.deepcopy(tiny_float)
-    wide = simulate.gdn_inputs(model)
-    info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
-                             lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
-                             wide=wide, wide_bits=12)
+    model, info, wide = _wide_finetune(tiny_float, tmp_path, 12)
     quants = finetune.ranges_from_meta(info["activation_ranges"])
     path = tmp_path / "w.qlicm"
     export.export(model, export.calibration_images(tmp_path, 2), path, {"metric": "mse"},

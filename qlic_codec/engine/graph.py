@@ -18,9 +18,8 @@ predicted mean's fraction and the zero-mean tables fit the symbols.
 
 Every transform is a list of layers: ``conv`` (K x K, stride 1/2), ``deconv`` (5x5, stride 2),
 ``gdn`` / ``igdn`` (simplified GDN on 8-bit codes, or on the 12-bit codes of the convolution
-before it). A conv layer either requantizes its
-accumulators to the next layer's codes in its epilogue (with optional LeakyReLU) or, as the
-last layer of a transform, hands them to a head. The spec is validated (names, dtypes,
+before it). A conv layer either requantizes its accumulators to the next layer's codes in its
+epilogue (with optional LeakyReLU) or, as the last layer of a transform, hands them to a head. The spec is validated (names, dtypes,
 shapes, ranges and the overflow bound of every accumulator) before anything runs.
 """
 

@@ -1111,7 +1111,9 @@ def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, 
 @njit(**JIT_PARALLEL)
 def _gdn_wssd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
               imult, ishift, fast, out):
-    # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd).
+    # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd). The
+    # twin of _gdn_simd, kept apart like _gdn_vnni so that hosts without VNNI never compile a
+    # kernel that holds VNNI instructions.
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)

@@ -32,14 +32,19 @@ def codebook(power: float) -> np.ndarray:
     return np.sign(u) * np.abs(u) ** power
 
 
+def code_max(bits: int) -> int:
+    """Largest code of a symmetric ``bits``-bit activation: 127 for 8 bits, 2047 for 12."""
+    return 2 ** (bits - 1) - 1
+
+
 def nearest_level(u, power: float, xp=np, bits: int = 8):
     """The codebook level nearest to each normalised value (numpy or torch arrays).
 
     The levels are ``(k / half) ** power`` for ``k = 0..half`` and their negatives, with
-    ``half = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes), so the two candidates
+    ``half = code_max(bits)`` (127 for the engine's 8-bit codes), so the two candidates
     are found by inverting the power instead of searching the table.
     """
-    half = 2 ** (bits - 1) - 1
+    half = code_max(bits)
     if power == 1.0:
         return xp.clip(xp.round(u * half), -half, half) / half
     a = xp.clip(xp.abs(u), 0.0, 1.0)

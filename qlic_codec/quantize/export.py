@@ -41,6 +41,7 @@ from ..train.checkpoint import load_float_model
 from ..train.data import default_data_root, load_folder
 from ..train.model import LEAKY_SLOPE
 from . import simulate
+from .activations import code_max
 from .simulate import MEAN_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from .calibrate import calibrate, integer_layers, is_gdn
 
@@ -102,7 +103,7 @@ class _Builder:
 
     def act_max(self, name):
         """Largest code of an activation: 127, or 2047 for the 12-bit inputs of a GDN."""
-        return 2 ** (self.quants[name].bits - 1) - 1
+        return code_max(self.quants[name].bits)
 
     def conv(self, name, module, leaky, in_scale, in_max, out_scale, pad_value=0, extra_bias=None,
              out_max=ACT_MAX):

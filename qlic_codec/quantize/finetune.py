@@ -37,6 +37,7 @@ from ..train.data import CropSampler, default_data_root, load_folder
 from ..train.loop import rd_loss
 from ..train.model import MSE_LAMBDAS, MSSSIM_LAMBDAS
 from . import simulate, weights
+from .activations import code_max
 from .calibrate import integer_layers
 from .export import ACT_METHOD, CALIBRATION_IMAGES, calibration_images
 
@@ -91,7 +92,7 @@ class LearnedRange(nn.Module):
 
     Learned step size (Esser et al. 2020, "Learned Step Size Quantization", arXiv:1902.08153)
     on the range ``r = exp(log_range)``: ``x -> round(clamp((x - o) / r) * h) / h * r + o``,
-    ``h = 2 ** (bits - 1) - 1`` (127 for the engine's 8-bit codes), with the rounding straight
+    ``h = code_max(bits)`` (127 for the engine's 8-bit codes), with the rounding straight
     through, so the gradient of ``r`` is the quantization error for
     values inside the range and the clipped excess for values outside it. The maximum seen in
     calibration is the starting point; the rate-distortion loss decides how much of each
@@ -103,7 +104,7 @@ class LearnedRange(nn.Module):
         super().__init__()
         if np.any(quant.power != 1.0):
             raise ValueError("learned ranges are for uniform codes")
-        self.bits, self.half = bits, 2 ** (bits - 1) - 1
+        self.bits, self.half = bits, code_max(bits)
         self.log_range = nn.Parameter(torch.log(torch.as_tensor(
             np.maximum(quant.range, 1e-6), dtype=torch.float32)))
         self.register_buffer("offset", torch.as_tensor(quant.offset, dtype=torch.float32))

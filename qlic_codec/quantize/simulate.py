@@ -63,7 +63,7 @@ def code_step(range_: np.ndarray, bits: int = 8) -> np.ndarray:
     """
     range_ = np.asarray(range_, dtype=np.float64)
     floor = max(1e-4, 1e-3 * float(range_.max()))
-    return np.maximum(range_, floor) / (2 ** (bits - 1) - 1)
+    return np.maximum(range_, floor) / activations.code_max(bits)
 
 
 def input_keys(model) -> dict[str, str | None]:
