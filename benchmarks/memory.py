@@ -9,7 +9,7 @@ int32 biases and per-channel multipliers), entropy tables counted apart since a 
 needs them too. Activations: a layer-by-layer executor holds one layer's input and output at
 once; the peak is the largest such pair over the layers of each transform, with float32
 everywhere for the float network and the engine's types for the int8 one (8-bit codes between
-layers, int16 where a GDN reads 12-bit codes, int16 latents into the synthesis, int32
+layers, int16 where a GDN reads or writes 12-bit codes, int16 latents into the synthesis, int32
 accumulators only at a transform's end, where the fused requantization cannot apply).
 """
 
@@ -41,9 +41,10 @@ def transform_peaks(manifest, arrays, transform, h, w, in_channels, in_bytes):
             h2, w2 = h, w
         c2 = out_channels(layer, arrays)
         out = layer.get("out") or {}
-        # Accumulators of the last layer are int32; codes wider than 8 bits (a GDN's 12-bit
-        # input) are int16; the GDN itself writes 8-bit codes.
-        b_out = 4 if last else (2 if max(-out.get("lo", 0), out.get("hi", 0)) > 127 else 1)
+        # Accumulators of the last layer are int32; codes wider than 8 bits (what a GDN reads
+        # or writes, up to 12 bits) are int16.
+        widest = max(-out.get("lo", 0), out.get("hi", 0), layer.get("out_max", 127))
+        b_out = 4 if last else (2 if widest > 127 else 1)
         peak_float = max(peak_float, 4 * (h * w * c + h2 * w2 * c2))
         peak_int = max(peak_int, b_in * h * w * c + b_out * h2 * w2 * c2)
         h, w, c, b_in = h2, w2, c2, b_out

@@ -126,23 +126,27 @@ def qat_simulation(qat_path):
     return name, simulate.SimulatedModel(weights_q, quants, True)
 
 
-def ablation(qat_path, images, levels) -> list:
+def ablation(qat_path, images, levels, groups=ABLATION_GROUPS) -> list:
     """The shipped simulation of a fine-tuned checkpoint (learned ranges, weights on the
-    exported grid, entropy tables) with one group of activations at a time in float."""
+    exported grid, entropy tables) with one group of activations at a time in float.
+
+    A group is a prefix of tensor names, or several joined by commas (all of them in float).
+    """
     from qlic_codec.quantize import simulate
     from qlic_codec.train.loop import validate
 
     model, quants, weights_q = qat_parts(qat_path)
 
     def keep(name):  # the quantizers of ``name``'s group become the identity
-        return {k: ((lambda x: x) if name == "all" or k.startswith(name) else q)
+        prefixes = tuple(name.split(","))
+        return {k: ((lambda x: x) if name == "all" or k.startswith(prefixes) else q)
                 for k, q in quants.items()}
 
     rows = [("float weights, float activations", model),
             ("int8 weights, float activations", simulate.SimulatedModel(weights_q, keep("all"), True)),
             ("int8 weights and activations", simulate.SimulatedModel(weights_q, quants, True))]
     rows += [(f"  ... {g} activations in float", simulate.SimulatedModel(weights_q, keep(g), True))
-             for g in ABLATION_GROUPS]
+             for g in groups]
     print(f"\nablation of {qat_path}: bpp / PSNR per level")
     out = []
     for name, sim in rows:
@@ -162,6 +166,9 @@ def main(argv=None) -> int:
                    help="a quantization-aware fine-tune with learned ranges: simulate it with "
                         "one group of activations at a time left in float and print where "
                         "its loss comes from (bpp and PSNR per level)")
+    p.add_argument("--ablate-groups", nargs="+", default=list(ABLATION_GROUPS), metavar="G",
+                   help="the groups of --ablate: a tensor-name prefix each, or several joined "
+                        "by commas to leave all of them in float (e.g. g_a.1,g_a.3)")
     p.add_argument("--simulate", nargs="+", default=[], metavar="QAT_CKPT",
                    help="fine-tunes with learned ranges: a row each for their simulation "
                         "(also those with 16-bit tensors, which cannot be exported)")
@@ -223,7 +230,7 @@ def main(argv=None) -> int:
         report(f"integer engine ({Path(args.engine).name})",
                engine_rows(args.engine, images, levels), t)
     if args.ablate:
-        results["ablation"] = ablation(args.ablate, images, levels)
+        results["ablation"] = ablation(args.ablate, images, levels, args.ablate_groups)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

@@ -262,9 +262,10 @@ def test_learned_ranges_travel_through_the_checkpoint_meta_to_the_export(tiny_fl
     assert not np.array_equal(files["learned"][1]["g_a.0.mult"], files["none"][1]["g_a.0.mult"])
 
 
-def _wide_finetune(tiny_float, tmp_path, bits):
-    """A 2-step fine-tune with learned ranges whose GDN inputs have ``bits``-bit codes, on
-    two generated training photos in ``tmp_path/train``; returns (model, info, wide keys)."""
+def _wide_finetune(tiny_float, tmp_path, bits, extra=()):
+    """A 2-step fine-tune with learned ranges whose GDN inputs (and the tensors of ``extra``)
+    have ``bits``-bit codes, on two generated training photos in ``tmp_path/train``; returns
+    (model, info, wide keys)."""
     import copy
     from PIL import Image
     from conftest import synthetic_photo
@@ -273,7 +274,7 @@ def _wide_finetune(tiny_float, tmp_path, bits):
     for s in range(2):
         Image.fromarray(synthetic_photo(128, 128, s)).save(tmp_path / "train" / f"{s}.png")
     model = copy.deepcopy(tiny_float)
-    wide = simulate.gdn_inputs(model)
+    wide = simulate.gdn_inputs(model) + list(extra)
     info = finetune.finetune(model, {"metric": "mse"}, tmp_path, steps=2, batch=2, crop=64,
                              lr=1e-4, calibration=2, log=lambda s: None, range_lr=0.05,
                              wide=wide, wide_bits=bits)
@@ -327,6 +328,41 @@ def test_12_bit_gdn_inputs_export_and_the_engine_matches_its_simulation(tiny_flo
            for t in ("g_a", "g_s") for layer in manifest["transforms"][t]}
     assert {name for name, hi in his.items() if hi == 2047} == set(wide)
     assert {hi for name, hi in his.items() if name not in wide} <= {127, None}
+    sim = simulate.SimulatedModel(simulate.quantize_weights(model, "channel", "uniform",
+                                                            quants=quants), quants, True)
+    photo = synthetic_photo(64, 64, 9)
+    for quality in (1, 2):
+        _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
+        with torch.no_grad():
+            out = sim(to_tensor(photo), torch.tensor([quality - 1.0]))
+        x_sim = torch.round(out["x_hat"].clamp(0, 1) * 255) / 255
+        assert psnr(to_tensor(pixels), x_sim).item() > 35
+
+
+def test_12_bit_gdn_outputs_export_and_the_engine_matches_its_simulation(tiny_float, tmp_path):
+    """GDN and inverse-GDN outputs trained on 12 bits export as GDN layers that write int16
+    codes, the convolutions after them read those, and the codec still reconstructs what the
+    simulation does; an 8-bit GDN output keeps the layer description older engines read."""
+    from conftest import synthetic_photo
+    from qlic_codec import api, modelfile
+    from qlic_codec.quantize import export, finetune
+    from qlic_codec.train.data import to_tensor
+    from qlic_codec.train.metrics import psnr
+    outputs = ["g_a.1", "g_a.5", "g_s.3"]  # two GDN outputs, one inverse-GDN output
+    model, info, wide = _wide_finetune(tiny_float, tmp_path, 12, outputs)
+    quants = finetune.ranges_from_meta(info["activation_ranges"])
+    assert {k for k, q in quants.items() if q.bits == 12} == set(wide)
+    path = tmp_path / "w.qlicm"
+    export.export(model, export.calibration_images(tmp_path, 2), path, {"metric": "mse"},
+                  scale_max=32.0, learned=quants)
+    manifest = modelfile.read(path)[0]
+    layers = {layer["name"]: layer for t in ("g_a", "g_s") for layer in manifest["transforms"][t]}
+    gdns = {name for name, layer in layers.items() if layer["op"] in ("gdn", "igdn")}
+    assert {name for name in gdns if layers[name].get("out_max") == 2047} == set(outputs)
+    assert all("out_max" not in layers[name] for name in gdns - set(outputs))
+    for name in outputs:  # the convolution after a wide GDN output accepts 12-bit inputs
+        t, i = name.split(".")
+        assert layers[f"{t}.{int(i) + 1}"]["in_max"] >= 2047
     sim = simulate.SimulatedModel(simulate.quantize_weights(model, "channel", "uniform",
                                                             quants=quants), quants, True)
     photo = synthetic_photo(64, 64, 9)

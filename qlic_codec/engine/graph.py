@@ -30,11 +30,12 @@ import numpy as np
 
 from ..errors import ModelFileError
 from . import fixedpoint
+from .reference import GDN_OUT_MAX
 
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _GDN_SHIFT_MAX = 30
-# Widest activation codes (12 bits, int16), allowed only where a GDN reads them.
+# Widest activation codes (12 bits, int16): what a GDN reads, or what it writes.
 _WIDE_MAX = 2047
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
@@ -168,6 +169,11 @@ class IntegerNetwork:
             pack = getattr(self.k, "pack_gdn_weights", None)
             layer["packed"] = pack(layer["gamma"]) if pack is not None else layer["gamma"]
             _check_range(f"{name}.beta", layer["beta"], 1, 2**24)
+            # Output codes: 8-bit, or up to 12-bit (int16) for a convolution to read.
+            layer["out_max"] = int(d.get("out_max", 127))
+            if layer["out_max"] not in GDN_OUT_MAX:
+                raise ModelFileError(f"layer '{name}' has an invalid output range")
+            layer["wide"] = layer["out_max"] > 127
             # The bounds that depend on the input codes' range are checked in _check_chain.
             if op == "gdn":
                 layer["mult"] = _array(arrays, f"{name}.mult", np.int64, (c,))
@@ -232,8 +238,11 @@ class IntegerNetwork:
                     if layer["gamma"].shape[0] != channels or final:
                         raise ModelFileError(f"layer '{layer['name']}' does not fit its input")
                     self._check_gdn_bounds(layer, current_max)
-                    current_max = 127
-                if layer.get("wide") and layers[i + 1]["op"] not in ("gdn", "igdn"):
+                    current_max = layer["out_max"]
+                # A GDN's wide output goes to a convolution (a GDN is never last); a
+                # convolution's wide output must go to a GDN.
+                if (layer.get("wide") and layer["op"] in ("conv", "deconv")
+                        and layers[i + 1]["op"] not in ("gdn", "igdn")):
                     raise ModelFileError(f"layer '{layer['name']}': codes wider than 8 bits "
                                          "must go to a GDN")
             if channels != last:
@@ -290,9 +299,11 @@ class IntegerNetwork:
                 else:  # ``reference`` specifies the fused kernels as these two steps
                     x = k.requantize(conv(x, *args), *req).astype(dtype)
             elif op == "gdn":
-                x = k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"])
+                x = k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
+                          layer["out_max"])
             else:
-                x = k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"])
+                x = k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
+                           layer["out_max"])
         raise AssertionError("unreachable: a transform ends with a convolution")
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):

@@ -48,6 +48,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..errors import UnsupportedError
+from .reference import GDN_OUT_MAX
 
 # The one place that sets jit options; no fastmath anywhere in the engine.
 JIT = dict(cache=True, nogil=True)
@@ -1043,11 +1044,12 @@ def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, l
 
 
 @njit(inline="always")
-def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, out_row):
+def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, omax, out_row):
     # Branch-free per channel so that LLVM vectorises it. GDN's rounded quotient
-    # ``(2|num| + den) // (2 den)`` clamped to 127 is, when ``2 den * 64`` fits int64
-    # (``fast``, checked by the caller from the largest possible norm), a 7-step restoring
-    # division: a quotient of 128 or more leaves every bit set, i.e. exactly the clamp.
+    # ``(2|num| + den) // (2 den)`` clamped to ``omax`` is, when ``2 den * 2**k`` fits int64
+    # (``fast``, checked by the caller from the largest possible norm), a restoring division
+    # over the bits below 2**(k+1): a quotient beyond them leaves every bit set, which the
+    # clamp then brings to ``omax`` (k = 6 for 8-bit codes, 10 for the wider ones).
     wd, c = out_row.shape
     for ox in range(wd):
         norm = acc[ox * coutp: ox * coutp + c]
@@ -1058,9 +1060,9 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, o
                 v = np.int64(xv[i]) * np.int64(norm[i])
                 sh = np.int64(ishift[i])
                 r = (v * np.int64(imult[i]) + (np.int64(1) << (sh - 1))) >> sh
-                r = -127 if r < -127 else r
-                o[i] = 127 if r > 127 else r
-        elif fast:
+                r = -omax if r < -omax else r
+                o[i] = omax if r > omax else r
+        elif fast and omax == 127:
             for i in range(c):
                 num = np.int64(xv[i]) * gmult[i]
                 den = np.int64(norm[i]) << gshift
@@ -1073,6 +1075,20 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, o
                     rem = rem - t if ge else rem
                     q = q + bit if ge else q
                 o[i] = -q if num < 0 else q
+        elif fast:
+            for i in range(c):
+                num = np.int64(xv[i]) * gmult[i]
+                den = np.int64(norm[i]) << gshift
+                rem = 2 * abs(num) + den
+                d = 2 * den
+                q = np.int64(0)
+                for bit in (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
+                    t = d * bit
+                    ge = rem >= t
+                    rem = rem - t if ge else rem
+                    q = q + bit if ge else q
+                q = omax if q > omax else q
+                o[i] = -q if num < 0 else q
         else:
             for i in range(c):
                 num = np.int64(xv[i]) * np.int64(gmult[i])
@@ -1080,37 +1096,36 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, o
                 q = (2 * abs(num) + den) // (2 * den)
                 if num < 0:
                     q = -q
-                o[i] = min(max(q, -127), 127)
+                o[i] = min(max(q, -omax), omax)
 
 
 @njit(**JIT_PARALLEL)
 def _gdn_simd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, out):
+              imult, ishift, fast, omax, out):
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_simd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
 def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, gshift, imult,
-                  ishift,
-                  fast, out):
+                  ishift, fast, omax, out):
     h, wd, c = x.shape
     for oy in prange(h):
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_portable(af, oy * rowlen, rowlen, c, wt, narrow, acc, 0, coutp, npix)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
 def _gdn_wssd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, out):
+              imult, ishift, fast, omax, out):
     # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd). The
     # twin of _gdn_simd, kept apart like _gdn_vnni so that hosts without VNNI never compile a
     # kernel that holds VNNI instructions.
@@ -1119,13 +1134,13 @@ def _gdn_wssd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, 
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_wssd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
 def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, ones, out):
+              imult, ishift, fast, omax, ones, out):
     # ``af`` holds |x| as bytes and the weights are gamma - 128, so each pixel's accumulators
     # start at beta + 128 * sum|x| (wrapping like the sums).
     h, wd, c = x.shape
@@ -1139,7 +1154,7 @@ def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, 
             acc[p * coutp: (p + 1) * coutp] = beta + np.int32(128) * total[p]
         _phase_vnni(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix,
                     _BYTES)
-        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast,
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
@@ -1155,7 +1170,7 @@ def _ones(n):
 _GDN_VNNI_UNIT = 24
 
 
-def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
+def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
     path = _layer_path(packed, x)
     h, wd, c = x.shape
     unit = _GDN_VNNI_UNIT if path == "vnni" else _pixel_unit(packed, path)
@@ -1169,26 +1184,26 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift):
         xa = np.zeros((h + 1, npix, c), np.int16)
         af = xa.reshape(-1)
     np.abs(x, out=xa[:h, :wd], dtype=np.int16, casting="unsafe")
-    out = np.empty(x.shape, np.int8)
-    # The largest norm any input can produce, for the fast GDN division.
+    out = np.empty(x.shape, np.int8 if omax == 127 else np.int16)
+    # The largest norm any input can produce, for the fast GDN division (its top bit).
     norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
-    fast = (2 * (norm_max << max(gshift, 0))) * 64 < 2**62
+    fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
     if path == "vnni" and wide:
         _gdn_wssd(x, af, npix * c, packed.wssd[0], packed.vblocks, packed.vnv,
                   packed.wpairs[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
-                  inverse, gmult, gshift, imult, ishift, fast, out)
+                  inverse, gmult, gshift, imult, ishift, fast, omax, out)
     elif path == "vnni":
         _gdn_vnni(x, af, npix * c, packed.vnni[0], packed.vblocks, packed.vnv,
                   packed.quads[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
-                  inverse, gmult, gshift, imult, ishift, fast, _ones(c), out)
+                  inverse, gmult, gshift, imult, ishift, fast, omax, _ones(c), out)
     elif path == "avx2":
         _gdn_simd(x, af, npix * c, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
                   npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
-                  imult, ishift, fast, out)
+                  imult, ishift, fast, omax, out)
     else:
         _gdn_portable(x, af, npix * c, packed.portable[0], packed.narrow, npix, beta, packed.cout,
                       inverse,
-                      gmult, gshift, imult, ishift, fast, out)
+                      gmult, gshift, imult, ishift, fast, omax, out)
     return out
 
 
@@ -1224,21 +1239,30 @@ def _check_gdn(x, gamma, beta):
     return x, packed, beta
 
 
-def gdn(x, gamma, beta, mult, shift):
+def _check_out_max(out_max) -> int:
+    out_max = int(out_max)
+    if out_max not in GDN_OUT_MAX:
+        raise ValueError(f"GDN output range must be one of {GDN_OUT_MAX}, got {out_max}")
+    return out_max
+
+
+def gdn(x, gamma, beta, mult, shift, out_max=127):
     """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int; ``gamma`` may be
     packed by ``pack_gdn_weights``."""
+    out_max = _check_out_max(out_max)
     x, packed, beta = _check_gdn(x, gamma, beta)
     mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
     if mult.shape[0] != x.shape[2]:
         raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
-    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2])
+    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2], out_max)
 
 
-def igdn(x, gamma, beta, mult, shift):
+def igdn(x, gamma, beta, mult, shift, out_max=127):
     """See ``reference.igdn``; ``gamma`` may be packed by ``pack_gdn_weights``."""
+    out_max = _check_out_max(out_max)
     x, packed, beta = _check_gdn(x, gamma, beta)
     mult, shift = _check_requant(mult, shift, x.shape[2])
-    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift)
+    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift, out_max)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,27 +83,41 @@ def _norm(x, gamma, beta):
     return beta.astype(np.int64) + np.abs(x.astype(np.int64)) @ gamma.astype(np.int64).T
 
 
-def gdn(x, gamma, beta, mult, shift):
-    """Simplified GDN on codes: ``round(x * mult[c] / (norm[c] * 2**shift))`` clamped to +-127.
+# The output ranges a GDN may write: 8-bit codes, or 9- to 12-bit ones as int16.
+GDN_OUT_MAX = (127, 255, 511, 1023, 2047)
+
+
+def _out_dtype(out_max):
+    if out_max not in GDN_OUT_MAX:
+        raise ValueError(f"GDN output range must be one of {GDN_OUT_MAX}, got {out_max}")
+    return np.int8 if out_max == 127 else np.int16
+
+
+def gdn(x, gamma, beta, mult, shift, out_max=127):
+    """Simplified GDN on codes: ``round(x * mult[c] / (norm[c] * 2**shift))`` clamped to
+    ``+-out_max`` (int8 codes for 127, int16 for the wider ranges of ``GDN_OUT_MAX``).
 
     ``norm[c] = beta[c] + sum_j gamma[c, j] * |x[j]|`` (``gamma`` uint8, ``beta`` int32 >= 1);
     the quotient rounds half away from zero. ``x`` is int8 codes, or int16 codes in
     ``[-32767, 32767]`` (wider codes for the tensors a GDN reads) as long as the norm fits int32.
     """
+    dtype = _out_dtype(out_max)
     num = x.astype(np.int64) * mult.astype(np.int64)
     den = _norm(x, gamma, beta) << np.int64(shift)
     q = (2 * np.abs(num) + den) // (2 * den)
-    return np.clip(np.sign(num) * q, -127, 127).astype(np.int8)
+    return np.clip(np.sign(num) * q, -out_max, out_max).astype(dtype)
 
 
-def igdn(x, gamma, beta, mult, shift):
-    """Inverse simplified GDN on codes: ``requantize(x * norm, mult, shift)`` to +-127.
+def igdn(x, gamma, beta, mult, shift, out_max=127):
+    """Inverse simplified GDN on codes: ``requantize(x * norm, mult, shift)`` to ``+-out_max``.
 
-    ``x`` as for ``gdn``; ``x * norm * mult`` must stay below 2**62 (the loader's bound).
+    ``x`` and ``out_max`` as for ``gdn``; ``x * norm * mult`` must stay below 2**62 (the
+    loader's bound).
     """
+    dtype = _out_dtype(out_max)
     v = x.astype(np.int64) * _norm(x, gamma, beta)
     out = _rshift_round(v * mult.astype(np.int64), shift.astype(np.int64))
-    return np.clip(out, -127, 127).astype(np.int8)
+    return np.clip(out, -out_max, out_max).astype(dtype)
 
 
 def scale_index(acc, mult, offset, shift, levels):

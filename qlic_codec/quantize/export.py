@@ -13,8 +13,9 @@ DESIGN section 4):
 - mean-removed quantization of ``y`` where it enters the hyper-analysis: the per-channel
   calibration mean is subtracted in the accumulator domain and added back through the first
   hyper-analysis layer's bias;
-- a convolution's output that a GDN reads may be 12-bit (int16 codes up to +-2047) when the
-  fine-tune trained it so (``finetune --wide-gdn-inputs --wide-bits 12``);
+- a convolution's output that a GDN reads, or a GDN's output, may be 12-bit (int16 codes up
+  to +-2047) when the fine-tune trained it so (``finetune --wide-gdn-inputs --wide-bits 12``,
+  ``--wide-tensors g_a.3 g_a.5``); the convolution after such a GDN reads 16-bit inputs;
 - GDN gamma: uint8 per row, beta in the units of the row's normaliser;
 - the latents ``y``/``mean`` are fixed point with ``MEAN_BITS`` fractional bits after the
   gain, ``z`` is an integer; ``y_hat`` enters the synthesis as int16 codes whose range is the
@@ -129,7 +130,7 @@ class _Builder:
             layer["out"] = {"lo": -out_max, "hi": out_max, "leaky": bool(leaky)}
         return layer
 
-    def gdn(self, name, module, in_scale, out_scale, in_max=ACT_MAX):
+    def gdn(self, name, module, in_scale, out_scale, in_max=ACT_MAX, out_max=ACT_MAX):
         gamma = module.gamma.detach().double().numpy() * in_scale[None, :]
         beta = module.beta.detach().double().numpy()
         # One unit of row c's integer normaliser: the finest that keeps gamma in uint8 and
@@ -146,12 +147,12 @@ class _Builder:
             limit = min(2**31 - 1, fixedpoint.INT64_PRODUCT_LIMIT // (in_max * norm_max))
             mult, shift = _mult_shift(in_scale * unit / out_scale, limit)
             self.arrays[f"{name}.mult"], self.arrays[f"{name}.shift"] = mult, shift
-            return {"name": name, "op": "igdn"}
+            return _gdn_layer({"name": name, "op": "igdn"}, out_max)
         mult = np.round(2.0**GDN_SHIFT * in_scale / (unit * out_scale)).astype(np.int64)
         if int(mult.max(initial=0)) * 2 * in_max > fixedpoint.INT64_PRODUCT_LIMIT:
             raise ValueError(f"layer '{name}': GDN multiplier too large for its input codes")
         self.arrays[f"{name}.mult"] = mult
-        return {"name": name, "op": "gdn", "shift": GDN_SHIFT}
+        return _gdn_layer({"name": name, "op": "gdn", "shift": GDN_SHIFT}, out_max)
 
     def transform(self, prefix, seq, in_scale, in_max, first_pad=0, extra_bias=None):
         layers = []
@@ -162,18 +163,26 @@ class _Builder:
             last = i == len(groups) - 1
             out_scale = None if last else self.act_scale(name)
             out_max = None if last else self.act_max(name)
+            # Wide codes: what a GDN reads or writes (a convolution reads a GDN's output as
+            # 16-bit integers), up to 12 bits.
             if out_max is not None and out_max > ACT_MAX and not (
-                    not is_gdn(module) and is_gdn(groups[i + 1][0]) and out_max <= WIDE_MAX):
-                raise ValueError(f"activation '{name}': only a convolution's output that a GDN "
-                                 f"reads may be wider than 8 bits, up to 12")
+                    out_max <= WIDE_MAX and (is_gdn(module) or is_gdn(groups[i + 1][0]))):
+                raise ValueError(f"activation '{name}': only what a GDN reads or writes may be "
+                                 f"wider than 8 bits, up to 12")
             if is_gdn(module):
-                layers.append(self.gdn(name, module, in_scale, out_scale, in_max))
+                layers.append(self.gdn(name, module, in_scale, out_scale, in_max,
+                                       out_max or ACT_MAX))
             else:
                 layers.append(self.conv(name, module, len(group) > 1, in_scale, in_max,
                                         out_scale, first_pad if i == 0 else 0,
                                         extra_bias if i == 0 else None, out_max or ACT_MAX))
             in_scale, in_max = out_scale, out_max
         return layers
+
+
+def _gdn_layer(layer: dict, out_max: int) -> dict:
+    # Files with 8-bit GDN outputs keep the layout that older engines read.
+    return layer if out_max == ACT_MAX else {**layer, "out_max": int(out_max)}
 
 
 def _int16_input_range(module, scale_for) -> int:

@@ -277,6 +277,9 @@ def main(argv=None) -> int:
     p.add_argument("--wide-bits", type=int, default=16, help="code width of --wide-gdn-inputs")
     p.add_argument("--wide-in", nargs="+", choices=["g_a", "g_s"], default=["g_a", "g_s"],
                    help="the transforms whose GDN inputs --wide-gdn-inputs widens")
+    p.add_argument("--wide-tensors", nargs="+", default=[], metavar="NAME",
+                   help="more tensors with --wide-bits codes, by name (e.g. g_a.3 g_a.5: GDN "
+                        "outputs that the next convolution then reads as 16-bit integers)")
     p.add_argument("--float-control", action="store_true",
                    help="the same fine-tune (steps, crops, levels, seed) without quantization: "
                         "the float model that the int8 export of the quantized fine-tune is "
@@ -288,12 +291,17 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model, meta = load_float_model(args.checkpoint)
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
+    wide = [k for k in simulate.gdn_inputs(model) if k.split(".")[0] in
+            args.wide_in] if args.wide_gdn_inputs else []
+    known = set(simulate.activation_keys(model))
+    unknown = [k for k in args.wide_tensors if k not in known]
+    if unknown:
+        p.error(f"--wide-tensors: no activation named {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})")
+    wide += [k for k in args.wide_tensors if k not in wide]
     info = finetune(model, meta, Path(args.data) if args.data else default_data_root(),
                     args.steps, args.batch, crop, args.lr, quantized=not args.float_control,
-                    range_lr=args.range_lr,
-                    wide=[k for k in simulate.gdn_inputs(model) if k.split(".")[0] in
-                          args.wide_in] if args.wide_gdn_inputs else (),
-                    wide_bits=args.wide_bits)
+                    range_lr=args.range_lr, wide=wide, wide_bits=args.wide_bits)
     key = "float_control_finetune" if args.float_control else "quantization_finetune"
     meta = {**meta, key: {"from": Path(args.checkpoint).name, **info}}
     save_float_model(model, Path(args.output), meta)

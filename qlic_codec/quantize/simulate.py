@@ -77,6 +77,11 @@ def input_keys(model) -> dict[str, str | None]:
     return keys
 
 
+def activation_keys(model) -> list[str]:
+    """The names of the model's quantized activations (``g_a.0`` .. ``g_s.5``, ``ha_in``)."""
+    return [k for k in input_keys(model).values() if k is not None]
+
+
 def quantize_weights(model, grouping: str, scheme: str, clip: bool = False,
                      quants: dict | None = None):
     """A copy of ``model`` whose convolution weights and GDN gammas are quantized values.

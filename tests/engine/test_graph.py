@@ -250,6 +250,11 @@ REJECTIONS = {
                     "'h_a.0': codes wider than 8 bits must go to a GDN"),
     "out hi 2048": (lambda m, a: layer(m, "g_s.0")["out"].update(hi=2048),
                     "'g_s.0' has an invalid output range"),
+    "gdn out_max 128": (_layer_key("g_a.1", "out_max", 128), "'g_a.1' has an invalid output range"),
+    "igdn out_max 4095": (_layer_key("g_s.3", "out_max", 4095), "'g_s.3' has an invalid output"),
+    "gdn out_max text": (_layer_key("g_a.3", "out_max", "wide"), "layer description is malformed"),
+    # A GDN's 12-bit output into a convolution that declares 8-bit inputs.
+    "gdn wide into 8-bit conv": (_layer_key("g_a.1", "out_max", 2047), "'g_a.2' does not fit"),
     "layer without op": (_del_layer_key("g_a.1", "op"), "model layer without a name or op"),
     "layer not an object": (_manifest(("transforms", "h_a", 1), 7), "without a name or op"),
     # Chaining of the layers.

@@ -486,6 +486,54 @@ def test_igdn_16_bit_inputs(path, threads):
             assert np.count_nonzero(np.abs(want) < 127) > want.size // 4
 
 
+@pytest.mark.parametrize("out_max", [255, 2047])
+def test_gdn_wide_outputs(path, threads, out_max):
+    # 9- to 12-bit output codes (int16) for a convolution to read, from 8- and 16-bit inputs:
+    # multipliers from quotients near zero through clamped, so the wider restoring division
+    # meets every bit and the clamp.
+    rng = _rng("gdn wide out", out_max)
+    for shape, x_mode, gamma_mode in GDN16_CASES:
+        x, gamma, beta = _gdn16_operands(rng, shape, x_mode, gamma_mode)
+        for x_in in (x, np.clip(x, -128, 127).astype(np.int8)):
+            # 2 * |x * mult| within int64 (the loader's bound), for 16- and 8-bit inputs.
+            top = 44 if x_in.dtype == np.int16 else 52
+            mult = np.floor(2.0 ** rng.uniform(0, top, shape[2])).astype(np.int64)
+            for shift in (0, 16):
+                want = reference.gdn(x_in, gamma, beta, mult, shift, out_max)
+                assert want.dtype == np.int16
+                _assert_same(kernels.gdn(x_in, gamma, beta, mult, shift, out_max), want)
+    x = _fill(rng, (6, 30, 64), np.int16, "random", 2047)
+    gamma, beta = _fill(rng, (64, 64), np.uint8, "random"), np.full(64, 2**16, np.int32)
+    want = reference.gdn(x, gamma, beta, np.full(64, 2**20, np.int64), 0, out_max)
+    assert 127 < np.abs(want).max() <= out_max  # the wider codes are really used
+
+
+@pytest.mark.parametrize("out_max", [255, 2047])
+def test_igdn_wide_outputs(path, threads, out_max):
+    rng = _rng("igdn wide out", out_max)
+    for shape, x_mode, gamma_mode in GDN16_CASES:
+        x, gamma, beta = _gdn16_operands(rng, shape, x_mode, gamma_mode)
+        c = shape[2]
+        mult = rng.integers(0, 2**16, c, dtype=np.int64)
+        scale = max(1.0, float(np.mean(np.abs(x.astype(np.int64))))) * _norm_scale(x, gamma, beta)
+        ideal = np.log2(np.maximum(mult, 1) * scale / (out_max // 2))
+        shift = np.clip(np.round(ideal) + rng.integers(-2, 3, c), 1, 62).astype(np.int32)
+        want = reference.igdn(x, gamma, beta, mult.astype(np.int32), shift, out_max)
+        _assert_same(kernels.igdn(x, gamma, beta, mult.astype(np.int32), shift, out_max), want)
+        if x_mode == "12bit" and c > 8:
+            assert np.count_nonzero((np.abs(want) > 127) & (np.abs(want) < out_max)) > 0
+
+
+@pytest.mark.parametrize("out_max", [0, 126, 128, 4095, 32767])
+def test_gdn_output_range_must_be_a_code_width(out_max):
+    x, gamma, beta = np.ones((2, 3, 4), np.int8), np.ones((4, 4), np.uint8), np.ones(4, np.int32)
+    for module in (reference, kernels):
+        with pytest.raises(ValueError, match="output range"):
+            module.gdn(x, gamma, beta, np.ones(4, np.int64), 1, out_max)
+        with pytest.raises(ValueError, match="output range"):
+            module.igdn(x, gamma, beta, np.ones(4, np.int32), np.ones(4, np.int32), out_max)
+
+
 def test_gdn_16_bit_inputs_out_of_contract_are_refused():
     x = np.full((2, 3, 4), -32768, np.int16)
     gamma, beta = np.ones((4, 4), np.uint8), np.ones(4, np.int32)
