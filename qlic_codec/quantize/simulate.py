@@ -191,7 +191,11 @@ class SimulatedModel(nn.Module):
             f = 2.0**MEAN_BITS
             y_g, mean_g = torch.round(y_g * f) / f, torch.round(mean_g * f) / f
             scale_g = snap_scale(scale_g.clamp(min=SCALE_MIN))
-        y_rec = torch.round(y_g - mean_g) + mean_g
+        if self.tables:  # the engine's symbols: halves of the fixed point toward the mean
+            d = y_g - mean_g
+            y_rec = torch.sign(d) * torch.ceil(torch.abs(d) - 0.5) + mean_g
+        else:
+            y_rec = torch.round(y_g - mean_g) + mean_g
         y_lik = gaussian_likelihood(y_rec, mean_g, scale_g)
         x_hat = _run(m.g_s, y_rec / gain, q, "g_s", store)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}

@@ -373,3 +373,23 @@ def test_wide_gdn_input_bounds_match_the_kernels():
                 IntegerNetwork._check_gdn_bounds(layer, 2047)
             with pytest.raises(ValueError, match="exceed int32"):
                 kernels.igdn(x, *args)
+
+
+def test_symbols_round_to_nearest_with_ties_toward_zero(networks):
+    """The encoder's symbols are the nearest integers to ``y_g - mean_g``; an exact half goes
+    to the symbol nearer the mean (same error, fewer bits), on both sides of it."""
+    net = networks[0]
+    one = 1 << net.mean_bits
+    diff = np.arange(-5 * one, 5 * one + 1, dtype=np.int64)
+    mean = np.full(diff.shape, 37 * one + 3, np.int32)
+    y = (mean + diff).astype(np.int32)
+    got = net.symbols(y, mean)
+    exact = diff / one
+    nearest = np.floor(np.abs(exact) + 0.5) * np.sign(exact)
+    ties = np.abs(exact) % 1 == 0.5
+    want = np.where(ties, np.trunc(exact), nearest).astype(np.int32)
+    assert ties.sum() == 10 and got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    # Symbol + mean is the reconstruction, within half a step of the latent.
+    rec = net.reconstruct(got, mean)
+    assert np.abs(rec.astype(np.int64) - y).max() <= one // 2
