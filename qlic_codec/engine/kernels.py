@@ -263,14 +263,18 @@ _PORTABLE_NARROW = 8
 # AVX-512 VNNI kernels for layers with few output channels.
 
 
-def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
+def _make_vnni_dot_kernel(n_pix: int, n_ch: int, words: bool = False):
     """For layers with few output channels: ``mk(x, xoff, xpix, rowlen, kh, w, woff, wrow, wch,
     nchunks, acc, aoff, apix)`` adds to ``acc[aoff + p*apix + c]`` (p < n_pix, c < n_ch) the dot
     product over tap rows ``t < kh`` and 64-byte chunks ``j < nchunks`` of the uint8 run
     ``x[xoff + t*rowlen + p*xpix + 64j : +64]`` with the int8 run
     ``w[woff + t*wrow + c*wch + 64j : +64]``: 16 lanes accumulate across the whole window and
-    are summed once at the end, so no lane is wasted on missing channels."""
+    are summed once at the end, so no lane is wasted on missing channels. With ``words`` the
+    runs are int16 (``x`` and ``w``, vpdpwssd) and a 64-byte chunk is 32 elements: offsets
+    count elements, so ``32j`` instead of ``64j``."""
     from llvmlite import ir
+
+    chunk = 32 if words else 64
 
     @intrinsic
     def mk(typingctx, x, xoff, xpix, rowlen, kh, w, woff, wrow, wch, nchunks, acc, aoff, apix):
@@ -290,9 +294,9 @@ def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
             def c(n):
                 return ir.Constant(I64, n)
 
-            dpbusd = cgutils.get_or_insert_function(
+            dot = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(v16, [v16, v16, v16]),
-                "llvm.x86.avx512.vpdpbusd.512")
+                "llvm.x86.avx512.vpdpwssd.512" if words else "llvm.x86.avx512.vpdpbusd.512")
             reduce_add = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(I32, [v16]), "llvm.vector.reduce.add.v16i32")
             n = n_pix * n_ch
@@ -324,7 +328,7 @@ def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
                 ph = builder.phi(v16)
                 ph.add_incoming(a, outer)
                 inner_acc.append(ph)
-            off = builder.mul(j, c(64))
+            off = builder.mul(j, c(chunk))
             xs = []
             for p in range(n_pix):
                 idx = builder.add(builder.add(xt, builder.mul(xpix, c(p))), off)
@@ -335,7 +339,7 @@ def _make_vnni_dot_kernel(n_pix: int, n_ch: int):
                 idx = builder.add(builder.add(wt, builder.mul(wch, c(ch))), off)
                 ptr = builder.bitcast(builder.gep(wptr, [idx]), v16.as_pointer())
                 ws.append(builder.load(ptr, align=1))
-            new = [builder.call(dpbusd, [inner_acc[p * n_ch + ch], xs[p], ws[ch]])
+            new = [builder.call(dot, [inner_acc[p * n_ch + ch], xs[p], ws[ch]])
                    for p in range(n_pix) for ch in range(n_ch)]
             j1 = builder.add(j, c(1))
             j.add_incoming(j1, inner)
@@ -369,6 +373,9 @@ _VNNI_DOT3 = (6, 3)
 _VNNI_DOT4 = (4, 4)
 _mk_vnni_dot3 = _make_vnni_dot_kernel(*_VNNI_DOT3)
 _mk_vnni_dot4 = _make_vnni_dot_kernel(*_VNNI_DOT4)
+# The same over int16 inputs (a 12-bit inverse GDN before the output layer).
+_mk_wssd_dot3 = _make_vnni_dot_kernel(*_VNNI_DOT3, words=True)
+_mk_wssd_dot4 = _make_vnni_dot_kernel(*_VNNI_DOT4, words=True)
 # One channel of ones: the per-pixel sums of |x| that GDN's offset weights need.
 _SUM_PIX = 8
 _mk_vnni_sum = _make_vnni_dot_kernel(_SUM_PIX, 1)
@@ -443,7 +450,7 @@ class PackedWeights:
             pad = np.zeros((kh, run2, self.coutp), np.int16)
             pad[:, :run, :cout] = runs
             packed = pad.reshape(kh, run2 // 2, 2, self.blocks, blk).transpose(0, 3, 1, 4, 2)
-            simd.append(np.ascontiguousarray(packed).reshape(-1))
+            simd.append(_aligned_copy(packed))
             pairs.append(run2 // 2)
         self.simd, self.pairs = simd, pairs
 
@@ -461,6 +468,8 @@ class PackedWeights:
         # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.
         if self.narrow:
             self._pack_vnni_dot(phases)
+            if self.kind != "gdn":
+                self._pack_wssd_dot(phases)
             return
         self.vnp, self.vnv = _VNNI_WIDE if self.cout % 64 == 0 else _VNNI_NARROW
         blk = 16 * self.vnv
@@ -473,7 +482,7 @@ class PackedWeights:
             pad = np.zeros((kh, run4, self.vcoutp), np.int8)
             pad[:, :run, :cout] = runs
             packed = pad.reshape(kh, run4 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
-            self.vnni.append(np.ascontiguousarray(packed).reshape(-1))
+            self.vnni.append(_aligned_copy(packed))
             self.quads.append(run4 // 4)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
         if self.kind != "gdn":
@@ -489,7 +498,7 @@ class PackedWeights:
             pad = np.zeros((kh, run2, self.vcoutp), np.int16)
             pad[:, :run, :cout] = runs
             packed = pad.reshape(kh, run2 // 2, 2, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
-            self.wssd.append(np.ascontiguousarray(packed).reshape(-1))
+            self.wssd.append(_aligned_copy(packed))
             self.wpairs.append(run2 // 2)
 
     def _pack_vnni_dot(self, phases):
@@ -504,9 +513,21 @@ class PackedWeights:
             run64 = -(-run // 64) * 64
             pad = np.zeros((kh, self.vcoutp, run64), np.int8)
             pad[:, :cout, :run] = runs.transpose(0, 2, 1)
-            self.vnni.append(pad.reshape(-1))
+            self.vnni.append(_aligned_copy(pad))
             self.quads.append(run64 // 64)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
+
+    def _pack_wssd_dot(self, phases):
+        # For 16-bit inputs: the layout of ``_pack_vnni_dot`` in int16, runs padded to 32
+        # elements (64 bytes); ``wpairs`` then counts those chunks.
+        self.wssd, self.wpairs = [], []
+        for runs in phases:
+            kh, run, cout = runs.shape
+            run32 = -(-run // 32) * 32
+            pad = np.zeros((kh, self.vcoutp, run32), np.int16)
+            pad[:, :cout, :run] = runs.transpose(0, 2, 1)
+            self.wssd.append(_aligned_copy(pad))
+            self.wpairs.append(run32 // 32)
 
     @property
     def shape(self):
@@ -582,19 +603,29 @@ def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, 
 
 
 @njit(inline="always")
-def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, acc, a0, apix, npix):
-    wch = chunks * 64
+def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, words, acc, a0, apix,
+                    npix):
+    # ``words``: int16 inputs and weights, 32 of them to a 64-byte chunk.
+    wch = chunks * (32 if words else 64)
     wrow = groups * nc * wch
     for g in range(groups):
         woff = g * nc * wch
         if nc == 3:
             for p in range(0, npix, 6):
-                _mk_vnni_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch, chunks,
-                              acc, a0 + p * apix + g * nc, apix)
+                if words:
+                    _mk_wssd_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+                else:
+                    _mk_vnni_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
         else:
             for p in range(0, npix, 4):
-                _mk_vnni_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch, chunks,
-                              acc, a0 + p * apix + g * nc, apix)
+                if words:
+                    _mk_wssd_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+                else:
+                    _mk_vnni_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
 
 
 @njit(inline="always")
@@ -614,17 +645,18 @@ def _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, 
                                     apix, pairs)
 
 
-# How _phase_vnni multiplies: uint8 x int8 in register blocks, as dot products (few output
-# channels), or int16 x int16 pairs.
-_BYTES, _DOT, _WORDS = 0, 1, 2
+# How _phase_vnni multiplies: uint8 x int8 in register blocks or as dot products (few output
+# channels); int16 x int16 pairs in register blocks or as dot products.
+_BYTES, _DOT, _WORDS, _DOT_WORDS = 0, 1, 2, 3
 
 
 @njit(inline="always")
 def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix, mode):
     # As _phase_simd, on uint8 inputs and quads of int8 weights, or (``_WORDS``) on int16
     # inputs and pairs of int16 weights, ``quads`` then counting pairs.
-    if mode == _DOT:
-        _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
+    if mode == _DOT or mode == _DOT_WORDS:
+        _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, mode == _DOT_WORDS,
+                        acc, a0, apix, npix)
         return
     if mode == _WORDS:
         _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
@@ -783,8 +815,8 @@ def _layer_path(packed, x):
     # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
     if _path == "vnni" and not packed.vnni:
         return "portable" if packed.narrow else "avx2"
-    if _path == "vnni" and x.dtype != np.int8:  # vpdpwssd, except for few channels
-        return "portable" if packed.narrow else "vnni"
+    if _path == "vnni" and x.dtype != np.int8:  # vpdpwssd
+        return "vnni"
     if packed.narrow and _path != "vnni":
         return "portable"
     return _path
@@ -814,11 +846,28 @@ def _as_unsigned(x):
     return x.view(np.uint8) ^ np.uint8(128)
 
 
-def _vnni_buffer(shape, fill):
-    """A uint8 buffer of ``shape`` with 64 spare bytes after it: a dot-product run is read in
+def _aligned(size, dtype, fill=0):
+    """A flat array of ``size`` elements whose data starts on a 64-byte boundary. Large numpy
+    arrays start 16 bytes past one, so every 64-byte vector load from them would straddle two
+    cache lines."""
+    dtype = np.dtype(dtype)
+    raw = np.full(size + 64 // dtype.itemsize, fill, dtype)
+    skip = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[skip: skip + size]
+
+
+def _aligned_copy(a):
+    """``a`` flattened into a 64-byte aligned array (packed weights are read in vectors)."""
+    out = _aligned(a.size, a.dtype)
+    out[:] = a.reshape(-1)
+    return out
+
+
+def _vnni_buffer(shape, fill, dtype=np.uint8):
+    """A buffer of ``shape`` with 64 spare bytes after it: a dot-product run is read in
     64-byte chunks, past its end where its weights are zero."""
     size = int(np.prod(shape))
-    flat = np.full(size + 64, fill, np.uint8)
+    flat = _aligned(size + 64 // np.dtype(dtype).itemsize, dtype, fill)
     return flat, flat[:size].reshape(shape)
 
 
@@ -840,10 +889,10 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni" and x.dtype == np.int16:
-        xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
+        flat, xp = _vnni_buffer((rows + 1, cols, cin), pad_value, np.int16)
         xp[p: p + h, p: p + wd] = x
-        _conv_vnni(xp.reshape(-1), cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
-                   packed.vnv, packed.wpairs[0], _WORDS, npix,
+        _conv_vnni(flat, cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
+                   packed.vnv, packed.wpairs[0], _DOT_WORDS if packed.narrow else _WORDS, npix,
                    _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
                    ls, lo, hi, out)
         return out
@@ -982,12 +1031,13 @@ def _run_deconv(x, packed, bias, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni" and x.dtype == np.int16:
-        xp = np.zeros((h + 3, cols, cin), np.int16)
+        flat, xp = _vnni_buffer((h + 3, cols, cin), 0, np.int16)
         xp[1: 1 + h, 1: 1 + wd] = x
         bias2 = _padded_bias(bias, packed.vcoutp)
         rows = np.stack([np.concatenate([bias2, bias2])] * 2)
-        _deconv_vnni(xp.reshape(-1), cols * cin, cin, *packed.wssd, packed.vblocks,
-                     packed.vnv, packed.wpairs[0], packed.wpairs[1], _WORDS, npix, rows,
+        _deconv_vnni(flat, cols * cin, cin, *packed.wssd, packed.vblocks, packed.vnv,
+                     packed.wpairs[0], packed.wpairs[1],
+                     _DOT_WORDS if packed.narrow else _WORDS, npix, rows,
                      packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni":

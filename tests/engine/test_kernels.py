@@ -302,6 +302,25 @@ def test_conv_transpose2d(path, threads, dtype):
         _assert_same(kernels.conv_transpose2d(x, w, bias), want)
 
 
+@pytest.mark.parametrize("cout", [3, 4])
+def test_output_layer_on_12_bit_codes(path, threads, cout):
+    # The RGB output layer reading a 12-bit inverse GDN: 128 channels, runs of several 64-byte
+    # chunks, widths that leave a partial block of pixels, extreme codes at both ends. On the
+    # VNNI path this is the int16 dot-product kernel (vpdpwssd), not the portable fallback.
+    rng = _rng("output layer", cout)
+    for (h, wd), x_mode in itertools.product([(3, 13), (2, 1), (1, 26)],
+                                             ["random", "min", "max"]):
+        x = _fill(rng, (h, wd, 128), np.int16, x_mode, 2047)
+        w = _fill(rng, (cout, 5, 5, 128), np.int8, "random")
+        bias = rng.integers(-(2**20), 2**20, cout, endpoint=True).astype(np.int32)
+        packed = kernels.pack_deconv_weights(w)
+        if path == "vnni":
+            assert kernels._layer_path(packed, x) == "vnni"
+        _assert_same(kernels.conv_transpose2d(x, packed, bias),
+                     reference.conv_transpose2d(x, w, bias))
+        _assert_same(kernels.conv2d(x, w, bias, 1, 0), reference.conv2d(x, w, bias, 1, 0))
+
+
 @pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
 @pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
 def test_conv2d_requant(path, threads, out_spec, leaky):
