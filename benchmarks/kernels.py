@@ -35,6 +35,8 @@ LAYERS = [
     ("g_s deconv 128->128 @192x128", "deconv", (192, 128), 128, 128, 5, 2, np.int8, True),
     ("g_s igdn 128 @384x256", "igdn", (384, 256), 128, 128, 1, 1, np.int8, True),
     ("g_s deconv 128->3 @384x256", "deconv", (384, 256), 128, 3, 5, 2, np.int8, True),
+    # The same output layer reading 12-bit codes (not in the g_s total).
+    ("  ... on int16 codes", "deconv", (384, 256), 128, 3, 5, 2, np.int16, False),
     ("g_a conv 3->128 @768x512", "conv", (768, 512), 3, 128, 5, 2, np.int8, False),
     ("g_a conv 128->128 @384x256", "conv", (384, 256), 128, 128, 5, 2, np.int8, False),
     ("g_a conv 128->128 @192x128", "conv", (192, 128), 128, 128, 5, 2, np.int8, False),

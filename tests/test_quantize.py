@@ -348,7 +348,8 @@ def test_12_bit_gdn_outputs_export_and_the_engine_matches_its_simulation(tiny_fl
     from qlic_codec.quantize import export, finetune
     from qlic_codec.train.data import to_tensor
     from qlic_codec.train.metrics import psnr
-    outputs = ["g_a.1", "g_a.5", "g_s.3"]  # two GDN outputs, one inverse-GDN output
+    # Two GDN outputs and two inverse-GDN ones, the last of which the RGB output layer reads.
+    outputs = ["g_a.1", "g_a.5", "g_s.3", "g_s.5"]
     model, info, wide = _wide_finetune(tiny_float, tmp_path, 12, outputs)
     quants = finetune.ranges_from_meta(info["activation_ranges"])
     assert {k for k, q in quants.items() if q.bits == 12} == set(wide)
