@@ -611,7 +611,7 @@ def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, words, acc
     for g in range(groups):
         woff = g * nc * wch
         if nc == 3:
-            for p in range(0, npix, 6):
+            for p in range(0, npix, _VNNI_DOT3[0]):
                 if words:
                     _mk_wssd_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
                                   chunks, acc, a0 + p * apix + g * nc, apix)
@@ -619,7 +619,7 @@ def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, words, acc
                     _mk_vnni_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
                                   chunks, acc, a0 + p * apix + g * nc, apix)
         else:
-            for p in range(0, npix, 4):
+            for p in range(0, npix, _VNNI_DOT4[0]):
                 if words:
                     _mk_wssd_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
                                   chunks, acc, a0 + p * apix + g * nc, apix)
@@ -841,17 +841,13 @@ def _vnni_bias(bias, vsum, coutp):
     return ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
-def _as_unsigned(x):
-    """int8 codes as uint8 codes + 128 (flipping the sign bit adds 128 modulo 256)."""
-    return x.view(np.uint8) ^ np.uint8(128)
-
-
 def _aligned(size, dtype, fill=0):
-    """A flat array of ``size`` elements whose data starts on a 64-byte boundary. Large numpy
-    arrays start 16 bytes past one, so every 64-byte vector load from them would straddle two
-    cache lines."""
+    """A flat array of ``size`` elements whose data starts on a 64-byte boundary (filled with
+    ``fill``, or left uninitialised if it is None). Large numpy arrays start 16 bytes past
+    one, so every 64-byte vector load from them would straddle two cache lines."""
     dtype = np.dtype(dtype)
-    raw = np.full(size + 64 // dtype.itemsize, fill, dtype)
+    raw = (np.empty(size + 64 // dtype.itemsize, dtype) if fill is None else
+           np.full(size + 64 // dtype.itemsize, fill, dtype))
     skip = (-raw.ctypes.data % 64) // dtype.itemsize
     return raw[skip: skip + size]
 
@@ -863,12 +859,44 @@ def _aligned_copy(a):
     return out
 
 
-def _vnni_buffer(shape, fill, dtype=np.uint8):
-    """A buffer of ``shape`` with 64 spare bytes after it: a dot-product run is read in
-    64-byte chunks, past its end where its weights are zero."""
+@njit(**JIT_PARALLEL)
+def _pad_kernel(x, top, left, fill, flip, xp):
+    # One pass per row: the border takes ``fill``, the inside ``x ^ flip`` (flip = 128 turns
+    # int8 codes viewed as uint8 into codes + 128; 0 copies).
+    h, wd, c = x.shape
+    rows = xp.shape[0]
+    for r in prange(rows):
+        dst = xp[r]
+        if r < top or r >= top + h:
+            dst[:, :] = fill
+        else:
+            src = x[r - top]
+            dst[:left, :] = fill
+            for i in range(wd):
+                d = dst[left + i]
+                v = src[i]
+                for k in range(c):
+                    d[k] = v[k] ^ flip
+            dst[left + wd:, :] = fill
+
+
+def _padded(x, shape, top, left, fill, dtype):
+    """``x`` (H, W, C) at rows ``top``.., columns ``left``.. of a 64-byte aligned buffer of
+    ``shape`` and ``dtype`` whose other elements are ``fill``, with 64 spare bytes after it (a
+    dot-product run is read in 64-byte chunks, past its end where its weights are zero).
+    int8 ``x`` into a uint8 buffer is stored as unsigned codes + 128 (the VNNI inputs).
+    Returns the flat buffer. Writing every element once, in parallel, is what makes this
+    cheaper than filling the whole buffer and then copying ``x`` into it."""
+    dtype = np.dtype(dtype)
     size = int(np.prod(shape))
-    flat = _aligned(size + 64 // np.dtype(dtype).itemsize, dtype, fill)
-    return flat, flat[:size].reshape(shape)
+    flat = _aligned(size + 64 // dtype.itemsize, dtype, None)
+    flat[size:] = fill
+    if dtype == np.uint8:
+        src, flip = x.view(np.uint8), np.uint8(128)
+    else:
+        src, flip = x, dtype.type(0)
+    _pad_kernel(src, top, left, dtype.type(fill), flip, flat[:size].reshape(shape))
+    return flat
 
 
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
@@ -889,24 +917,20 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni" and x.dtype == np.int16:
-        flat, xp = _vnni_buffer((rows + 1, cols, cin), pad_value, np.int16)
-        xp[p: p + h, p: p + wd] = x
+        flat = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
                    packed.vnv, packed.wpairs[0], _DOT_WORDS if packed.narrow else _WORDS, npix,
                    _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
                    ls, lo, hi, out)
         return out
     if path == "vnni":
-        flat, xp = _vnni_buffer((rows + 1, cols, cin), (pad_value + 128) & 255)
-        xp[p: p + h, p: p + wd] = _as_unsigned(x)
+        flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
                    packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
                    _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
                    mult, shift, lm, ls, lo, hi, out)
         return out
-    xp = np.full((rows + 1, cols, cin), pad_value, np.int16)
-    xp[p: p + h, p: p + wd] = x
-    xf = xp.reshape(-1)
+    xf = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
     if path == "avx2":
         _conv_simd(xf, cols * cin, stride, cin, k, packed.simd[0], packed.blocks, packed.nv,
                    packed.pairs[0], npix, _padded_bias(bias, packed.coutp), packed.coutp,
@@ -1031,8 +1055,7 @@ def _run_deconv(x, packed, bias, req, out):
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "vnni" and x.dtype == np.int16:
-        flat, xp = _vnni_buffer((h + 3, cols, cin), 0, np.int16)
-        xp[1: 1 + h, 1: 1 + wd] = x
+        flat = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)
         bias2 = _padded_bias(bias, packed.vcoutp)
         rows = np.stack([np.concatenate([bias2, bias2])] * 2)
         _deconv_vnni(flat, cols * cin, cin, *packed.wssd, packed.vblocks, packed.vnv,
@@ -1041,8 +1064,7 @@ def _run_deconv(x, packed, bias, req, out):
                      packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni":
-        flat, xp = _vnni_buffer((h + 3, cols, cin), 128)
-        xp[1: 1 + h, 1: 1 + wd] = _as_unsigned(x)
+        flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
         cp = packed.vcoutp
         phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
@@ -1050,9 +1072,7 @@ def _run_deconv(x, packed, bias, req, out):
                      packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
                      rows, cp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
-    xp = np.zeros((h + 3, cols, cin), np.int16)
-    xp[1: 1 + h, 1: 1 + wd] = x
-    xf = xp.reshape(-1)
+    xf = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)
     if path == "avx2":
         _deconv_simd(xf, cols * cin, cin, *packed.simd, packed.blocks, packed.nv,
                      packed.pairs[0], packed.pairs[1], npix, _padded_bias(bias, packed.coutp),
@@ -1149,61 +1169,83 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, o
                 o[i] = min(max(q, -omax), omax)
 
 
+@njit(inline="always")
+def _abs_row(x_row, npix, dtype):
+    """|x| of one row of codes as a flat run of ``npix`` pixels (padding pixels zero), 64-byte
+    aligned, with 64 spare zero bytes: what the GDN's 1x1 convolution reads. Built per row,
+    in cache, rather than as a whole-image buffer."""
+    wd, c = x_row.shape
+    n = npix * c
+    raw = np.empty(n + 128, dtype)  # 128 elements: room to align, and 64 spare bytes
+    size = raw.itemsize
+    skip = ((-raw.ctypes.data) % 64) // size
+    buf = raw[skip: skip + n + 64 // size]
+    for i in range(wd):
+        for k in range(c):
+            v = np.int32(x_row[i, k])  # widened first: -(-128) does not fit int8
+            buf[i * c + k] = -v if v < 0 else v
+    buf[wd * c:] = 0
+    return buf
+
+
 @njit(**JIT_PARALLEL)
-def _gdn_simd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, omax, out):
+def _gdn_simd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, out):
     h, wd, c = x.shape
     for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
-        _phase_simd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _phase_simd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
-def _gdn_portable(x, af, rowlen, wt, narrow, npix, beta, coutp, inverse, gmult, gshift, imult,
-                  ishift, fast, omax, out):
+def _gdn_portable(x, npix, wt, narrow, beta, coutp, inverse, gmult, gshift, imult, ishift, fast,
+                  omax, out):
     h, wd, c = x.shape
     for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
-        _phase_portable(af, oy * rowlen, rowlen, c, wt, narrow, acc, 0, coutp, npix)
+        _phase_portable(af, 0, 0, c, wt, narrow, acc, 0, coutp, npix)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
-def _gdn_wssd(x, af, rowlen, wf, blocks, nv, pairs, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, omax, out):
+def _gdn_wssd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, out):
     # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd). The
     # twin of _gdn_simd, kept apart like _gdn_vnni so that hosts without VNNI never compile a
     # kernel that holds VNNI instructions.
     h, wd, c = x.shape
     for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
-        _phase_wssd(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _phase_wssd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
 
 @njit(**JIT_PARALLEL)
-def _gdn_vnni(x, af, rowlen, wf, blocks, nv, quads, npix, beta, coutp, inverse, gmult, gshift,
-              imult, ishift, fast, omax, ones, out):
-    # ``af`` holds |x| as bytes and the weights are gamma - 128, so each pixel's accumulators
-    # start at beta + 128 * sum|x| (wrapping like the sums).
+def _gdn_vnni(x, npix, wf, blocks, nv, quads, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, ones, out):
+    # |x| as bytes (it is at most 128) against gamma - 128, so each pixel's accumulators start
+    # at beta + 128 * sum|x| (wrapping like the sums).
     h, wd, c = x.shape
     chunks = ones.shape[0] // 64
     for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.uint8)
         total = np.zeros(npix, np.int32)
         for p in range(0, npix, _SUM_PIX):
-            _mk_vnni_sum(af, oy * rowlen + p * c, c, 0, 1, ones, 0, 0, 0, chunks, total, p, 1)
+            _mk_vnni_sum(af, p * c, c, 0, 1, ones, 0, 0, 0, chunks, total, p, 1)
         acc = np.empty(npix * coutp, np.int32)
         for p in range(npix):
             acc[p * coutp: (p + 1) * coutp] = beta + np.int32(128) * total[p]
-        _phase_vnni(af, oy * rowlen, rowlen, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix,
-                    _BYTES)
+        _phase_vnni(af, 0, 0, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix, _BYTES)
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])
 
@@ -1226,33 +1268,24 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
     unit = _GDN_VNNI_UNIT if path == "vnni" else _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
     wide = x.dtype == np.int16
-    # |x| <= 128 of 8-bit codes fits the bytes of the VNNI path; one spare row for reads past
-    # a run's end.
-    if path == "vnni" and not wide:
-        af, xa = _vnni_buffer((h + 1, npix, c), 0)
-    else:
-        xa = np.zeros((h + 1, npix, c), np.int16)
-        af = xa.reshape(-1)
-    np.abs(x, out=xa[:h, :wd], dtype=np.int16, casting="unsafe")
     out = np.empty(x.shape, np.int8 if omax == 127 else np.int16)
     # The largest norm any input can produce, for the fast GDN division (its top bit).
     norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
     fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
     if path == "vnni" and wide:
-        _gdn_wssd(x, af, npix * c, packed.wssd[0], packed.vblocks, packed.vnv,
-                  packed.wpairs[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
-                  inverse, gmult, gshift, imult, ishift, fast, omax, out)
+        _gdn_wssd(x, npix, packed.wssd[0], packed.vblocks, packed.vnv, packed.wpairs[0],
+                  _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
+                  imult, ishift, fast, omax, out)
     elif path == "vnni":
-        _gdn_vnni(x, af, npix * c, packed.vnni[0], packed.vblocks, packed.vnv,
-                  packed.quads[0], npix, _padded_bias(beta, packed.vcoutp), packed.vcoutp,
-                  inverse, gmult, gshift, imult, ishift, fast, omax, _ones(c), out)
+        _gdn_vnni(x, npix, packed.vnni[0], packed.vblocks, packed.vnv, packed.quads[0],
+                  _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
+                  imult, ishift, fast, omax, _ones(c), out)
     elif path == "avx2":
-        _gdn_simd(x, af, npix * c, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
-                  npix, _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
+        _gdn_simd(x, npix, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
+                  _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
                   imult, ishift, fast, omax, out)
     else:
-        _gdn_portable(x, af, npix * c, packed.portable[0], packed.narrow, npix, beta, packed.cout,
-                      inverse,
+        _gdn_portable(x, npix, packed.portable[0], packed.narrow, beta, packed.cout, inverse,
                       gmult, gshift, imult, ishift, fast, omax, out)
     return out
 
