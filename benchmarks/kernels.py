@@ -26,22 +26,24 @@ try:
 except ImportError:  # torch is optional here
     torch = None
 
-# (name, op, (W, H) of the input, Cin, Cout, K, stride, input dtype, in g_s)
+# (name, op, (W, H) of the input, Cin, Cout, K, stride, input dtype, in g_s), with the input
+# codes of the shipped models: every GDN reads 12-bit codes (int16), and so do the two
+# convolutions after g_a.3 and g_a.5 and the output layer after g_s.5.
 LAYERS = [
     ("g_s deconv 192->128 @48x32", "deconv", (48, 32), 192, 128, 5, 2, np.int16, True),
-    ("g_s igdn 128 @96x64", "igdn", (96, 64), 128, 128, 1, 1, np.int8, True),
+    ("g_s igdn 128 @96x64", "igdn", (96, 64), 128, 128, 1, 1, np.int16, True),
     ("g_s deconv 128->128 @96x64", "deconv", (96, 64), 128, 128, 5, 2, np.int8, True),
-    ("g_s igdn 128 @192x128", "igdn", (192, 128), 128, 128, 1, 1, np.int8, True),
+    ("g_s igdn 128 @192x128", "igdn", (192, 128), 128, 128, 1, 1, np.int16, True),
     ("g_s deconv 128->128 @192x128", "deconv", (192, 128), 128, 128, 5, 2, np.int8, True),
-    ("g_s igdn 128 @384x256", "igdn", (384, 256), 128, 128, 1, 1, np.int8, True),
-    ("g_s deconv 128->3 @384x256", "deconv", (384, 256), 128, 3, 5, 2, np.int8, True),
-    # The same output layer reading 12-bit codes (not in the g_s total).
-    ("  ... on int16 codes", "deconv", (384, 256), 128, 3, 5, 2, np.int16, False),
+    ("g_s igdn 128 @384x256", "igdn", (384, 256), 128, 128, 1, 1, np.int16, True),
+    ("g_s deconv 128->3 @384x256", "deconv", (384, 256), 128, 3, 5, 2, np.int16, True),
+    # The same output layer on 8-bit codes (not in the g_s total).
+    ("  ... on int8 codes", "deconv", (384, 256), 128, 3, 5, 2, np.int8, False),
     ("g_a conv 3->128 @768x512", "conv", (768, 512), 3, 128, 5, 2, np.int8, False),
     ("g_a conv 128->128 @384x256", "conv", (384, 256), 128, 128, 5, 2, np.int8, False),
-    ("g_a conv 128->128 @192x128", "conv", (192, 128), 128, 128, 5, 2, np.int8, False),
-    ("g_a conv 128->192 @96x64", "conv", (96, 64), 128, 192, 5, 2, np.int8, False),
-    ("g_a gdn 128 @384x256", "gdn", (384, 256), 128, 128, 1, 1, np.int8, False),
+    ("g_a conv 128->128 @192x128", "conv", (192, 128), 128, 128, 5, 2, np.int16, False),
+    ("g_a conv 128->192 @96x64", "conv", (96, 64), 128, 192, 5, 2, np.int16, False),
+    ("g_a gdn 128 @384x256", "gdn", (384, 256), 128, 128, 1, 1, np.int16, False),
 ]
 
 
