@@ -25,7 +25,10 @@ same integers:
   modulo ``2**32`` like the other paths. Weights are packed as ``[tap row][block of output
   channels][input quad][channel][4]``. GDN's unsigned ``gamma`` enters as ``gamma - 128``
   against ``|x|`` (0..128 as bytes), with ``128 * sum|x|`` added per pixel. Layers with
-  16-bit inputs (``z`` into ``h_s``, ``y`` into ``g_s``) keep the AVX2 kernels.
+  16-bit inputs (``z`` into ``h_s``, ``y`` into ``g_s``, the 12-bit codes of GDN inputs and
+  of some GDN outputs) use the same blocks over int16 pairs with ``vpdpwssd`` (32 MACs per
+  instruction). Layers with few output channels (the RGB output) run as dot products over
+  64-byte chunks of the input run instead, on bytes or on int16.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 
@@ -387,7 +390,7 @@ _VNNI_WIDE = (6, 4)
 _VNNI_NARROW = (12, 2)
 _mk_vnni_wide = _make_microkernel(*_VNNI_WIDE, "vnni")
 _mk_vnni_narrow = _make_microkernel(*_VNNI_NARROW, "vnni")
-# 16-bit inputs (z into h_s, y into g_s): the same blocks over pairs of int16 (vpdpwssd).
+# 16-bit inputs (z, y, 12-bit codes): the same blocks over pairs of int16 (vpdpwssd).
 _mk_wssd_wide = _make_microkernel(*_VNNI_WIDE, "vnni_words")
 _mk_wssd_narrow = _make_microkernel(*_VNNI_NARROW, "vnni_words")
 
