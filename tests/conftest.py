@@ -30,3 +30,45 @@ def tiny_model() -> str:
     if not TINY_MODEL.is_file():
         pytest.fail(f"missing golden model {TINY_MODEL.name}; run with QLIC_REGENERATE_GOLDEN=1")
     return str(TINY_MODEL)
+
+
+# --- which kernel paths this run exercised ---------------------------------------------------
+
+_KERNEL_PATHS = ("portable", "avx2", "vnni")
+_path_outcomes: dict = {p: {"passed": 0, "failed": 0, "skipped": 0, "why": set()}
+                        for p in _KERNEL_PATHS}
+
+
+def _kernel_path_of(nodeid: str):
+    if "[" not in nodeid:
+        return None
+    params = nodeid.rsplit("[", 1)[1].rstrip("]").split("-")
+    found = [p for p in _KERNEL_PATHS if p in params]
+    return found[0] if found else None
+
+
+def pytest_runtest_logreport(report):
+    path = _kernel_path_of(report.nodeid)
+    if path is None:
+        return
+    counts = _path_outcomes[path]
+    if report.skipped:
+        counts["skipped"] += 1
+        if isinstance(report.longrepr, tuple):
+            counts["why"].add(report.longrepr[2].removeprefix("Skipped: "))
+    elif report.when == "call":
+        counts["passed" if report.passed else "failed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which multiply paths the kernel, golden and engine tests ran, and which were
+    skipped and why, so a run on a CPU without VNNI cannot pass for a full one."""
+    from qlic_codec.engine import kernels
+    tr = terminalreporter
+    tr.section("kernel paths")
+    tr.write_line(f"host has: {', '.join(kernels.available_paths())}")
+    for path, c in _path_outcomes.items():
+        line = f"{path:>8}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+        if c["why"]:
+            line += f" ({'; '.join(sorted(c['why']))})"
+        tr.write_line(line)
