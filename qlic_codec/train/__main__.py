@@ -29,6 +29,16 @@ def _lambdas(text: str) -> tuple:
     return values
 
 
+def _slices(text: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("slice sizes must be positive")
+    return values
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m qlic_codec.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +68,12 @@ def main(argv=None) -> int:
                    help="quality table, comma-separated, increasing (default: the metric's); "
                         "with --init from a model trained for another table, its gain vectors "
                         "are moved to the new one")
+    p.add_argument("--slices", type=_slices, default=(),
+                   help="channel-conditional entropy model: channels per slice, comma-separated, "
+                        "summing to M (e.g. 16,16,32,64,64); default: the plain hyperprior")
+    p.add_argument("--slice-hidden", type=int, default=64, help="width of the slice networks")
+    p.add_argument("--checkerboard", action="store_true",
+                   help="with --slices: a checkerboard split inside each slice")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -78,7 +94,8 @@ def main(argv=None) -> int:
                       time_limit_minutes=args.time_limit, bf16=args.bf16,
                       device=args.device, seed=args.seed, N=args.N, M=args.M,
                       init_from=args.init, continue_run=args.continue_run,
-                      log_every=args.log_every, lambdas=args.lambdas)
+                      log_every=args.log_every, lambdas=args.lambdas, slices=args.slices,
+                      slice_hidden=args.slice_hidden, checkerboard=args.checkerboard)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

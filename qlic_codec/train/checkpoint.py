@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from .model import MeanScaleHyperprior
+from .slices import ChannelConditionalHyperprior
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -18,7 +19,18 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def model_config(model: MeanScaleHyperprior) -> dict:
-    return {"N": model.N, "M": model.M, "levels": model.levels}
+    config = {"N": model.N, "M": model.M, "levels": model.levels}
+    if isinstance(model, ChannelConditionalHyperprior):
+        config.update(slices=list(model.slices), hidden=model.hidden,
+                      checkerboard=model.checkerboard)
+    return config
+
+
+def build_model(config: dict) -> MeanScaleHyperprior:
+    """The float model a ``model_config`` describes: with ``slices``, channel-conditional."""
+    if config.get("slices"):
+        return ChannelConditionalHyperprior(**config)
+    return MeanScaleHyperprior(**config)
 
 
 def save_float_model(model: MeanScaleHyperprior, path: Path, meta: dict) -> None:
@@ -34,7 +46,7 @@ def load_float_model(path: Path) -> tuple[MeanScaleHyperprior, dict]:
         config, state = blob["config"], blob["state_dict"]
     else:  # a training checkpoint: "config" there is the TrainConfig
         config, state = blob["model_config"], blob["model"]
-    model = MeanScaleHyperprior(**config)
+    model = build_model(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     return model, blob.get("meta", {})
