@@ -63,6 +63,8 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     """Say which multiply paths the kernel, golden and engine tests ran, and which were
     skipped and why, so a run on a CPU without VNNI cannot pass for a full one."""
+    if not any(c["passed"] + c["failed"] + c["skipped"] for c in _path_outcomes.values()):
+        return  # no test of this run has a kernel path
     from qlic_codec.engine import kernels
     tr = terminalreporter
     tr.section("kernel paths")

@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--slice-hidden", type=int, default=64, help="width of the slice networks")
     p.add_argument("--checkerboard", action="store_true",
                    help="with --slices: a checkerboard split inside each slice")
+    p.add_argument("--validate-minutes", type=float, default=0.0,
+                   help="validate on val and val-wide every this many minutes (and at the "
+                        "start and end), appending to losses.csv in the run folder; 0: never")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
                       device=args.device, seed=args.seed, N=args.N, M=args.M,
                       init_from=args.init, continue_run=args.continue_run,
                       log_every=args.log_every, lambdas=args.lambdas, slices=args.slices,
-                      slice_hidden=args.slice_hidden, checkerboard=args.checkerboard)
+                      slice_hidden=args.slice_hidden, checkerboard=args.checkerboard,
+                      validate_minutes=args.validate_minutes)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

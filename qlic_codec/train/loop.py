@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import build_model, model_config, save_atomic, save_float_model
 from .data import CropSampler, load_folder, to_tensor
+from .losslog import LossLog
 from .metrics import ms_ssim, psnr
 from .model import MeanScaleHyperprior, MSE_LAMBDAS, MSSSIM_LAMBDAS, retarget_log_gains
 
@@ -43,6 +44,10 @@ class TrainConfig:
     slices: tuple = field(default_factory=tuple)  # empty: the plain mean-scale hyperprior
     slice_hidden: int = 64
     checkerboard: bool = False
+    # Minutes between validations of ``validation_sets`` into ``losses.csv`` of the run
+    # (0: never); each writes the training loss per level since the last one too.
+    validate_minutes: float = 0.0
+    validation_sets: tuple = ("val", "val-wide")
 
 
 def native_bf16() -> bool:
@@ -69,7 +74,8 @@ def _cpu_flags() -> set:
     return set()
 
 
-def rd_loss(model, x, level, lambdas, metric):
+def rd_terms(model, x, level, lambdas, metric):
+    """Per-image rate-distortion loss, bits per pixel and weighted distortion, each (B,)."""
     out = model(x, level)
     pixels = x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
@@ -81,18 +87,24 @@ def rd_loss(model, x, level, lambdas, metric):
         distortion = lam * 255.0**2 * mse
     else:
         distortion = lam * (1 - ms_ssim(x_hat.clamp(0, 1), x))
-    loss = (distortion + bpp).mean()
-    return loss, bpp.mean().item(), distortion.mean().item()
+    return distortion + bpp, bpp, distortion
+
+
+def rd_loss(model, x, level, lambdas, metric):
+    loss, bpp, distortion = rd_terms(model, x, level, lambdas, metric)
+    return loss.mean(), bpp.mean().item(), distortion.mean().item()
 
 
 @torch.no_grad()
-def validate(model, images, levels=None, device="cpu") -> list[dict]:
-    """Estimated bpp (from likelihoods), PSNR and MS-SSIM per level, averaged over images."""
+def validate(model, images, levels=None, device="cpu", lambdas=None, metric="mse") -> list[dict]:
+    """Estimated bpp (from likelihoods), PSNR and MS-SSIM per level, averaged over images;
+    with ``lambdas``, also the rate-distortion loss that training minimises (on the pixels
+    rounded to 8 bits, as a decoder delivers them)."""
     model.eval()
     levels = range(model.levels) if levels is None else levels
     rows = []
     for level in levels:
-        bpp_sum = psnr_sum = msssim_sum = 0.0
+        bpp_sum = psnr_sum = msssim_sum = loss_sum = 0.0
         for image in images:
             x = to_tensor(image).to(device)
             h, w = x.shape[2:]
@@ -104,10 +116,18 @@ def validate(model, images, levels=None, device="cpu") -> list[dict]:
             bits = sum(-torch.log2(l).sum().item() for l in out["likelihoods"].values())
             bpp_sum += bits / (h * w)
             psnr_sum += psnr(x_hat, x).item()
-            msssim_sum += ms_ssim(x_hat, x).item()
+            score = ms_ssim(x_hat, x).item()
+            msssim_sum += score
+            if lambdas is not None:
+                distortion = (255.0**2 * torch.mean((x_hat - x) ** 2).item() if metric == "mse"
+                              else 1 - score)
+                loss_sum += lambdas[level] * distortion + bits / (h * w)
         n = len(images)
-        rows.append({"level": level + 1, "bpp": bpp_sum / n, "psnr": psnr_sum / n,
-                     "ms_ssim": msssim_sum / n})
+        row = {"level": level + 1, "bpp": bpp_sum / n, "psnr": psnr_sum / n,
+               "ms_ssim": msssim_sum / n}
+        if lambdas is not None:
+            row["loss"] = loss_sum / n
+        rows.append(row)
     model.train()
     return rows
 
@@ -132,7 +152,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     images = load_folder(Path(cfg.data_root) / "train")
     sampler = CropSampler(images, cfg.crop, seed=cfg.seed)
     state = {"step": 0, "wall_seconds": 0.0, "history": []}
-    fresh_optimizer_at = 0
+    fresh_optimizer = True
 
     ckpt_path = run_dir / "last.pt"
     if ckpt_path.exists():
@@ -147,7 +167,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         torch.set_rng_state(blob["torch_rng"])
         state = blob["state"]
         log(f"resumed {ckpt_path} at step {state['step']}")
-        fresh_optimizer_at = -1  # the optimiser's moments were saved with it
+        fresh_optimizer = False  # its moments (and any warm-up under way) were saved with it
     elif cfg.init_from:
         blob = torch.load(cfg.init_from, map_location=device, weights_only=True)
         meta = blob.get("meta", {})
@@ -183,14 +203,32 @@ def train(cfg: TrainConfig, log=print) -> dict:
             state["wall_seconds"] = float(meta.get("wall_seconds", 0.0))
             sampler.rng = np.random.default_rng([cfg.seed, state["step"]])
             log(f"continuing from step {state['step']}")
-        fresh_optimizer_at = state["step"]
 
+    if fresh_optimizer:
+        state["warmup_from"] = state["step"]  # saved, so a run stopped in its warm-up resumes it
     use_bf16 = device == "cpu" and (
         cfg.bf16 == "on" or (cfg.bf16 == "auto" and native_bf16()))
     log(f"device={device} bf16={use_bf16} threads={torch.get_num_threads()}")
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     model.train()
+
+    loss_log = LossLog(run_dir / "losses.csv", len(lambdas_list))
+    validation = {}
+    if cfg.validate_minutes:
+        validation = {name: load_folder(Path(cfg.data_root) / name)
+                      for name in cfg.validation_sets}
+
+    def validate_now() -> None:
+        wall = wall_at_start + time.monotonic() - start
+        loss_log.flush_train(state["step"], wall)
+        for name, images in validation.items():
+            rows = validate(model, images, device=device, lambdas=lambdas_list,
+                            metric=cfg.metric)
+            loss_log.add_validation(state["step"], wall, name, len(images), rows)
+            log(f"validated {name} at step {state['step']}: " + " ".join(
+                f"{r['level']}:{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows))
+        state["validated_at"] = state["step"]
 
     def save() -> None:
         save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -207,15 +245,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     start = time.monotonic()
     wall_at_start = state["wall_seconds"]
-    last_save = start
+    last_save = last_validation = start
+    if validation and state.get("validated_at") != state["step"]:
+        validate_now()
     window = []
     while state["step"] < cfg.steps and not stop["requested"]:
         if cfg.time_limit_minutes and time.monotonic() - start > cfg.time_limit_minutes * 60:
             break
         lr = cfg.lr * (0.1 if state["step"] >= cfg.lr_drop_at * cfg.steps else 1.0)
-        if "warmup_from" in state or fresh_optimizer_at == state["step"]:
-            # Remembered in the checkpoint, so a run stopped during its warm-up resumes it.
-            state.setdefault("warmup_from", fresh_optimizer_at)
+        if "warmup_from" in state:
             done = state["step"] - state["warmup_from"]
             if done < cfg.warmup_steps:
                 lr *= (done + 1) / cfg.warmup_steps
@@ -228,7 +266,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
             x = x.contiguous(memory_format=torch.channels_last)
         level = torch.randint(0, len(lambdas_list), (cfg.batch,), device=device).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            loss, bpp, dist = rd_loss(model, x, level, lambdas, cfg.metric)
+            losses, bpps, dists = rd_terms(model, x, level, lambdas, cfg.metric)
+            loss = losses.mean()
+        bpp, dist = bpps.mean().item(), dists.mean().item()
+        loss_log.add_train(level.cpu(), losses.detach().float().cpu(), bpps.detach().float().cpu())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -247,12 +288,17 @@ def train(cfg: TrainConfig, log=print) -> dict:
                          for k, v in entry.items()))
             if not math.isfinite(entry["loss"]):
                 raise FloatingPointError(f"loss is {entry['loss']} at step {state['step']}")
+        if validation and time.monotonic() - last_validation > cfg.validate_minutes * 60:
+            validate_now()
+            last_validation = time.monotonic()
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             state["wall_seconds"] = wall_at_start + time.monotonic() - start
             save()
             last_save = time.monotonic()
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+    if validation and state.get("validated_at") != state["step"] and not stop["requested"]:
+        validate_now()
     state["wall_seconds"] = wall_at_start + time.monotonic() - start
     save()
     meta = {"metric": cfg.metric, "lambdas": list(lambdas_list), "steps": state["step"],

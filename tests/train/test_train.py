@@ -45,7 +45,7 @@ def data_root(tmp_path_factory):
 def config(run_dir, data_root, **changes) -> TrainConfig:
     settings = dict(run_dir=str(run_dir), data_root=str(data_root), steps=30, batch=2, crop=64,
                     lr=3e-3, log_every=1, checkpoint_minutes=60.0, bf16="off", device="cpu",
-                    N=8, M=12, lambdas=LAMBDAS, seed=0)
+                    N=8, M=12, lambdas=LAMBDAS, seed=0, warmup_steps=0)
     settings.update(changes)
     return TrainConfig(**settings)
 
@@ -290,6 +290,17 @@ def test_export_and_round_trip(trained, tmp_path):
         qlic_codec.encode(image, 3, str(path))
 
 
+def test_a_fresh_optimiser_warms_up_and_a_resume_keeps_its_place(tmp_path, data_root):
+    run = tmp_path / "run"
+    lines = []
+    train(config(run, data_root, steps=2, warmup_steps=4, lr=1e-3, lr_drop_at=1.0),
+          log=lines.append)
+    train(config(run, data_root, steps=6, warmup_steps=4, lr=1e-3, lr_drop_at=1.0),
+          log=lines.append)
+    rates = [float(line.split("lr=")[1].split()[0]) for line in lines if line.startswith("step=")]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
 def test_continue_a_committed_checkpoint_in_a_new_run(trained, tmp_path, data_root):
     run, state = trained
     lines = []
@@ -379,3 +390,28 @@ def test_an_msssim_run_from_an_mse_model_keeps_each_levels_gains(trained, tmp_pa
     low = torch.minimum(before.log_gain[0], before.log_gain[1]) - 1e-3
     high = torch.maximum(before.log_gain[0], before.log_gain[1]) + 1e-3
     assert bool(((middle >= low) & (middle <= high)).all())
+
+
+def test_losses_csv_has_train_and_both_validation_sets_per_level(tmp_path, data_root):
+    for name in ("val", "val-wide"):
+        (data_root / name).mkdir(exist_ok=True)
+        # MS-SSIM's five scales need at least 161 px a side.
+        Image.fromarray(synthetic_photo(176, 192, 7)).save(data_root / name / "a.png")
+    run = tmp_path / "run"
+    train(config(run, data_root, steps=4, validate_minutes=1e-6), log=lambda line: None)
+    from qlic_codec.train.losslog import read
+    rows = read(run / "losses.csv")
+    steps = sorted({int(r["step"]) for r in rows})
+    assert steps[0] == 0 and steps[-1] == 4
+    for split in ("val", "val-wide"):
+        at_end = [r for r in rows if r["split"] == split and r["step"] == "4"]
+        assert [int(r["level"]) for r in at_end] == [1, 2]
+        for r in at_end:
+            assert float(r["loss"]) > float(r["bpp"]) > 0 and float(r["psnr"]) > 0
+    trained_levels = {r["level"] for r in rows if r["split"] == "train"}
+    assert trained_levels <= {"1", "2"} and trained_levels
+    # A resumed run appends to the same log and does not validate its start twice.
+    train(config(run, data_root, steps=6, validate_minutes=1e-6), log=lambda line: None)
+    again = read(run / "losses.csv")
+    assert again[: len(rows)] == rows
+    assert sum(r["split"] == "val" and r["step"] == "4" for r in again) == 2
