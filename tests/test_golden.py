@@ -1,7 +1,8 @@
 """Golden bitstreams: the exact bytes and pixels of the tiny model must never drift.
 
-A change here is a format or behaviour change: regenerate with ``QLIC_REGENERATE_GOLDEN=1``
-only on purpose, and say so in the commit.
+This test only compares. A change here is a format or behaviour change: regenerate the files
+on purpose with ``python tests/golden/generate.py`` (never from a test, so a test run cannot
+rewrite what it checks), and say so in the commit.
 """
 
 import hashlib
@@ -24,20 +25,29 @@ def kernel_path(request):
         yield request.param
 
 
+REGENERATE = "python tests/golden/generate.py"
+
+
+def _golden_files():
+    """The committed golden model and expectations; a missing one fails with the command."""
+    if os.environ.get("QLIC_REGENERATE_GOLDEN"):
+        pytest.fail(f"QLIC_REGENERATE_GOLDEN no longer regenerates anything; run {REGENERATE} "
+                    "(then this test compares against what it wrote)")
+    model, expected = GOLDEN / "tiny-mse.qlicm", GOLDEN / "expected.json"
+    missing = [p.name for p in (model, expected) if not p.is_file()]
+    if missing:
+        pytest.fail(f"missing tests/golden/{' and '.join(missing)}; run {REGENERATE}")
+    return str(model), json.loads(expected.read_text())
+
+
 def test_golden_streams_and_pixels(kernel_path):
-    if os.environ.get("QLIC_REGENERATE_GOLDEN") == "1":
-        import sys
-        sys.path.insert(0, str(GOLDEN))
-        from generate import regenerate
-        regenerate()
-    expected_path = GOLDEN / "expected.json"
-    if not expected_path.is_file():
-        pytest.fail("missing tests/golden/expected.json; run with QLIC_REGENERATE_GOLDEN=1")
-    expected = json.loads(expected_path.read_text())
-    model = str(GOLDEN / "tiny-mse.qlicm")
+    model, expected = _golden_files()
+    assert sorted(expected) == ["q1", "q4", "q8"]
     image = synthetic_photo(72, 80, seed=7)
     for key, want in expected.items():
         data = qlic_codec.encode(image, int(key[1:]), model)
+        assert len(data) == want["bytes"], key
         assert hashlib.sha256(data).hexdigest() == want["stream_sha256"], key
         pixels = qlic_codec.decode(data, model)
         assert hashlib.sha256(pixels.tobytes()).hexdigest() == want["pixels_sha256"], key
+

@@ -1,21 +1,40 @@
-"""Regenerate the golden files (needs the training extra): ``QLIC_REGENERATE_GOLDEN=1 pytest
-tests/test_golden.py`` calls this. The tiny model has random weights and large gains so that
-its latents are non-trivial; it is a test fixture, not a codec."""
+"""Regenerate the golden files: ``python tests/golden/generate.py`` (needs the training extra
+only with ``--new-model``).
 
+The golden test (``tests/test_golden.py``) only compares against these files; it never writes
+them. Regenerating is a deliberate format or behaviour change: run this command, review the
+diff of ``expected.json``, and say why in the commit.
+
+By default the command keeps the committed tiny model (``tiny-mse.qlicm``) and recomputes
+``expected.json`` from it with the codec as it is now. ``--new-model`` also exports a new tiny
+model from its seed with the exporter as it is now (every hash changes; the committed model
+predates the 8 fractional bits of the means, so it is not what the exporter makes today). The
+tiny model has random weights and large gains so that its latents are non-trivial; it is a
+test fixture, not a codec. ``--out DIR`` writes to another folder instead, to see what a
+regeneration would produce without touching the committed files.
+"""
+
+import argparse
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+# ``conftest.synthetic_photo`` makes the golden image; it lives one folder up.
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+# What the golden test encodes: the image and the quality levels.
+IMAGE_SHAPE, IMAGE_SEED = (72, 80), 7
+QUALITIES = (1, 4, 8)
 
 
 def make_tiny_model(path: Path) -> None:
     import torch
 
+    from conftest import synthetic_photo
     from qlic_codec.quantize.export import export
     from qlic_codec.train.model import MeanScaleHyperprior
-    from conftest import synthetic_photo
 
     torch.manual_seed(1234)
     model = MeanScaleHyperprior(N=16, M=24, levels=8).eval()
@@ -32,9 +51,9 @@ def expected_outputs(model_path: Path) -> dict:
     import qlic_codec
     from conftest import synthetic_photo
 
-    image = synthetic_photo(72, 80, seed=7)
+    image = synthetic_photo(*IMAGE_SHAPE, seed=IMAGE_SEED)
     out = {}
-    for quality in (1, 4, 8):
+    for quality in QUALITIES:
         data = qlic_codec.encode(image, quality, str(model_path))
         pixels = qlic_codec.decode(data, str(model_path))
         out[f"q{quality}"] = {"stream_sha256": hashlib.sha256(data).hexdigest(),
@@ -43,7 +62,33 @@ def expected_outputs(model_path: Path) -> dict:
     return out
 
 
-def regenerate() -> None:
-    make_tiny_model(HERE / "tiny-mse.qlicm")
-    expected = expected_outputs(HERE / "tiny-mse.qlicm")
-    (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+def regenerate(folder: Path = HERE, new_model: bool = False) -> None:
+    """Write ``expected.json`` into ``folder`` (and ``tiny-mse.qlicm`` when ``new_model``,
+    when it is missing there, or when ``folder`` is not this one: a copy of the committed
+    model)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "tiny-mse.qlicm"
+    if new_model or not (HERE / "tiny-mse.qlicm").is_file():
+        make_tiny_model(model)
+    elif model.resolve() != (HERE / "tiny-mse.qlicm").resolve():
+        shutil.copyfile(HERE / "tiny-mse.qlicm", model)
+    expected = expected_outputs(model)
+    (folder / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="folder to write into (default: tests/golden itself)")
+    parser.add_argument("--new-model", action="store_true",
+                        help="also export a new tiny model from its seed (changes every hash)")
+    args = parser.parse_args(argv)
+    regenerate(args.out, args.new_model)
+    print(f"wrote {args.out / 'expected.json'}"
+          + (f" and {args.out / 'tiny-mse.qlicm'}" if args.new_model else ""))
+
+
+if __name__ == "__main__":
+    main()
