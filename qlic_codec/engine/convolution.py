@@ -1,0 +1,478 @@
+"""Convolutions and transposed convolutions of int8 / int16 codes, plain or with the
+requantization fused into their epilogue, on every multiply path.
+
+Convolutions are output-stationary implicit GEMMs on NHWC without im2col: for a fixed tap row
+``ky`` the ``(kx, ci)`` run of the input is contiguous, so each output pixel is, per tap row,
+one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5 stride-2
+convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1). The
+loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of ``|x|``
+(``gdn``).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from . import cpu
+from .cpu import JIT_PARALLEL
+from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _padded, _padded_bias,
+                          _require)
+from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _mk_vnni_dot4,
+                           _mk_vnni_narrow, _mk_vnni_wide, _mk_wide, _mk_wssd_dot3,
+                           _mk_wssd_dot4, _mk_wssd_narrow, _mk_wssd_wide)
+from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights
+
+# Pixels the portable path handles at a time (``_phase_portable``).
+_PORTABLE_PIX = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# One phase of a convolution on a row of output pixels
+
+
+@njit(inline="always")
+def _phase_simd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, npix):
+    # npix is a multiple of the micro-kernel's pixel count; tap row t starts at x0 + t*rowlen.
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * pairs * nv * 16
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 8
+            if nv == 2:
+                for p in range(0, npix, 6):
+                    _mk_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix, pairs)
+            else:
+                for p in range(0, npix, 8):
+                    _mk_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                               pairs)
+
+
+@njit(inline="always")
+def _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, groups, nc, chunks, words, acc, a0, apix,
+                    npix):
+    # ``words``: int16 inputs and weights, 32 of them to a 64-byte chunk.
+    wch = chunks * (32 if words else 64)
+    wrow = groups * nc * wch
+    for g in range(groups):
+        woff = g * nc * wch
+        if nc == 3:
+            for p in range(0, npix, _VNNI_DOT3[0]):
+                if words:
+                    _mk_wssd_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+                else:
+                    _mk_vnni_dot3(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+        else:
+            for p in range(0, npix, _VNNI_DOT4[0]):
+                if words:
+                    _mk_wssd_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+                else:
+                    _mk_vnni_dot4(xf, x0 + p * xpix, xpix, rowlen, kh, wf, woff, wrow, wch,
+                                  chunks, acc, a0 + p * apix + g * nc, apix)
+
+
+@njit(inline="always")
+def _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, pairs, acc, a0, apix, npix):
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * pairs * nv * 32
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 16
+            if nv == 4:
+                for p in range(0, npix, 6):
+                    _mk_wssd_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                                  pairs)
+            else:
+                for p in range(0, npix, 12):
+                    _mk_wssd_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
+                                    apix, pairs)
+
+
+# How _phase_vnni multiplies: uint8 x int8 in register blocks or as dot products (few output
+# channels); int16 x int16 pairs in register blocks or as dot products.
+_BYTES, _DOT, _WORDS, _DOT_WORDS = 0, 1, 2, 3
+
+
+@njit(inline="always")
+def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix, mode):
+    # As _phase_simd, on uint8 inputs and quads of int8 weights, or (``_WORDS``) on int16
+    # inputs and pairs of int16 weights, ``quads`` then counting pairs.
+    if mode == _DOT or mode == _DOT_WORDS:
+        _phase_vnni_dot(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, mode == _DOT_WORDS,
+                        acc, a0, apix, npix)
+        return
+    if mode == _WORDS:
+        _phase_wssd(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix)
+        return
+    for b in range(blocks):
+        for t in range(kh):
+            woff = (t * blocks + b) * quads * nv * 64
+            xo = x0 + t * rowlen
+            ao = a0 + b * nv * 16
+            if nv == 4:
+                for p in range(0, npix, 6):
+                    _mk_vnni_wide(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix, apix,
+                                  quads)
+            else:
+                for p in range(0, npix, 12):
+                    _mk_vnni_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
+                                    apix, quads)
+
+
+@njit(inline="always")
+def _phase_portable_narrow(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix):
+    # wt is (KH, Cout, run): one dot product per (pixel, channel), vectorised over the run.
+    kh, c, run = wt.shape
+    for t in range(kh):
+        for p in range(npix):
+            xb = x0 + t * rowlen + p * xpix
+            xs = xf[xb: xb + run]
+            ab = a0 + p * apix
+            for co in range(c):
+                wr = wt[t, co]
+                sm = np.int32(0)
+                for i in range(run):
+                    sm += np.int32(xs[i]) * np.int32(wr[i])
+                acc[ab + co] += np.int32(sm)
+
+
+@njit(inline="always")
+def _phase_portable(xf, x0, rowlen, xpix, wt, narrow, acc, a0, apix, npix):
+    # Four pixels at a time: one input value per pixel broadcast against a contiguous run of
+    # output channels; int32 accumulators (the stores truncate Numba's int64 arithmetic).
+    if narrow:
+        _phase_portable_narrow(xf, x0, rowlen, xpix, wt, acc, a0, apix, npix)
+        return
+    kh, run, c = wt.shape
+    for t in range(kh):
+        for p in range(0, npix, 4):
+            xb = x0 + t * rowlen + p * xpix
+            xs0 = xf[xb: xb + run]
+            xs1 = xf[xb + xpix: xb + xpix + run]
+            xs2 = xf[xb + 2 * xpix: xb + 2 * xpix + run]
+            xs3 = xf[xb + 3 * xpix: xb + 3 * xpix + run]
+            ab = a0 + p * apix
+            r0 = acc[ab: ab + c]
+            r1 = acc[ab + apix: ab + apix + c]
+            r2 = acc[ab + 2 * apix: ab + 2 * apix + c]
+            r3 = acc[ab + 3 * apix: ab + 3 * apix + c]
+            wtt = wt[t]
+            for i in range(run):
+                v0 = np.int32(xs0[i])
+                v1 = np.int32(xs1[i])
+                v2 = np.int32(xs2[i])
+                v3 = np.int32(xs3[i])
+                wr = wtt[i]
+                for co in range(c):
+                    wv = np.int32(wr[co])
+                    r0[co] += v0 * wv
+                    r1[co] += v1 * wv
+                    r2[co] += v2 * wv
+                    r3[co] += v3 * wv
+
+
+@njit(inline="always")
+def _init_acc(acc, bias, npix, coutp):
+    for p in range(npix):
+        acc[p * coutp: (p + 1) * coutp] = bias
+
+
+@njit(inline="always")
+def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    # Branch-free per channel (selects, not jumps), so that LLVM vectorises it: the products
+    # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
+    wo, cout = out_row.shape
+    leaky = leaky_shift > 0
+    lm = np.int64(np.int32(leaky_mult))
+    ls = np.int64(leaky_shift if leaky else 1)
+    lr = np.int64(1) << (ls - 1)
+    lo64, hi64 = np.int64(lo), np.int64(hi)
+    for ox in range(wo):
+        a = acc[ox * coutp: ox * coutp + cout]
+        o = out_row[ox]
+        if requant:
+            for co in range(cout):
+                v = np.int64(a[co])
+                lv = (v * lm + lr) >> ls
+                v = lv if (leaky and v < 0) else v
+                sh = np.int64(shift[co])
+                r = (v * np.int64(mult[co]) + (np.int64(1) << (sh - 1))) >> sh
+                r = lo64 if r < lo64 else r
+                o[co] = hi64 if r > hi64 else r
+        else:
+            for co in range(cout):
+                o[co] = a[co]
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution (stride 1 or 2, K x K, padding K//2)
+
+
+@njit(**JIT_PARALLEL)
+def _conv_simd(xf, rowlen, stride, cin, k, wf, blocks, nv, pairs, npix, bias, coutp, requant,
+               mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_simd(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, pairs,
+                    acc, 0, coutp, npix)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
+def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, mode, npix, bias, coutp,
+               requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_vnni(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
+                    acc, 0, coutp, npix, mode)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
+def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
+                   leaky_mult, leaky_shift, lo, hi, out):
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        _phase_portable(xf, oy * stride * rowlen, rowlen, stride * cin, wt, narrow, acc, 0,
+                        coutp, npix)
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+def _layer_path(packed, x):
+    # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
+    # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
+    path = cpu.active_path()
+    if path == "vnni" and not packed.vnni:
+        return "portable" if packed.narrow else "avx2"
+    if path == "vnni" and x.dtype != np.int8:  # vpdpwssd
+        return "vnni"
+    if packed.narrow and path != "vnni":
+        return "portable"
+    return path
+
+
+def _pixel_unit(packed, path):
+    if path == "vnni":
+        return packed.vnp
+    return packed.np if path == "avx2" else _PORTABLE_PIX
+
+
+def _vnni_bias(bias, vsum, coutp):
+    """The bias that cancels the +128 offset of the inputs, wrapped to int32 like the sums."""
+    b = np.zeros(coutp, np.int64)
+    b[: bias.shape[0]] = bias.astype(np.int64) - 128 * vsum
+    return ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
+
+
+def _run_conv(x, packed, bias, stride, pad_value, req, out):
+    path = _layer_path(packed, x)
+    h, wd, cin = x.shape
+    k = packed.k
+    p = k // 2
+    wo = out.shape[1]
+    unit = _pixel_unit(packed, path)
+    npix = -(-wo // unit) * unit
+    # Rows and columns for every tap of every (padded) output pixel, plus a spare row for the
+    # end of a run read as a pair or a quad (its weights there are zero).
+    rows = h + 2 * p + stride
+    cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        flat = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
+        _conv_vnni(flat, cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
+                   packed.vnv, packed.wpairs[0], _DOT_WORDS if packed.narrow else _WORDS, npix,
+                   _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
+                   ls, lo, hi, out)
+        return out
+    if path == "vnni":
+        flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
+        _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                   packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
+                   _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
+                   mult, shift, lm, ls, lo, hi, out)
+        return out
+    xf = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
+    if path == "avx2":
+        _conv_simd(xf, cols * cin, stride, cin, k, packed.simd[0], packed.blocks, packed.nv,
+                   packed.pairs[0], npix, _padded_bias(bias, packed.coutp), packed.coutp,
+                   requant, mult, shift, lm, ls, lo, hi, out)
+    else:
+        _conv_portable(xf, cols * cin, stride, cin, packed.portable[0], packed.narrow, npix, bias,
+                       packed.cout, requant, mult, shift, lm, ls, lo, hi, out)
+    return out
+
+
+def _check_conv(x, w, bias, pack=pack_conv_weights):
+    x = _require(x, "x", _CODES, 3)
+    if isinstance(w, PackedWeights):
+        if w.kind == "gdn":
+            raise TypeError("w: GDN weights where convolution weights were expected")
+        packed = w
+    else:
+        w = _require(w, "w", (np.dtype(np.int8),), 4)
+        packed = None
+    shape = w.shape
+    bias = _require(bias, "bias", _I32, 1)
+    if shape[3] != x.shape[2] or shape[1] != shape[2] or bias.shape[0] != shape[0]:
+        raise ValueError(f"conv shapes do not match: x {x.shape}, w {shape}, bias {bias.shape}")
+    return x, packed if packed is not None else pack(w), bias
+
+
+def conv2d(x, w, bias, stride, pad_value):
+    """See ``reference.conv2d``; ``w`` may be packed by ``pack_conv_weights``."""
+    x, packed, bias = _check_conv(x, w, bias)
+    if packed.kind != "conv":
+        raise TypeError("w: packed for a transposed convolution")
+    h, wd, _ = x.shape
+    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), np.int32)
+    return _run_conv(x, packed, bias, int(stride), int(pad_value), None, out)
+
+
+def conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift, lo, hi,
+                   out_dtype):
+    """``requantize(conv2d(...), ...)`` fused: the int32 accumulators never leave the row."""
+    x, packed, bias = _check_conv(x, w, bias)
+    if packed.kind != "conv":
+        raise TypeError("w: packed for a transposed convolution")
+    mult, shift = _check_requant(mult, shift, packed.cout)
+    h, wd, _ = x.shape
+    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), out_dtype)
+    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
+    return _run_conv(x, packed, bias, int(stride), int(pad_value), req, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transposed convolution (K=5, stride 2) as four stride-1 phase convolutions. Output row
+# 2a+py, column 2b+px reads padded input rows a+py+t and columns b+px+u (a one-pixel zero
+# border), with the taps of ``packing._DECONV_TAPS``.
+
+
+@njit(inline="always")
+def _phase_weights(py, px, w00, w01, w10, w11):
+    # The packed weights of output phase (py, px): 3 or 2 taps per axis.
+    if py == 0:
+        return w00 if px == 0 else w01
+    return w10 if px == 0 else w11
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_simd(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, pairs3, pairs2, npix, bias,
+                 coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias, 2 * npix, coutp)
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                pairs = pairs3 if px == 0 else pairs2
+                _phase_simd(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                            nv, pairs, acc, px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, mode, npix,
+                 bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # ``bias`` is (2, 2*coutp): per output row parity, the biases of the two column phases
+    # interleaved as the accumulators are (each phase cancels its own weights' offset sum).
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias[py], npix, 2 * coutp)
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_vnni(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                            nv, quads, acc, px * coutp, 2 * coutp, npix, mode)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, coutp, requant, mult,
+                     shift, leaky_mult, leaky_shift, lo, hi, out):
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        for py in range(2):
+            _init_acc(acc, bias, 2 * npix, coutp)
+            for px in range(2):
+                wt = _phase_weights(py, px, w00, w01, w10, w11)
+                _phase_portable(xf, (a + py) * rowlen + px * cin, rowlen, cin, wt, narrow, acc,
+                                px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+
+
+def _run_deconv(x, packed, bias, req, out):
+    path = _layer_path(packed, x)
+    h, wd, cin = x.shape
+    unit = _pixel_unit(packed, path)
+    npix = -(-wd // unit) * unit
+    cols = npix + 4
+    requant = req is not None
+    mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "vnni" and x.dtype == np.int16:
+        flat = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)
+        bias2 = _padded_bias(bias, packed.vcoutp)
+        rows = np.stack([np.concatenate([bias2, bias2])] * 2)
+        _deconv_vnni(flat, cols * cin, cin, *packed.wssd, packed.vblocks, packed.vnv,
+                     packed.wpairs[0], packed.wpairs[1],
+                     _DOT_WORDS if packed.narrow else _WORDS, npix, rows,
+                     packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
+        return out
+    if path == "vnni":
+        flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
+        cp = packed.vcoutp
+        phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+        rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
+        _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                     packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
+                     rows, cp, requant, mult, shift, lm, ls, lo, hi, out)
+        return out
+    xf = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)
+    if path == "avx2":
+        _deconv_simd(xf, cols * cin, cin, *packed.simd, packed.blocks, packed.nv,
+                     packed.pairs[0], packed.pairs[1], npix, _padded_bias(bias, packed.coutp),
+                     packed.coutp, requant, mult, shift, lm, ls, lo, hi, out)
+    else:
+        _deconv_portable(xf, cols * cin, cin, *packed.portable, packed.narrow, npix, bias,
+                         packed.cout,
+                         requant, mult, shift, lm, ls, lo, hi, out)
+    return out
+
+
+def _check_deconv(x, w, bias):
+    x, packed, bias = _check_conv(x, w, bias, pack_deconv_weights)
+    if packed.kind != "deconv":
+        if packed.k != 5:
+            raise ValueError(f"transposed convolution supports K=5 only, got {packed.k}")
+        raise TypeError("w: packed for a convolution, not a transposed convolution")
+    return x, packed, bias
+
+
+def conv_transpose2d(x, w, bias):
+    """See ``reference.conv_transpose2d``; ``w`` may be packed by ``pack_deconv_weights``."""
+    x, packed, bias = _check_deconv(x, w, bias)
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), np.int32)
+    return _run_deconv(x, packed, bias, None, out)
+
+
+def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi, out_dtype):
+    """``requantize(conv_transpose2d(...), ...)`` fused."""
+    x, packed, bias = _check_deconv(x, w, bias)
+    mult, shift = _check_requant(mult, shift, packed.cout)
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
+    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
+    return _run_deconv(x, packed, bias, req, out)

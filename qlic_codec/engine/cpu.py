@@ -1,0 +1,87 @@
+"""The multiply paths this CPU can run, the one that runs, and the jit options.
+
+``available_paths`` lists what the host can run (slowest first); ``QLIC_KERNELS`` picks one at
+start-up, ``set_path`` / ``use_path`` switch at run time (tests, benchmarks). The selected path
+is this module's ``_path``; the other kernel modules read it through ``active_path()``, never
+through a copy of their own, so a switch reaches all of them.
+"""
+
+import contextlib
+import os
+import platform
+
+from ..errors import UnsupportedError
+
+# The one place that sets jit options; no fastmath anywhere in the engine.
+JIT = dict(cache=True, nogil=True)
+JIT_PARALLEL = dict(cache=True, nogil=True, parallel=True)
+
+
+def _host_features() -> dict:
+    """The host CPU's features, or nothing when Numba compiles for another CPU."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    from numba import config
+    if config.CPU_NAME not in (None, "host"):
+        return {}  # compiling for another CPU (e.g. a portable cache): no host features
+    try:
+        import llvmlite.binding as llvm
+        return dict(llvm.get_host_cpu_features())
+    except Exception:  # pragma: no cover - an llvmlite without feature queries
+        return {}
+
+
+def _host_paths() -> tuple:
+    features = _host_features()
+    paths = ["portable"]
+    if features.get("avx2", False):
+        paths.append("avx2")
+        if all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni")):
+            paths.append("vnni")
+    return tuple(paths)
+
+
+PATHS = _host_paths()
+_ALL_PATHS = ("portable", "avx2", "vnni")
+
+
+def _initial_path() -> str:
+    wanted = os.environ.get("QLIC_KERNELS", "").strip().lower()
+    if wanted in ("", "auto"):
+        return PATHS[-1]
+    if wanted not in _ALL_PATHS:
+        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2', 'vnni' or 'auto', "
+                               f"got {wanted!r}")
+    # A path the host lacks falls back to the fastest it has below it.
+    return max((p for p in PATHS if _ALL_PATHS.index(p) <= _ALL_PATHS.index(wanted)),
+               key=_ALL_PATHS.index)
+
+
+_path = _initial_path()
+
+
+def available_paths() -> tuple:
+    """The multiply paths this host can run, slowest first."""
+    return PATHS
+
+
+def active_path() -> str:
+    return _path
+
+
+def set_path(name: str) -> None:
+    """Select the multiply path of the convolution and GDN kernels (see ``available_paths``)."""
+    global _path
+    if name not in PATHS:
+        raise ValueError(f"kernel path {name!r} is not available here (have {PATHS})")
+    _path = name
+
+
+@contextlib.contextmanager
+def use_path(name: str):
+    before = _path
+    set_path(name)
+    try:
+        yield
+    finally:
+        set_path(before)

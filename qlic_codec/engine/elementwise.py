@@ -1,0 +1,201 @@
+"""Element-wise kernels (requantization, scale index, codebooks) and what the other kernel
+modules share: operand checks, the check of requantization tables, 64-byte aligned buffers and
+the padded input buffers that convolutions read.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu import JIT_PARALLEL
+
+
+# ---------------------------------------------------------------------------------------------
+# Operand checks: each public kernel function validates once, its jitted kernel trusts
+
+
+def _require(arr: np.ndarray, name: str, dtypes, ndim: int) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.dtype not in dtypes or arr.ndim != ndim:
+        raise TypeError(f"{name}: expected a {ndim}-D array of {dtypes}, got "
+                        f"{getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
+    return np.ascontiguousarray(arr)
+
+
+_CODES = (np.dtype(np.int8), np.dtype(np.int16))
+_I32 = (np.dtype(np.int32),)
+
+
+def _check_requant(mult, shift, channels):
+    mult = _require(mult, "mult", _I32, 1)
+    shift = _require(shift, "shift", _I32, 1)
+    if mult.shape[0] != channels or shift.shape[0] != channels:
+        raise ValueError(f"requantization tables must have {channels} entries")
+    if shift.min() < 1 or shift.max() > 62:
+        raise ValueError("requantization shifts must be in 1..62")
+    return mult, shift
+
+
+_NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Element-wise: requantization, scale index, codebooks
+
+
+@njit(inline="always")
+def _requant_value(v, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    v = np.int64(v)
+    if leaky_shift > 0 and v < 0:
+        v = (v * leaky_mult + (np.int64(1) << (leaky_shift - 1))) >> leaky_shift
+    r = (v * np.int64(mult) + (np.int64(1) << (shift - 1))) >> shift
+    return min(max(r, lo), hi)
+
+
+@njit(**JIT_PARALLEL)
+def _requantize_kernel(acc, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    rows, c = acc.shape
+    for r in prange(rows):
+        for j in range(c):
+            out[r, j] = _requant_value(acc[r, j], mult[j], shift[j], leaky_mult, leaky_shift,
+                                       lo, hi)
+
+
+def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    """See ``reference.requantize``; ``acc`` is int32 (..., C), the result int32."""
+    acc = _require(acc, "acc", _I32, acc.ndim if isinstance(acc, np.ndarray) else 3)
+    mult, shift = _check_requant(mult, shift, acc.shape[-1])
+    flat = acc.reshape(-1, acc.shape[-1])
+    out = np.empty(flat.shape, np.int32)
+    _requantize_kernel(flat, mult, shift, leaky_mult, leaky_shift, lo, hi, out)
+    return out.reshape(acc.shape)
+
+
+@njit(**JIT_PARALLEL)
+def _scale_index_kernel(acc, mult, offset, shift, levels, out):
+    n, c = acc.shape
+    for p in prange(n):
+        for j in range(c):
+            v = np.int64(acc[p, j]) * np.int64(mult[j]) + np.int64(offset[j])
+            r = (v + (np.int64(1) << (shift - 1))) >> shift
+            out[p, j] = min(max(r, 0), levels - 1)
+
+
+def scale_index(acc, mult, offset, shift, levels):
+    """See ``reference.scale_index``; ``mult``/``offset`` int64 (C,)."""
+    acc = _require(acc, "acc", _I32, 3)
+    mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
+    offset = _require(offset, "offset", (np.dtype(np.int64),), 1)
+    if mult.shape[0] != acc.shape[2] or offset.shape[0] != acc.shape[2]:
+        raise ValueError(f"scale index tables must have {acc.shape[2]} entries")
+    out = np.empty(acc.shape, np.int32)
+    _scale_index_kernel(acc.reshape(-1, acc.shape[2]), mult, offset, int(shift), int(levels),
+                        out.reshape(-1, acc.shape[2]))
+    return out
+
+
+@njit(**JIT_PARALLEL)
+def _codebook_encode_kernel(values, thresholds, out):
+    n = values.shape[0]
+    for p in prange(n):
+        v = values[p]
+        lo, hi = 0, thresholds.shape[0]
+        while lo < hi:  # count of thresholds <= v, by bisection
+            mid = (lo + hi) >> 1
+            if thresholds[mid] <= v:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[p] = lo
+
+
+def codebook_encode(values, thresholds):
+    """See ``reference.codebook_encode``."""
+    values = _require(values, "values", _I32, np.ndim(values))
+    thresholds = _require(thresholds, "thresholds", _I32, 1)
+    out = np.empty(values.shape, np.uint8)
+    _codebook_encode_kernel(values.reshape(-1), thresholds, out.reshape(-1))
+    return out
+
+
+@njit(**JIT_PARALLEL)
+def _codebook_decode_kernel(codes, lut, out):
+    for p in prange(codes.shape[0]):
+        out[p] = lut[codes[p]]
+
+
+def codebook_decode(codes, lut):
+    """See ``reference.codebook_decode``."""
+    codes = _require(codes, "codes", (np.dtype(np.uint8),), np.ndim(codes))
+    lut = _require(lut, "lut", (np.dtype(np.int16),), 1)
+    if lut.shape[0] != 256:
+        raise ValueError("a codebook has 256 entries")
+    out = np.empty(codes.shape, np.int16)
+    _codebook_decode_kernel(codes.reshape(-1), lut, out.reshape(-1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffers: 64-byte aligned, and the padded inputs of the convolutions
+
+
+def _padded_bias(bias, coutp):
+    b = np.zeros(coutp, np.int32)
+    b[: bias.shape[0]] = bias
+    return b
+
+
+def _aligned(size, dtype, fill=0):
+    """A flat array of ``size`` elements whose data starts on a 64-byte boundary (filled with
+    ``fill``, or left uninitialised if it is None). Large numpy arrays start 16 bytes past
+    one, so every 64-byte vector load from them would straddle two cache lines."""
+    dtype = np.dtype(dtype)
+    raw = (np.empty(size + 64 // dtype.itemsize, dtype) if fill is None else
+           np.full(size + 64 // dtype.itemsize, fill, dtype))
+    skip = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[skip: skip + size]
+
+
+def _aligned_copy(a):
+    """``a`` flattened into a 64-byte aligned array (packed weights are read in vectors)."""
+    out = _aligned(a.size, a.dtype)
+    out[:] = a.reshape(-1)
+    return out
+
+
+@njit(**JIT_PARALLEL)
+def _pad_kernel(x, top, left, fill, flip, xp):
+    # One pass per row: the border takes ``fill``, the inside ``x ^ flip`` (flip = 128 turns
+    # int8 codes viewed as uint8 into codes + 128; 0 copies).
+    h, wd, c = x.shape
+    rows = xp.shape[0]
+    for r in prange(rows):
+        dst = xp[r]
+        if r < top or r >= top + h:
+            dst[:, :] = fill
+        else:
+            src = x[r - top]
+            dst[:left, :] = fill
+            for i in range(wd):
+                d = dst[left + i]
+                v = src[i]
+                for k in range(c):
+                    d[k] = v[k] ^ flip
+            dst[left + wd:, :] = fill
+
+
+def _padded(x, shape, top, left, fill, dtype):
+    """``x`` (H, W, C) at rows ``top``.., columns ``left``.. of a 64-byte aligned buffer of
+    ``shape`` and ``dtype`` whose other elements are ``fill``, with 64 spare bytes after it (a
+    dot-product run is read in 64-byte chunks, past its end where its weights are zero).
+    int8 ``x`` into a uint8 buffer is stored as unsigned codes + 128 (the VNNI inputs).
+    Returns the flat buffer. Writing every element once, in parallel, is what makes this
+    cheaper than filling the whole buffer and then copying ``x`` into it."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    flat = _aligned(size + 64 // dtype.itemsize, dtype, None)
+    flat[size:] = fill
+    if dtype == np.uint8:
+        src, flip = x.view(np.uint8), np.uint8(128)
+    else:
+        src, flip = x, dtype.type(0)
+    _pad_kernel(src, top, left, dtype.type(fill), flip, flat[:size].reshape(shape))
+    return flat

@@ -1,0 +1,252 @@
+"""GDN and inverse GDN of int8 / int16 codes, on every multiply path.
+
+The norm ``beta + gamma . |x|`` of a pixel is a 1x1 convolution of ``|x|`` with ``gamma``, run
+by the phase loops of ``convolution``; the epilogue here divides by it (GDN, rounding half
+away from zero) or multiplies by it and requantizes (inverse GDN).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .convolution import (_BYTES, _init_acc, _layer_path, _phase_portable, _phase_simd,
+                          _phase_vnni, _phase_wssd, _pixel_unit)
+from .cpu import JIT_PARALLEL
+from .elementwise import _CODES, _I32, _NO_REQUANT, _check_requant, _padded_bias, _require
+from .microkernels import _SUM_PIX, _mk_vnni_sum
+from .packing import PackedWeights, pack_gdn_weights
+from .reference import GDN_OUT_MAX
+
+
+@njit(inline="always")
+def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, omax, out_row):
+    # Branch-free per channel so that LLVM vectorises it. GDN's rounded quotient
+    # ``(2|num| + den) // (2 den)`` clamped to ``omax`` is, when ``2 den * 2**k`` fits int64
+    # (``fast``, checked by the caller from the largest possible norm), a restoring division
+    # over the bits below 2**(k+1): a quotient beyond them leaves every bit set, which the
+    # clamp then brings to ``omax`` (k = 6 for 8-bit codes, 10 for the wider ones).
+    wd, c = out_row.shape
+    for ox in range(wd):
+        norm = acc[ox * coutp: ox * coutp + c]
+        xv = xr[ox]
+        o = out_row[ox]
+        if inverse:
+            for i in range(c):
+                v = np.int64(xv[i]) * np.int64(norm[i])
+                sh = np.int64(ishift[i])
+                r = (v * np.int64(imult[i]) + (np.int64(1) << (sh - 1))) >> sh
+                r = -omax if r < -omax else r
+                o[i] = omax if r > omax else r
+        elif fast and omax == 127:
+            for i in range(c):
+                num = np.int64(xv[i]) * gmult[i]
+                den = np.int64(norm[i]) << gshift
+                rem = 2 * abs(num) + den
+                d = 2 * den
+                q = np.int64(0)
+                for bit in (64, 32, 16, 8, 4, 2, 1):
+                    t = d * bit
+                    ge = rem >= t
+                    rem = rem - t if ge else rem
+                    q = q + bit if ge else q
+                o[i] = -q if num < 0 else q
+        elif fast:
+            for i in range(c):
+                num = np.int64(xv[i]) * gmult[i]
+                den = np.int64(norm[i]) << gshift
+                rem = 2 * abs(num) + den
+                d = 2 * den
+                q = np.int64(0)
+                for bit in (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1):
+                    t = d * bit
+                    ge = rem >= t
+                    rem = rem - t if ge else rem
+                    q = q + bit if ge else q
+                q = omax if q > omax else q
+                o[i] = -q if num < 0 else q
+        else:
+            for i in range(c):
+                num = np.int64(xv[i]) * np.int64(gmult[i])
+                den = np.int64(norm[i]) << gshift
+                q = (2 * abs(num) + den) // (2 * den)
+                if num < 0:
+                    q = -q
+                o[i] = min(max(q, -omax), omax)
+
+
+@njit(inline="always")
+def _abs_row(x_row, npix, dtype):
+    """|x| of one row of codes as a flat run of ``npix`` pixels (padding pixels zero), 64-byte
+    aligned, with 64 spare zero bytes: what the GDN's 1x1 convolution reads. Built per row,
+    in cache, rather than as a whole-image buffer."""
+    wd, c = x_row.shape
+    n = npix * c
+    raw = np.empty(n + 128, dtype)  # 128 elements: room to align, and 64 spare bytes
+    size = raw.itemsize
+    skip = ((-raw.ctypes.data) % 64) // size
+    buf = raw[skip: skip + n + 64 // size]
+    for i in range(wd):
+        for k in range(c):
+            v = np.int32(x_row[i, k])  # widened first: -(-128) does not fit int8
+            buf[i * c + k] = -v if v < 0 else v
+    buf[wd * c:] = 0
+    return buf
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_simd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, out):
+    h, wd, c = x.shape
+    for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_simd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
+                      out[oy])
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_portable(x, npix, wt, narrow, beta, coutp, inverse, gmult, gshift, imult, ishift, fast,
+                  omax, out):
+    h, wd, c = x.shape
+    for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_portable(af, 0, 0, c, wt, narrow, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
+                      out[oy])
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_wssd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, out):
+    # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd). The
+    # twin of _gdn_simd, kept apart like _gdn_vnni so that hosts without VNNI never compile a
+    # kernel that holds VNNI instructions.
+    h, wd, c = x.shape
+    for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.int16)
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, beta, npix, coutp)
+        _phase_wssd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
+                      out[oy])
+
+
+@njit(**JIT_PARALLEL)
+def _gdn_vnni(x, npix, wf, blocks, nv, quads, beta, coutp, inverse, gmult, gshift, imult,
+              ishift, fast, omax, ones, out):
+    # |x| as bytes (it is at most 128) against gamma - 128, so each pixel's accumulators start
+    # at beta + 128 * sum|x| (wrapping like the sums).
+    h, wd, c = x.shape
+    chunks = ones.shape[0] // 64
+    for oy in prange(h):
+        af = _abs_row(x[oy], npix, np.uint8)
+        total = np.zeros(npix, np.int32)
+        for p in range(0, npix, _SUM_PIX):
+            _mk_vnni_sum(af, p * c, c, 0, 1, ones, 0, 0, 0, chunks, total, p, 1)
+        acc = np.empty(npix * coutp, np.int32)
+        for p in range(npix):
+            acc[p * coutp: (p + 1) * coutp] = beta + np.int32(128) * total[p]
+        _phase_vnni(af, 0, 0, c, 1, wf, blocks, nv, quads, acc, 0, coutp, npix, _BYTES)
+        _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
+                      out[oy])
+
+
+def _ones(n):
+    """A run of ``n`` int8 ones padded with zeros to whole 64-byte chunks."""
+    ones = np.zeros(-(-n // 64) * 64, np.int8)
+    ones[:n] = 1
+    return ones
+
+
+# Pixels of a VNNI GDN row are a multiple of the micro-kernel's 6 or 12 and of the 8 of the
+# |x| sums, so that neither reads nor writes past the row's padding.
+_GDN_VNNI_UNIT = 24
+
+
+def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
+    path = _layer_path(packed, x)
+    h, wd, c = x.shape
+    unit = _GDN_VNNI_UNIT if path == "vnni" else _pixel_unit(packed, path)
+    npix = -(-wd // unit) * unit
+    wide = x.dtype == np.int16
+    out = np.empty(x.shape, np.int8 if omax == 127 else np.int16)
+    # The largest norm any input can produce, for the fast GDN division (its top bit).
+    norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
+    fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
+    if path == "vnni" and wide:
+        _gdn_wssd(x, npix, packed.wssd[0], packed.vblocks, packed.vnv, packed.wpairs[0],
+                  _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
+                  imult, ishift, fast, omax, out)
+    elif path == "vnni":
+        _gdn_vnni(x, npix, packed.vnni[0], packed.vblocks, packed.vnv, packed.quads[0],
+                  _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
+                  imult, ishift, fast, omax, _ones(c), out)
+    elif path == "avx2":
+        _gdn_simd(x, npix, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
+                  _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
+                  imult, ishift, fast, omax, out)
+    else:
+        _gdn_portable(x, npix, packed.portable[0], packed.narrow, beta, packed.cout, inverse,
+                      gmult, gshift, imult, ishift, fast, omax, out)
+    return out
+
+
+def _gdn_input_max(x) -> int:
+    """The largest ``|x|`` that codes of ``x``'s type can have (int16: -32768 is refused)."""
+    return 128 if x.dtype == np.int8 else 32767
+
+
+def _check_gdn(x, gamma, beta):
+    x = _require(x, "x", _CODES, 3)
+    if isinstance(gamma, PackedWeights):
+        if gamma.kind != "gdn":
+            raise TypeError("gamma: packed convolution weights where GDN weights were expected")
+        packed = gamma
+        shape = gamma.shape
+    else:
+        gamma = _require(gamma, "gamma", (np.dtype(np.uint8),), 2)
+        packed = None
+        shape = gamma.shape
+    beta = _require(beta, "beta", _I32, 1)
+    c = x.shape[2]
+    if shape != (c, c) or beta.shape != (c,):
+        raise ValueError(f"GDN shapes do not match: x {x.shape}, gamma {shape}")
+    packed = packed if packed is not None else pack_gdn_weights(gamma)
+    if x.dtype == np.int16:
+        # 16-bit codes are symmetric (|x| must fit int16), and the int32 norm must not wrap
+        # whatever they are; 8-bit codes cannot make it wrap with 8-bit gamma and int32 beta
+        # below 2**24 per the loader, and are not checked here.
+        if x.size and int(x.min()) == -32768:
+            raise ValueError("16-bit GDN input codes must be in [-32767, 32767]")
+        if int(beta.max(initial=0)) + 32767 * int(packed.gamma_l1_max) >= 2**31:
+            raise ValueError("GDN norm of 16-bit inputs could exceed int32")
+    return x, packed, beta
+
+
+def _check_out_max(out_max) -> int:
+    out_max = int(out_max)
+    if out_max not in GDN_OUT_MAX:
+        raise ValueError(f"GDN output range must be one of {GDN_OUT_MAX}, got {out_max}")
+    return out_max
+
+
+def gdn(x, gamma, beta, mult, shift, out_max=127):
+    """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int; ``gamma`` may be
+    packed by ``pack_gdn_weights``."""
+    out_max = _check_out_max(out_max)
+    x, packed, beta = _check_gdn(x, gamma, beta)
+    mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
+    if mult.shape[0] != x.shape[2]:
+        raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
+    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2], out_max)
+
+
+def igdn(x, gamma, beta, mult, shift, out_max=127):
+    """See ``reference.igdn``; ``gamma`` may be packed by ``pack_gdn_weights``."""
+    out_max = _check_out_max(out_max)
+    x, packed, beta = _check_gdn(x, gamma, beta)
+    mult, shift = _check_requant(mult, shift, x.shape[2])
+    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift, out_max)
