@@ -1,0 +1,129 @@
+"""Encode or decode many files on a Dask cluster (``pip install "qlic[distributed]"``).
+
+    from qlic_codec import batch
+    jobs = batch.plan(["photos/"], "out/", "encode")          # mirrors the folder tree
+    for result in batch.run(jobs, "encode", scheduler="tcp://scheduler:8786", quality=5):
+        print(result)                                           # one dict per file
+
+Each file is one task. A task reads its input on the worker, runs the codec there and writes
+its output atomically (a temporary file renamed onto the target, ``fsio.atomic_write``), so
+the machines need a shared file system, and an output that exists is complete. A worker that
+dies takes no output with it: the scheduler runs its tasks again elsewhere. A run that stops
+can be started again with the same jobs: files whose output exists are skipped
+(``resume=True``, the default), so only the rest is done.
+
+Without a scheduler address, ``run`` starts a ``LocalCluster`` of worker processes on this
+machine (one thread each; qlic's kernels are parallel inside a file, but for many files one
+file per process is faster).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
+                  ".gif"}
+OPS = ("encode", "decode")
+
+
+@dataclass(frozen=True)
+class Job:
+    input: str
+    output: str
+
+
+def _wanted(path: Path, op: str) -> bool:
+    suffix = path.suffix.lower()
+    return suffix == ".qlic" if op == "decode" else suffix in IMAGE_SUFFIXES
+
+
+def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = None) -> list[Job]:
+    """Jobs for files and folders: a folder is walked recursively and its tree mirrored under
+    ``output_dir``; a file's output goes directly in ``output_dir``. Files that are not
+    inputs of ``op`` (by suffix) are left out of folders; named files are always kept."""
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    suffix = suffix or (".qlic" if op == "encode" else ".png")
+    out = Path(output_dir)
+    jobs = []
+    for item in inputs:
+        root = Path(item)
+        if root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.is_file() and _wanted(p, op)):
+                target = out / path.relative_to(root).with_suffix(suffix)
+                jobs.append(Job(str(path), str(target)))
+        else:
+            jobs.append(Job(str(root), str(out / (root.stem + suffix))))
+    outputs = [j.output for j in jobs]
+    if len(set(outputs)) != len(outputs):
+        dup = next(o for o in outputs if outputs.count(o) > 1)
+        raise ValueError(f"two inputs would write the same output {dup}")
+    return jobs
+
+
+def run_one(job: Job, op: str, quality: int = 4, model: str | None = None,
+            drop_alpha: bool = False, resume: bool = True) -> dict:
+    """Do one job where this runs (a worker); never raises for a bad file."""
+    from . import api, fsio, imageio
+    from .errors import QlicError
+    start = time.perf_counter()
+    result = {"input": job.input, "output": job.output, "op": op}
+    if resume and os.path.exists(job.output):
+        return {**result, "status": "skipped", "reason": "output exists"}
+    try:
+        data = fsio.read_input(job.input)
+        if op == "encode":
+            rgb = imageio.load_image(data, drop_alpha=drop_alpha)
+            out = api.encode(rgb, quality=quality, model=model)
+        else:
+            out = imageio.save_image(api.decode(data, model=model),
+                                     imageio.format_for_path(job.output))
+        os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
+        fsio.atomic_write(job.output, out)
+    except (QlicError, OSError) as exc:
+        return {**result, "status": "failed", "error": str(exc).splitlines()[0]}
+    return {**result, "status": "done", "bytes": len(out),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
+        workers: int | None = None, retries: int = 2, **options) -> Iterator[dict]:
+    """Run ``jobs`` on a cluster and yield one result per job as each finishes.
+
+    Args:
+        jobs: from ``plan``.
+        op: ``"encode"`` or ``"decode"``.
+        scheduler: address of a running Dask scheduler (``tcp://host:8786``); None for a
+            ``LocalCluster`` of ``workers`` processes on this machine.
+        client: an existing ``dask.distributed.Client`` instead of either.
+        retries: how often a task that raised is tried again (a worker's death is handled by
+            the scheduler, which reschedules the task).
+        options: ``quality``, ``model``, ``drop_alpha``, ``resume`` for ``run_one``.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise RuntimeError('batches on Dask need the distributed extra: '
+                           'pip install "qlic[distributed]"') from None
+    own = []
+    if client is None:
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1,
+                                   threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            own.append(cluster)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+        own.insert(0, client)
+    try:
+        futures = client.map(run_one, jobs, op=op, pure=False, retries=retries, **options)
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for thing in own:
+            thing.close()
