@@ -161,16 +161,41 @@ def encode_symbols(values: np.ndarray, indexes: np.ndarray, tables: CdfTables) -
         ValueError: on bad shapes, dtypes or index range.
         ModelFileError: if ``tables`` breaks the table convention.
     """
-    _check_indexes(indexes, tables)
-    if not isinstance(values, np.ndarray) or values.dtype != np.int32 or values.ndim != 1:
-        raise ValueError("values must be a 1-D int32 numpy array")
-    if values.shape != indexes.shape:
-        raise ValueError(f"values {values.shape} and indexes {indexes.shape} differ in shape")
-    models = _models_for(tables)
-    if values.size == 0:
-        return b""
+    return encode_segments([(values, indexes)], tables)
 
+
+def encode_segments(segments, tables: CdfTables) -> bytes:
+    """Range-codes several segments into one stream, one after the other, each laid out as
+    the module docstring describes (its table symbols, then its escapes).
+
+    A decoder that needs one segment's values to know the next segment's indexes (the
+    slices of a channel-conditional model) decodes them in the same order with
+    ``SegmentDecoder``. One segment gives the same bytes as ``encode_symbols``.
+
+    Args:
+        segments: ``(values, indexes)`` pairs as for ``encode_symbols``.
+        tables: the tables of every segment.
+    """
+    checked = []
+    for values, indexes in segments:
+        _check_indexes(indexes, tables)
+        if not isinstance(values, np.ndarray) or values.dtype != np.int32 or values.ndim != 1:
+            raise ValueError("values must be a 1-D int32 numpy array")
+        if values.shape != indexes.shape:
+            raise ValueError(f"values {values.shape} and indexes {indexes.shape} differ in "
+                             "shape")
+        checked.append((values, indexes))
+    models = _models_for(tables)
+    if not any(values.size for values, _ in checked):
+        return b""
     encoder = _RangeEncoder()
+    for values, indexes in checked:
+        if values.size:
+            _encode_segment(encoder, values, indexes, models, tables)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def _encode_segment(encoder, values, indexes, models, tables) -> None:
     order, groups = _group(indexes, tables.num_tables)
     grouped = values[order].astype(np.int64)
     escaped = []  # positions of escaped values, per table
@@ -200,8 +225,6 @@ def encode_symbols(values: np.ndarray, indexes: np.ndarray, tables: CdfTables) -
             encoder.encode(chunks.ravel()[keep].astype(np.int32), _Uniform(),
                            (1 << widths.ravel()[keep]).astype(np.int32))
 
-    return encoder.get_compressed().astype("<u4").tobytes()
-
 
 def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
     """Decodes the values that ``encode_symbols`` coded with the same indexes and tables.
@@ -222,39 +245,67 @@ def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.nd
         ValueError: on bad ``indexes`` or ``tables`` arguments.
         ModelFileError: if ``tables`` breaks the table convention.
     """
-    _check_indexes(indexes, tables)
-    models = _models_for(tables)
-    data = bytes(data)
-    if len(data) % 4:
-        raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is not a whole "
-                                 "number of 32-bit words")
-    n = indexes.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int32)
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    budget = _information_budget(words.size)
-    counts = np.bincount(indexes, minlength=tables.num_tables)
-    # Before anything of size n is allocated: even the likeliest symbols cost this much.
-    if float(counts @ models.min_bits) > budget:
-        raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is too short "
-                                 f"for {n} symbols")
+    return SegmentDecoder(data, tables).decode(indexes)
 
-    try:
-        decoder = _RangeDecoder(words)
+
+class SegmentDecoder:
+    """Decodes the segments of an ``encode_segments`` stream one at a time, in order.
+
+    The information budget (see ``_information_budget``) covers the whole stream: every
+    segment's symbols count against the same words, so garbage fails however it is split.
+
+    Raises:
+        CorruptStreamError: (from the constructor) a stream that is not whole words.
+    """
+
+    def __init__(self, data: bytes, tables: CdfTables) -> None:
+        self.tables = tables
+        self.models = _models_for(tables)
+        data = bytes(data)
+        if len(data) % 4:
+            raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is not a "
+                                     "whole number of 32-bit words")
+        self.size = len(data)
+        self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        self.budget = _information_budget(self.words.size)
+        self.information = 0.0
+        self._decoder = None
+
+    def decode(self, indexes: np.ndarray) -> np.ndarray:
+        """The next segment's values: int32[n] for int32[n] table indexes."""
+        tables, models = self.tables, self.models
+        _check_indexes(indexes, tables)
+        n = indexes.size
+        if n == 0:
+            return np.zeros(0, dtype=np.int32)
+        counts = np.bincount(indexes, minlength=tables.num_tables)
+        # Before anything of size n is allocated: even the likeliest symbols cost this much.
+        if self.information + float(counts @ models.min_bits) > self.budget:
+            raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "
+                                     f"for {n} more symbols")
+        try:
+            if self._decoder is None:
+                self._decoder = _RangeDecoder(self.words)
+            return self._decode(self._decoder, indexes, n)
+        except _CODER_ERRORS as exc:
+            raise CorruptStreamError(
+                f"corrupt entropy-coded stream ({type(exc).__name__})") from exc
+
+    def _decode(self, decoder, indexes, n) -> np.ndarray:
+        tables, models = self.tables, self.models
         order, groups = _group(indexes, tables.num_tables)
         grouped = np.empty(n, dtype=np.int64)
         escaped = []  # positions of escape symbols, per table
-        information = 0.0
         for t, start, stop in groups:
             # In chunks, so that garbage fails after one chunk, not after the whole group.
             for a in range(start, stop, _DECODE_CHUNK):
                 b = min(a + _DECODE_CHUNK, stop)
                 symbols = decoder.decode(models.models[t], b - a)
-                information += float(models.bits[t][symbols].sum())
-                if information > budget:
+                self.information += float(models.bits[t][symbols].sum())
+                if self.information > self.budget:
                     raise CorruptStreamError(
                         f"corrupt entropy-coded stream: it decodes to more information than "
-                        f"its {len(data)} bytes can hold")
+                        f"its {self.size} bytes can hold")
                 grouped[a:b] = symbols
                 grouped[a:b] += models.offsets[t]
                 outside = symbols == models.sizes[t] - 1
@@ -284,6 +335,4 @@ def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.nd
             if np.any((v_esc < _INT32.min) | (v_esc > _INT32.max)):
                 raise CorruptStreamError("escaped value outside int32 in entropy-coded stream")
             values[positions] = v_esc
-    except _CODER_ERRORS as exc:
-        raise CorruptStreamError(f"corrupt entropy-coded stream ({type(exc).__name__})") from exc
-    return values.astype(np.int32)
+        return values.astype(np.int32)

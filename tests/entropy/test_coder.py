@@ -366,3 +366,61 @@ def test_speed_report(capsys: pytest.CaptureFixture) -> None:
               f"encode {min(timings['encode']) / n * 1e9:.0f} ns/symbol, "
               f"decode {min(timings['decode']) / n * 1e9:.0f} ns/symbol, "
               f"{8 * len(data) / n:.3f} bits/symbol")
+
+
+# --- segments: one stream decoded in steps, each step's indexes known only after the last ---
+
+def _segments(rng, tables, count):
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(0, 400))
+        indexes = rng.integers(0, tables.num_tables, n).astype(np.int32)
+        values = rng.integers(-40, 40, n).astype(np.int32)
+        values[rng.random(n) < 0.02] = rng.integers(-(2**31), 2**31 - 1, dtype=np.int64)
+        out.append((values, indexes))
+    return out
+
+
+def test_segments_decode_in_order_from_one_stream() -> None:
+    rng = np.random.default_rng(7)
+    tables = _random_tables(rng, 6)
+    segments = _segments(rng, tables, 5)
+    data = coder.encode_segments(segments, tables)
+    decoder = coder.SegmentDecoder(data, tables)
+    for values, indexes in segments:
+        assert np.array_equal(decoder.decode(indexes), values)
+
+
+def test_one_segment_is_the_plain_stream() -> None:
+    rng = np.random.default_rng(8)
+    tables = _random_tables(rng, 4)
+    (values, indexes), = _segments(rng, tables, 1)
+    assert coder.encode_segments([(values, indexes)], tables) == encode_symbols(
+        values, indexes, tables)
+
+
+def test_later_indexes_may_depend_on_earlier_values() -> None:
+    # As in a channel-conditional model: the tables of slice k come from slices before it.
+    rng = np.random.default_rng(9)
+    tables = _random_tables(rng, 8)
+    first = rng.integers(-5, 5, 300).astype(np.int32)
+    first_idx = rng.integers(0, 8, 300).astype(np.int32)
+    second_idx = (np.abs(first) % 8).astype(np.int32)
+    second = rng.integers(-5, 5, 300).astype(np.int32)
+    data = coder.encode_segments([(first, first_idx), (second, second_idx)], tables)
+    decoder = coder.SegmentDecoder(data, tables)
+    got = decoder.decode(first_idx)
+    assert np.array_equal(decoder.decode((np.abs(got) % 8).astype(np.int32)), second)
+
+
+def test_the_information_budget_spans_all_segments() -> None:
+    rng = np.random.default_rng(10)
+    tables = _random_tables(rng, 3)
+    values = rng.integers(-3, 3, 200).astype(np.int32)
+    indexes = rng.integers(0, 3, 200).astype(np.int32)
+    data = coder.encode_segments([(values, indexes)], tables)
+    decoder = coder.SegmentDecoder(data, tables)
+    decoder.decode(indexes)
+    with pytest.raises(CorruptStreamError):
+        for _ in range(10_000):  # far more symbols than the words can hold
+            decoder.decode(np.zeros(4096, np.int32))
