@@ -67,6 +67,11 @@ def atomic_write(path: str, data: bytes) -> None:
     ``KeyboardInterrupt``, the temporary file is removed and an existing ``path`` is left
     untouched.
 
+    An existing ``path`` that is neither a regular file nor a directory (a device such as
+    ``/dev/null`` or ``/dev/full``, a named pipe) is written in place, as ``cat > path``
+    would: it cannot be replaced atomically, and renaming a file onto it would destroy the
+    device or pipe (for root, ``-o /dev/null`` would replace ``/dev/null`` itself).
+
     Args:
         path: The target file path, or ``"-"`` for standard output.
         data: The bytes to write.
@@ -80,6 +85,10 @@ def atomic_write(path: str, data: bytes) -> None:
             sys.stdout.buffer.flush()
         except OSError as exc:
             raise QlicError(f"cannot write standard output: {_reason(exc)}") from exc
+        return
+
+    if _is_special_file(path):
+        _write_in_place(path, data)
         return
 
     directory = os.path.dirname(path) or "."
@@ -111,6 +120,24 @@ def atomic_write(path: str, data: bytes) -> None:
             raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
         raise
     _fsync_directory(directory)
+
+
+def _is_special_file(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing (the usual case) or unreachable: the normal path reports it
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_in_place(path: str, data: bytes) -> None:
+    try:
+        # Unbuffered, so that an error (ENOSPC from /dev/full, EPIPE from a pipe) surfaces
+        # in the write itself and not in a close that could hide it.
+        with open(path, "wb", buffering=0) as f:
+            _write_all(f, data)
+    except OSError as exc:
+        raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
 
 
 def same_file(a: str, b: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import types
 from pathlib import Path
@@ -219,6 +220,38 @@ def test_atomic_write_onto_directory(tmp_path: Path) -> None:
     with pytest.raises(QlicError, match="cannot write"):
         atomic_write(str(target), b"x")
     assert target.is_dir()
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_into_a_named_pipe_writes_in_place(tmp_path: Path) -> None:
+    # Renaming a temporary file onto a pipe (or a device: -o /dev/null as root) would replace
+    # it; an output that is neither a regular file nor a directory is written in place.
+    import threading
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write(str(pipe), b"through the pipe" * 1000)
+    reader.join(60)
+    assert got == [b"through the pipe" * 1000]
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="making a device node (a private /dev/full) needs root")
+def test_atomic_write_into_a_full_device(tmp_path: Path) -> None:
+    device = tmp_path / "full"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        device.open("wb").close()
+    except OSError as exc:
+        pytest.skip(f"cannot make or open a device node here: {exc}")
+    with pytest.raises(QlicError, match=r"^cannot write '.*full': No space left on device$"):
+        atomic_write(str(device), b"x" * 10000)
+    assert stat.S_ISCHR(os.stat(device).st_mode)
     assert leftovers(tmp_path) == []
 
 
