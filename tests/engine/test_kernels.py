@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import pytest
 
-from qlic_codec.engine import kernels, reference
+from qlic_codec.engine import fixedpoint, kernels, reference
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 W_ABS = 128  # the largest |int8 weight|
@@ -603,6 +603,135 @@ def test_codebook_decode(threads):
         _assert_same(kernels.codebook_decode(codes, lut), reference.codebook_decode(codes, lut))
     codes = np.arange(256, dtype=np.uint8)
     _assert_same(kernels.codebook_decode(codes, luts[0]), luts[0])
+
+
+# --- the shipped layers: 128 and 192 channels, 12-bit and 16-bit codes ------------------------
+
+# Every integer layer of models/qlic-mse.qlicm (and qlic-msssim.qlicm, the same shapes), as the
+# graph runs it: (op, Cin, Cout, K, stride, input code bound, output). Input bound 128 is the
+# first layer's pixel codes (padded with -128), 127 an 8-bit code, 2047 a 12-bit code, 32767
+# the int16 latents z and y_hat. Output: ("codes", lo/hi bound, leaky) for a fused
+# requantization, "acc" for int32 accumulators, or the GDN's output bound. Only 8x9 pixels: the
+# channel counts and code widths are what the smaller cases above do not reach.
+SHIPPED_LAYERS = {
+    "g_a.0": ("conv", 3, 128, 5, 2, 128, ("codes", 2047, False)),
+    "g_a.1": ("gdn", 128, 128, 1, 1, 2047, 127),
+    "g_a.2": ("conv", 128, 128, 5, 2, 127, ("codes", 2047, False)),
+    "g_a.3": ("gdn", 128, 128, 1, 1, 2047, 2047),
+    "g_a.4": ("conv", 128, 128, 5, 2, 2047, ("codes", 2047, False)),
+    "g_a.6": ("conv", 128, 192, 5, 2, 2047, "acc"),
+    "h_a.0": ("conv", 192, 128, 3, 1, 127, ("codes", 127, True)),
+    "h_s.0": ("deconv", 128, 192, 5, 2, 32767, ("codes", 127, True)),
+    "h_s.1": ("deconv", 192, 288, 5, 2, 127, ("codes", 127, True)),
+    "h_s.2": ("conv", 288, 384, 3, 1, 127, "acc"),
+    "g_s.0": ("deconv", 192, 128, 5, 2, 32767, ("codes", 2047, False)),
+    "g_s.1": ("igdn", 128, 128, 1, 1, 2047, 127),
+    "g_s.2": ("deconv", 128, 128, 5, 2, 127, ("codes", 2047, False)),
+    "g_s.5": ("igdn", 128, 128, 1, 1, 2047, 2047),
+    "g_s.6": ("deconv", 128, 3, 5, 2, 2047, "acc"),
+}
+SHIPPED_HW = (8, 9)
+MODEL_LEAKY = (655, 16)  # the shipped models' LeakyReLU multiplier and shift
+
+
+def _shipped_weights(rng, op, cin, cout, k, in_max):
+    """int8 weights as large as the loader's overflow proof allows for ``in_max`` (the full
+    int8 range where it fits), and a bias that fills what is left of the int32 headroom in
+    half of the channels, so that extreme codes drive accumulators to +-(2**31 - 1)."""
+    taps = 9 if op == "deconv" else k * k  # a transposed conv's worst phase: 3x3 of 5x5
+    w_max = min(128, (I32_MAX - 2**20) // (in_max * taps * cin))
+    w = rng.integers(-w_max, min(w_max, 127), (cout, k, k, cin), endpoint=True).astype(np.int8)
+    l1 = (fixedpoint.deconv_weight_l1 if op == "deconv" else fixedpoint.conv_weight_l1)(w)
+    headroom = I32_MAX - in_max * l1
+    assert np.all(headroom > 2**20), "the operands must respect the loader's proof"
+    bias = rng.integers(-(2**20), 2**20, cout, endpoint=True)
+    full = np.arange(cout) % 2 == 1
+    bias[full] = rng.choice(np.array([-1, 1]), int(full.sum())) * headroom[full]
+    return w, bias.astype(np.int32)
+
+
+def _shipped_codes(rng, shape, in_max, mode):
+    """Input codes of the layer: random within +-in_max, or all at one end of the range."""
+    dtype = np.int8 if in_max <= 128 else np.int16
+    if mode == "random":
+        return _fill(rng, shape, dtype, "random", in_max)
+    lo = -128 if in_max == 128 else -in_max
+    return np.full(shape, lo if mode == "min" else min(in_max, np.iinfo(dtype).max), dtype)
+
+
+def _check_shipped_conv(rng, op, cin, cout, k, stride, in_max, out):
+    pad_value = -128 if in_max == 128 else 0
+    w, bias = _shipped_weights(rng, op, cin, cout, k, in_max)
+    packed = (kernels.pack_deconv_weights if op == "deconv" else kernels.pack_conv_weights)(w)
+    args = () if op == "deconv" else (stride, pad_value)
+    kernel = kernels.conv_transpose2d if op == "deconv" else kernels.conv2d
+    fused = kernels.conv_transpose2d_requant if op == "deconv" else kernels.conv2d_requant
+    ref = REF.conv_transpose2d if op == "deconv" else REF.conv2d
+    ref_fused = REF.conv_transpose2d_requant if op == "deconv" else REF.conv2d_requant
+    for mode in ("random", "min", "max"):
+        x = _shipped_codes(rng, (*SHIPPED_HW, cin), in_max, mode)
+        acc = ref(x, w, bias, *args)
+        # The graph runs packed weights; the unpacked ones must give the same integers.
+        for weights in (packed, w):
+            _assert_same(kernel(x, weights, bias, *args), acc)
+        if out == "acc":
+            continue
+        _, bound, leaky = out
+        mult, shift = _requant_tables(rng, cout, np.abs(acc).mean(), bound / 4)
+        req = (mult, shift, *(MODEL_LEAKY if leaky else (0, 0)), -bound, bound,
+               np.int16 if bound > 127 else np.int8)
+        want = ref_fused(x, w, bias, *args, *req)
+        _assert_same(fused(x, packed, bias, *args, *req), want)
+        if mode == "random":  # codes inside the range (beyond 8 bits where it is wider)
+            floor = 127 if bound > 127 else 0
+            assert np.count_nonzero((np.abs(want) > floor) & (np.abs(want) < bound)) > 0
+
+
+def _check_shipped_gdn(rng, op, c, in_max, out_max):
+    gamma = _fill(rng, (c, c), np.uint8, "random")
+    beta = rng.integers(1, 2**24, c, endpoint=True).astype(np.int32)
+    packed = kernels.pack_gdn_weights(gamma)
+    for mode, gamma_in in (("random", gamma), ("min", gamma), ("max", np.full_like(gamma, 255))):
+        x = _shipped_codes(rng, (*SHIPPED_HW, c), in_max, mode)
+        norm = float(np.mean(reference._norm(x, gamma_in, beta)))
+        mean_x = max(1.0, float(np.mean(np.abs(x.astype(np.int64)))))
+        target = out_max / 4
+        if op == "gdn":
+            # |quotient| = |x| * mult / (norm * 2**shift) ~ out_max / 4, spread over 2**+-4,
+            # within the loader's bound 2 * |x * mult| < 2**62.
+            shift = 16
+            ideal = target * norm * 2**shift / mean_x * 2.0 ** rng.uniform(-4, 4, c)
+            mult = np.clip(ideal, 0, 2**62 // (2 * in_max)).astype(np.int64)
+            want = reference.gdn(x, gamma_in, beta, mult, shift, out_max)
+            got = kernels.gdn(x, gamma_in if mode == "max" else packed, beta, mult, shift,
+                              out_max)
+        else:
+            # |x| * norm * mult / 2**shift ~ out_max / 4, with x * norm * mult < 2**62.
+            mult = rng.integers(2**12, 2**16, c, endpoint=True)
+            ideal = np.log2(mult * mean_x * norm / target)
+            shift = np.clip(np.round(ideal) + rng.integers(-2, 3, c), 1, 62).astype(np.int32)
+            mult = mult.astype(np.int32)
+            want = reference.igdn(x, gamma_in, beta, mult, shift, out_max)
+            got = kernels.igdn(x, gamma_in if mode == "max" else packed, beta, mult, shift,
+                               out_max)
+        _assert_same(got, want)
+        if mode == "random":  # real quotients: neither all zero nor all clamped
+            inside = (np.abs(want) > 0) & (np.abs(want) < out_max)
+            assert np.count_nonzero(inside) > want.size // 4
+
+
+@pytest.mark.parametrize("layer", list(SHIPPED_LAYERS))
+def test_shipped_layers(path, threads, layer):
+    """Each layer of the shipped models at its real channel counts and code widths (12-bit
+    activations as int16, the int16 latents z and y_hat), on every multiply path and at 1 and
+    2 threads, against the NumPy reference: random codes and both ends of the code range, with
+    weights and biases as large as the loader's overflow proof allows."""
+    op, cin, cout, k, stride, in_max, out = SHIPPED_LAYERS[layer]
+    rng = _rng("shipped", layer)
+    if op in ("gdn", "igdn"):
+        _check_shipped_gdn(rng, op, cin, in_max, out)
+    else:
+        _check_shipped_conv(rng, op, cin, cout, k, stride, in_max, out)
 
 
 # --- thread counts in fresh processes ---------------------------------------------------------
