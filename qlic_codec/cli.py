@@ -171,7 +171,7 @@ def encode(
     ctx = click.get_current_context()
     pairs = _plan_outputs(inputs, output, ".qlic")
     _refuse_binary_to_terminal(pairs, force)
-    api = _import_codec("qlic_codec.api", debug, kernels=True)
+    api = _import_codec_to_run(debug)
     if quality is None:
         quality = int(api.DEFAULT_QUALITY)
     elif quality not in api.QUALITY_LEVELS:
@@ -239,7 +239,7 @@ def decode(
         except QlicError as exc:
             raise click.BadParameter(_one_line(exc), param_hint="'-o' / '--output'") from None
     _refuse_binary_to_terminal(pairs, force)
-    api = _import_codec("qlic_codec.api", debug, kernels=True)
+    api = _import_codec_to_run(debug)
     json_to_stderr = _any_stdout(pairs)
     report = _Report(debug)
 
@@ -345,41 +345,10 @@ def _run_batch(
             report.run(_display(input_path), lambda: process(input_path, output_path))
 
 
-class _WithoutScipy:
-    """Meta-path finder that refuses SciPy while the codec (and so Numba) is imported.
-
-    Numba imports ``scipy.linalg`` (in ``numba.np.arraymath``) only to offer BLAS to jitted
-    ``np.dot``, which the engine does not use; where SciPy is installed that import took
-    0.1-0.2 s of a warm ``qlic decode`` process. The finder is removed right after the
-    import, and only the command line installs it: a program that uses the API keeps Numba as
-    it is.
-    """
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == "scipy" or fullname.startswith("scipy."):
-            raise ModuleNotFoundError(f"{fullname} is not needed by the qlic command")
-        return None
-
-
-def _import_light(name: str, kernels: bool) -> ModuleType:
-    if not kernels or "numba" in sys.modules or "scipy" in sys.modules:
-        return importlib.import_module(name)
-    finder = _WithoutScipy()
-    sys.meta_path.insert(0, finder)
-    try:
-        # The module that asks for SciPy is imported by Numba's first compilation or cache
-        # load, after this function; importing it now, under the finder, settles it.
-        importlib.import_module("numba.np.arraymath")
-        return importlib.import_module(name)
-    finally:
-        sys.meta_path.remove(finder)
-
-
-def _import_codec(name: str, debug: bool, kernels: bool = False) -> ModuleType:
+def _import_codec(name: str, debug: bool) -> ModuleType:
     # importlib returns whatever sys.modules holds, so tests can substitute the codec.
-    # ``kernels``: the command will run the network (encode, decode), so Numba comes now.
     try:
-        return _import_light(name, kernels)
+        return importlib.import_module(name)
     except ImportError as exc:
         # A missing dependency is an installation problem, not a bug in qlic.
         _fail_now(f"qlic: error: cannot load {name}: {_one_line(exc)}", EXIT_FAILED)
@@ -391,6 +360,15 @@ def _import_codec(name: str, debug: bool, kernels: bool = False) -> ModuleType:
             f"{_one_line(exc)}" + ("" if debug else " (re-run with --debug for a traceback)"),
             EXIT_INTERNAL,
         )
+
+
+def _import_codec_to_run(debug: bool) -> ModuleType:
+    """The codec for a command that runs the network (encode, decode): the engine's kernels,
+    and with them Numba, load now, so that a broken installation stops the command before its
+    first file."""
+    api = _import_codec("qlic_codec.api", debug)
+    _import_codec("qlic_codec.engine.kernels", debug)
+    return api
 
 
 def _fail_now(message: str, code: int) -> NoReturn:

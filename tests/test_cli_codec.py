@@ -75,7 +75,7 @@ def test_info_does_not_load_numba(tiny_model, tmp_path):
 
 
 def test_decode_keeps_scipy_out_and_restores_the_import_system(tiny_model, tmp_path):
-    # Numba would import SciPy (for BLAS the engine never calls); the command refuses it
+    # Numba would import SciPy (for BLAS the engine never calls); the engine refuses it
     # while Numba loads, then removes its import hook, so SciPy stays importable afterwards.
     pytest.importorskip("scipy")  # without SciPy there is nothing to keep out
     data = qlic_codec.encode(synthetic_photo(30, 30), 4, tiny_model)

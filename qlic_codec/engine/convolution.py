@@ -10,9 +10,10 @@ loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of `
 """
 
 import numpy as np
+
+from . import cpu  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
-from . import cpu
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _padded, _padded_bias,
                           _require)

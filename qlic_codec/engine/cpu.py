@@ -1,4 +1,16 @@
-"""The multiply paths this CPU can run, the one that runs, and the jit options.
+"""The engine's start-up (Numba without SciPy), the multiply paths this CPU can run, the one
+that runs, and the jit options.
+
+Every kernel module imports this one before Numba, so its start-up has run whoever uses the
+engine: the command line, the API, a benchmark or a test.
+
+SciPy: where it is installed, Numba imports it when it starts (a version check) and imports
+``scipy.linalg`` in ``numba.np.arraymath`` (loaded by the first compilation or cache load),
+only to offer BLAS to jitted ``np.dot``, which the engine does not use; that took 0.1-0.2 s of
+a warm ``qlic decode`` process. So Numba is imported here behind an import hook that refuses
+SciPy, and the hook is removed right after: SciPy stays importable, but Numba in this process
+has no BLAS. A program that imports SciPy before the engine keeps Numba as it is (and so
+should one whose own jitted code needs BLAS).
 
 ``available_paths`` lists what the host can run (slowest first); ``QLIC_KERNELS`` picks one at
 start-up, ``set_path`` / ``use_path`` switch at run time (tests, benchmarks). The selected path
@@ -7,10 +19,37 @@ through a copy of their own, so a switch reaches all of them.
 """
 
 import contextlib
+import importlib
 import os
 import platform
+import sys
 
 from ..errors import UnsupportedError
+
+
+class _WithoutScipy:
+    """Meta-path finder that refuses SciPy while Numba is imported."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "scipy" or fullname.startswith("scipy."):
+            raise ModuleNotFoundError(f"{fullname} is not needed by the qlic engine")
+        return None
+
+
+def _import_numba_without_scipy() -> None:
+    if "scipy" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return  # SciPy is loaded already, or Numba has settled: nothing left to keep out
+    finder = _WithoutScipy()
+    sys.meta_path.insert(0, finder)
+    try:
+        # The module that asks for scipy.linalg is imported by Numba's first compilation or
+        # cache load, later; importing it now, under the finder, settles it.
+        importlib.import_module("numba.np.arraymath")
+    finally:
+        sys.meta_path.remove(finder)
+
+
+_import_numba_without_scipy()
 
 # The one place that sets jit options; no fastmath anywhere in the engine.
 JIT = dict(cache=True, nogil=True)

@@ -4,9 +4,9 @@ the padded input buffers that convolutions read.
 """
 
 import numpy as np
-from numba import njit, prange
 
-from .cpu import JIT_PARALLEL
+from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
+from numba import njit, prange
 
 
 # ---------------------------------------------------------------------------------------------

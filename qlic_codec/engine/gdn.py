@@ -6,11 +6,12 @@ away from zero) or multiplies by it and requantizes (inverse GDN).
 """
 
 import numpy as np
+
+from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
 from .convolution import (_BYTES, _init_acc, _layer_path, _phase_portable, _phase_simd,
                           _phase_vnni, _phase_wssd, _pixel_unit)
-from .cpu import JIT_PARALLEL
 from .elementwise import _CODES, _I32, _NO_REQUANT, _check_requant, _padded_bias, _require
 from .microkernels import _SUM_PIX, _mk_vnni_sum
 from .packing import PackedWeights, pack_gdn_weights

@@ -8,6 +8,7 @@ jitted kernels that call them (``convolution``, ``gdn``) find them. A jitted ker
 only when its path runs, so a host without VNNI never compiles a VNNI instruction.
 """
 
+from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
