@@ -13,13 +13,20 @@ The float model's rate is estimated from its likelihoods (``train.loop.validate`
 Curves are averaged over images at each quality setting (mean bpp, mean PSNR, mean MS-SSIM of
 the per-image points); BD-rates compare those average curves, PSNR in dB and MS-SSIM in dB
 (-10 log10(1 - MS-SSIM)). Negative BD-rate: qlic needs fewer bits for the same quality.
-Writes ``rd.json``, ``rd_psnr.png`` and ``rd_msssim.png`` to ``--out``.
+Writes ``rd.json``, ``rd_psnr.png`` and ``rd_msssim.png`` to ``--out``, and one file per
+codec (and per model) to ``--out/<dataset>/<codec-or-model>.json``: ``qlic-mse.json``,
+``qlic-mse-float.json``, ``jpeg.json``, ... with bpp, PSNR and MS-SSIM of every image at every
+setting and the averaged curve. ``<dataset>`` is the name of the ``--data`` folder (``val``);
+a run on part of it (``--limit``, or not every quality level) writes to
+``<dataset>.partial/`` instead, which git ignores, so a quick look never overwrites the
+committed results of a whole run.
 """
 
 import argparse
 import io
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -327,6 +334,57 @@ def plot(curves, labels, out: Path, title: str) -> list[Path]:
 
 # --------------------------------------------------------------------------- main
 
+def _portable(path) -> str:
+    """A path as a results file records it: relative to the repository when absolute."""
+    text = str(path)
+    return os.path.relpath(text, ROOT) if os.path.isabs(text) else text
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def result_name(codec: str, codec_meta: dict) -> str:
+    """The file name (without .json) of one codec's results: the codec, or for qlic and its
+    float model the model file's name (``qlic-mse``, ``qlic-mse-float``)."""
+    source = codec_meta.get("model_path") or codec_meta.get("checkpoint")
+    if codec not in ("qlic", "float") or not source:
+        return codec
+    stem = Path(source).stem
+    return stem if stem.startswith("qlic-") else f"{codec}-{stem}"
+
+
+def write_codec_results(folder: Path, points, curves, meta, command: str) -> list[Path]:
+    """One JSON file per codec in ``folder``: its settings, every per-image point and the
+    averaged curve, with the data set, the command and the CPU that made them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for codec, codec_meta in meta["codecs"].items():
+        rows = [{k: p[k] for k in ("image", "setting", "bytes", "bpp", "psnr", "ms_ssim")}
+                for p in points if p["codec"] == codec]
+        if not rows:
+            continue
+        record = {
+            "codec": codec, **codec_meta,
+            "dataset": meta["dataset"], "data": meta["data_relative"],
+            "images": meta["images"], "command": command, "cpu": meta["cpu"],
+            "python": meta["python"], "date": meta["date"],
+            "curve": curves.get(codec, []), "points": rows,
+        }
+        path = folder / f"{result_name(codec, codec_meta)}.json"
+        path.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
+        written.append(path)
+    return written
+
+
 def load_images(folder: Path, limit):
     from PIL import Image
     files = sorted(p for p in folder.glob("*.png") if p.is_file())
@@ -386,6 +444,7 @@ def main(argv=None) -> int:
             model = api.load_model(args.model)
             meta["codecs"]["qlic"] = {"label": labels["qlic"], "setting": "quality",
                                       "model": args.model or "(bundled default)",
+                                      "model_path": _portable(model.path),
                                       "model_id": model.model_id.hex(), "metric": model.metric}
             bad = [q for q in levels if not 1 <= q <= model.network.levels]
             if bad:
@@ -433,7 +492,7 @@ def main(argv=None) -> int:
             for name, level, m in float_points(args.float_ckpt, images, levels):
                 points.append({"codec": "float", "image": name, "setting": level, **m})
             meta["codecs"]["float"] = {"label": labels["float"], "setting": "quality",
-                                       "checkpoint": args.float_ckpt,
+                                       "checkpoint": _portable(args.float_ckpt),
                                        "rate": "estimated from likelihoods"}
         except Exception as exc:
             note(f"skipping the float model: {type(exc).__name__}: {exc}")
@@ -455,6 +514,19 @@ def main(argv=None) -> int:
              "averaged per setting")
     written = plot(curves, labels, args.out, title)
     print(f"\nwrote {args.out / 'rd.json'}" + "".join(f", {p.name}" for p in written))
+
+    # Per-codec results: a whole data set under its name, part of one under <name>.partial.
+    total = len([q for q in args.data.glob("*.png") if q.is_file()])
+    partial = len(images) < total or sorted(levels) != list(api.QUALITY_LEVELS)
+    meta.update(dataset=args.data.resolve().name, data_relative=_portable(args.data),
+                cpu=cpu_name(), date=time.strftime("%Y-%m-%d"))
+    folder = args.out / (meta["dataset"] + (".partial" if partial else ""))
+    command = " ".join(["python benchmarks/rd.py"] + [
+        _portable(a) if os.path.isabs(a) else a for a in (sys.argv[1:] if argv is None
+                                                           else argv)])
+    files = write_codec_results(folder, points, curves, meta, command)
+    if files:
+        print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 
 

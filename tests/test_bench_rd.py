@@ -1,0 +1,57 @@
+"""The rate-distortion benchmark's per-codec results (benchmarks/rd.py): one JSON file per codec
+and model, under the data set's name, with every per-image point and the averaged curve."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import synthetic_photo
+
+pytest.importorskip("torch")  # MS-SSIM is computed with the training metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rd():
+    spec = importlib.util.spec_from_file_location("bench_rd", ROOT / "benchmarks" / "rd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rd_writes_one_file_per_codec(tiny_model, tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    for seed in range(3):
+        Image.fromarray(synthetic_photo(176, 192, seed)).save(data / f"p{seed}.png")
+    rd = _rd()
+    out = tmp_path / "out"
+    args = ["--data", str(data), "--model", tiny_model, "--codecs", "qlic", "jpeg",
+            "--limit", "2", "--levels", "1", "8", "--out", str(out)]
+    assert rd.main(args) == 0
+    # Two of three photos and two of eight levels: a partial run, kept apart.
+    folder = out / "photos.partial"
+    assert sorted(p.name for p in folder.iterdir()) == ["jpeg.json", "qlic-tiny-mse.json"]
+    qlic = json.loads((folder / "qlic-tiny-mse.json").read_text())
+    assert qlic["codec"] == "qlic" and qlic["dataset"] == "photos"
+    assert qlic["command"].startswith("python benchmarks/rd.py --data ")
+    assert [i["name"] for i in qlic["images"]] == ["p0.png", "p1.png"]
+    assert sorted((p["image"], p["setting"]) for p in qlic["points"]) == [
+        ("p0.png", 1), ("p0.png", 8), ("p1.png", 1), ("p1.png", 8)]
+    for p in qlic["points"]:
+        assert p["bytes"] > 0 and p["bpp"] > 0 and p["psnr"] > 0 and 0 < p["ms_ssim"] <= 1
+    assert [row["setting"] for row in qlic["curve"]] == [1, 8]
+    assert all(row["images"] == 2 for row in qlic["curve"])
+    mean = sum(p["bpp"] for p in qlic["points"] if p["setting"] == 8) / 2
+    assert qlic["curve"][1]["bpp"] == pytest.approx(mean)
+    jpeg = json.loads((folder / "jpeg.json").read_text())
+    assert len(jpeg["points"]) == 2 * len(rd.JPEG_Q) and jpeg["codec"] == "jpeg"
+
+    # The whole folder at every level: written under the data set's own name.
+    assert rd.main(["--data", str(data), "--model", tiny_model, "--codecs", "qlic",
+                    "--out", str(out)]) == 0
+    whole = json.loads((out / "photos" / "qlic-tiny-mse.json").read_text())
+    assert len(whole["points"]) == 3 * 8
