@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from qlic_codec.quantize.export import calibration_images
+    from qlic_codec.quantize.calibrate import calibration_images
     from qlic_codec.quantize.simulate import build, quantize_weights, SimulatedModel
     from qlic_codec.train.checkpoint import load_float_model
     from qlic_codec.train.data import default_data_root, load_folder

@@ -1,10 +1,19 @@
-"""Activation ranges of the float model, gathered layer by layer on calibration images."""
+"""Activation ranges of the float model, gathered layer by layer on calibration images, and
+those images: the calibration that the exporter and the fine-tune both start from."""
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..train.data import load_folder
 from ..train.layers import SimplifiedGDN
+
+# Per-channel ranges at the calibrated maximum: ranges clipped to the smallest squared error
+# on calibration samples lost up to 2.6 dB on a validation photo unlike them (benchmarks/quant.py).
+ACT_METHOD = "max"
+CALIBRATION_IMAGES, CALIBRATION_SIZE = 32, 512
 
 
 def integer_layers(seq: nn.Sequential) -> list[list[nn.Module]]:
@@ -63,3 +72,18 @@ def calibrate(model, images: list[np.ndarray], levels=None) -> dict[str, float]:
 
 def is_gdn(module) -> bool:
     return isinstance(module, SimplifiedGDN)
+
+
+def calibration_images(data_root, count: int = CALIBRATION_IMAGES, size: int = CALIBRATION_SIZE,
+                       seed: int = 0):
+    """Centre crops (multiples of 64) of the first ``count`` training photos."""
+    images = load_folder(Path(data_root) / "train")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    out = []
+    for i in sorted(picks):
+        im = images[i]
+        h, w = (min(size, im.shape[0]) // 64) * 64, (min(size, im.shape[1]) // 64) * 64
+        top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+        out.append(np.ascontiguousarray(im[top : top + h, left : left + w]))
+    return out

@@ -39,12 +39,14 @@ from ..engine.graph import IntegerNetwork, ModelSpec
 from ..entropy import tables as entropy_tables
 from .. import modelfile
 from ..train.checkpoint import load_float_model
-from ..train.data import default_data_root, load_folder
+from ..train.data import default_data_root
 from ..train.model import LEAKY_SLOPE
 from . import simulate
 from .activations import code_max
 from .simulate import MEAN_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
-from .calibrate import calibrate, integer_layers, is_gdn
+from .calibrate import (ACT_METHOD, CALIBRATION_IMAGES, calibrate, calibration_images,
+                        integer_layers, is_gdn)
+from .finetune import ranges_from_meta
 
 ACT_MAX = 127
 # The widest codes a GDN may read (12 bits): the norm stays below 2**27 and ``x * norm`` below
@@ -53,10 +55,6 @@ WIDE_MAX = 2047
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
 Y_CLAMP = 16383 << MEAN_BITS
-# Per-channel ranges at the calibrated maximum: ranges clipped to the smallest squared error
-# on calibration samples lost up to 2.6 dB on a validation photo unlike them (benchmarks/quant.py).
-ACT_METHOD = "max"
-CALIBRATION_IMAGES, CALIBRATION_SIZE = 32, 512
 
 
 def _engine_layout(module) -> np.ndarray:
@@ -319,21 +317,6 @@ def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
     return modelfile.write(path, manifest, arrays)
 
 
-def calibration_images(data_root, count: int = CALIBRATION_IMAGES, size: int = CALIBRATION_SIZE,
-                       seed: int = 0):
-    """Centre crops (multiples of 64) of the first ``count`` training photos."""
-    images = load_folder(Path(data_root) / "train")
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(images), size=min(count, len(images)), replace=False)
-    out = []
-    for i in sorted(picks):
-        im = images[i]
-        h, w = (min(size, im.shape[0]) // 64) * 64, (min(size, im.shape[1]) // 64) * 64
-        top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
-        out.append(np.ascontiguousarray(im[top : top + h, left : left + w]))
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m qlic_codec.quantize.export")
     p.add_argument("checkpoint", help="fp16 float model (models/*.pt)")
@@ -349,7 +332,6 @@ def main(argv=None) -> int:
     ranges = meta.get("quantization_finetune", {}).get("activation_ranges")
     learned = None
     if ranges and not args.recalibrate:
-        from .finetune import ranges_from_meta
         learned = ranges_from_meta(ranges)
     # The card names the learned ranges instead of carrying thousands of numbers.
     from ..train.card import card_meta

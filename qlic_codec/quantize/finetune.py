@@ -38,8 +38,7 @@ from ..train.loop import rd_loss
 from ..train.model import MSE_LAMBDAS, MSSSIM_LAMBDAS
 from . import simulate, weights
 from .activations import code_max
-from .calibrate import integer_layers
-from .export import ACT_METHOD, CALIBRATION_IMAGES, calibration_images
+from .calibrate import ACT_METHOD, CALIBRATION_IMAGES, calibration_images, integer_layers
 
 
 def _straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
