@@ -1,4 +1,5 @@
-"""qlic: a learned image codec whose network runs entirely in 8-bit integers.
+"""qlic: a learned image codec whose network runs in integers (8-bit weights, 8-bit
+activations with 12-bit codes on nine tensors, int16 latents).
 
 The public API is ``encode``, ``decode`` and ``read_info``; they import their modules lazily,
 so ``import qlic_codec`` stays light (numba is loaded only when a network first runs).
