@@ -1,6 +1,6 @@
-"""Element-wise kernels (requantization, scale index, codebooks) and what the other kernel
-modules share: operand checks, the check of requantization tables, 64-byte aligned buffers and
-the padded input buffers that convolutions read.
+"""Element-wise kernels (requantization, scale index) and what the other kernel modules share:
+operand checks, the check of requantization tables, 64-byte aligned buffers and the padded
+input buffers that convolutions read.
 """
 
 import numpy as np
@@ -38,7 +38,7 @@ _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Element-wise: requantization, scale index, codebooks
+# Element-wise: requantization, scale index
 
 
 @njit(inline="always")
@@ -89,47 +89,6 @@ def scale_index(acc, mult, offset, shift, levels):
     out = np.empty(acc.shape, np.int32)
     _scale_index_kernel(acc.reshape(-1, acc.shape[2]), mult, offset, int(shift), int(levels),
                         out.reshape(-1, acc.shape[2]))
-    return out
-
-
-@njit(**JIT_PARALLEL)
-def _codebook_encode_kernel(values, thresholds, out):
-    n = values.shape[0]
-    for p in prange(n):
-        v = values[p]
-        lo, hi = 0, thresholds.shape[0]
-        while lo < hi:  # count of thresholds <= v, by bisection
-            mid = (lo + hi) >> 1
-            if thresholds[mid] <= v:
-                lo = mid + 1
-            else:
-                hi = mid
-        out[p] = lo
-
-
-def codebook_encode(values, thresholds):
-    """See ``reference.codebook_encode``."""
-    values = _require(values, "values", _I32, np.ndim(values))
-    thresholds = _require(thresholds, "thresholds", _I32, 1)
-    out = np.empty(values.shape, np.uint8)
-    _codebook_encode_kernel(values.reshape(-1), thresholds, out.reshape(-1))
-    return out
-
-
-@njit(**JIT_PARALLEL)
-def _codebook_decode_kernel(codes, lut, out):
-    for p in prange(codes.shape[0]):
-        out[p] = lut[codes[p]]
-
-
-def codebook_decode(codes, lut):
-    """See ``reference.codebook_decode``."""
-    codes = _require(codes, "codes", (np.dtype(np.uint8),), np.ndim(codes))
-    lut = _require(lut, "lut", (np.dtype(np.int16),), 1)
-    if lut.shape[0] != 256:
-        raise ValueError("a codebook has 256 entries")
-    out = np.empty(codes.shape, np.int16)
-    _codebook_decode_kernel(codes.reshape(-1), lut, out.reshape(-1))
     return out
 
 

@@ -45,8 +45,8 @@ benchmarks use the names it gathers from the modules that hold them:
 - ``packing``: a layer's weights in the layout of each path;
 - ``convolution``: convolutions and transposed convolutions, plain or requantized;
 - ``gdn``: GDN and inverse GDN;
-- ``elementwise``: requantization, scale index, codebooks, and the operand checks and buffers
-  the others share.
+- ``elementwise``: requantization, scale index, and the operand checks and buffers the others
+  share.
 
 Numba's cache checks only the source file of the function it compiled, not the files of what
 that function calls or inlines: after editing one of these modules, delete the engine's
@@ -56,11 +56,11 @@ that function calls or inlines: after editing one of these modules, delete the e
 from .convolution import _layer_path  # noqa: F401  (the path a layer runs on: tests check it)
 from .convolution import conv2d, conv2d_requant, conv_transpose2d, conv_transpose2d_requant
 from .cpu import PATHS, active_path, available_paths, set_path, use_path
-from .elementwise import codebook_decode, codebook_encode, requantize, scale_index
+from .elementwise import requantize, scale_index
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
 
-__all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "codebook_decode",
-           "codebook_encode", "conv2d", "conv2d_requant", "conv_transpose2d",
-           "conv_transpose2d_requant", "gdn", "igdn", "pack_conv_weights", "pack_deconv_weights",
-           "pack_gdn_weights", "requantize", "scale_index", "set_path", "use_path"]
+__all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
+           "conv_transpose2d", "conv_transpose2d_requant", "gdn", "igdn", "pack_conv_weights",
+           "pack_deconv_weights", "pack_gdn_weights", "requantize", "scale_index", "set_path",
+           "use_path"]

@@ -125,16 +125,3 @@ def scale_index(acc, mult, offset, shift, levels):
     2**shift), 0, levels - 1)``, an affine map of the predicted log-scale."""
     v = acc.astype(np.int64) * mult.astype(np.int64) + offset.astype(np.int64)
     return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
-
-
-def codebook_encode(values, thresholds):
-    """Non-linear 8-bit code of each wide value: the number of ``thresholds`` <= value.
-
-    ``thresholds`` is a sorted int32 table of 255 decision levels, so codes are 0..255.
-    """
-    return np.searchsorted(thresholds, values, side="right").astype(np.uint8)
-
-
-def codebook_decode(codes, lut):
-    """The fixed-point value (int16) that each 8-bit code stands for."""
-    return lut[codes.astype(np.int64)].astype(np.int16)

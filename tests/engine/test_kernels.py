@@ -153,33 +153,6 @@ def _norm_scale(x, gamma, beta) -> float:
     return float(np.mean(reference._norm(x, gamma, beta)))
 
 
-def _thresholds(rng, kind) -> np.ndarray:
-    """Sorted int32 decision levels, 255 of them, some with many repeated values."""
-    if kind == "wide":
-        t = rng.integers(I32_MIN, I32_MAX, 255, endpoint=True)
-    elif kind == "narrow":
-        t = rng.integers(-50, 50, 255, endpoint=True)
-    elif kind == "flat":
-        t = np.zeros(255, np.int64)
-    else:  # "ends": the int32 extremes repeated at both ends
-        t = np.concatenate([np.full(20, I32_MIN), rng.integers(-1000, 1000, 215),
-                            np.full(20, I32_MAX)])
-    return np.sort(t).astype(np.int32)
-
-
-def _codebook_values(rng, t, shape) -> np.ndarray:
-    """Values near and on the thresholds, small and wide random ones, and the int32 extremes."""
-    n = int(np.prod(shape))
-    pool = np.concatenate([
-        t.astype(np.int64) + rng.integers(-1, 2, t.size),
-        rng.integers(-60, 60, 64),
-        rng.integers(I32_MIN, I32_MAX, 64, endpoint=True),
-        [I32_MIN, I32_MIN + 1, -1, 0, 1, I32_MAX - 1, I32_MAX],
-    ])
-    pool = np.clip(pool, I32_MIN, I32_MAX)
-    return rng.choice(pool, n).reshape(shape).astype(np.int32)
-
-
 def _suite(ops) -> list:
     """Outputs of every public kernel on fixed operands, through ``ops`` (kernels or REF)."""
     rng = np.random.default_rng(20240611)
@@ -206,10 +179,6 @@ def _suite(ops) -> list:
     outs.append(ops.igdn(x, gamma, beta, mult, shift))
     outs.append(ops.scale_index(rng.integers(-(2**20), 2**20, (9, 7, 12)).astype(np.int32),
                                 rng.integers(0, 2**20, 12), rng.integers(0, 2**30, 12), 24, 64))
-    t = _thresholds(rng, "narrow")
-    outs.append(ops.codebook_encode(_codebook_values(rng, t, (9, 7, 12)), t))
-    codes = rng.integers(0, 256, (9, 7, 12)).astype(np.uint8)
-    outs.append(ops.codebook_decode(codes, rng.integers(-32768, 32768, 256).astype(np.int16)))
     return outs
 
 
@@ -581,30 +550,6 @@ def test_scale_index(threads, levels):
         _assert_same(kernels.scale_index(acc, mult, offset, shift, levels), want)
 
 
-@pytest.mark.parametrize("kind", ["wide", "narrow", "flat", "ends"])
-def test_codebook_encode(threads, kind):
-    rng = _rng("codebook_encode", kind)
-    t = _thresholds(rng, kind)
-    for shape in ELEMENT_SHAPES + [(1,), (300,), (5, 7)]:
-        values = _codebook_values(rng, t, shape)
-        _assert_same(kernels.codebook_encode(values, t), reference.codebook_encode(values, t))
-    every = np.unique(np.clip(t.astype(np.int64)[:, None] + [-1, 0, 1], I32_MIN, I32_MAX))
-    every = every.astype(np.int32)
-    _assert_same(kernels.codebook_encode(every, t), reference.codebook_encode(every, t))
-
-
-def test_codebook_decode(threads):
-    rng = _rng("codebook_decode")
-    luts = [rng.integers(-32768, 32768, 256).astype(np.int16), np.arange(-128, 128, dtype=np.int16),
-            np.full(256, -32768, np.int16), np.full(256, 32767, np.int16)]
-    for lut, shape, mode in itertools.product(luts, ELEMENT_SHAPES + [(256,)],
-                                              ["random", "min", "max"]):
-        codes = _fill(rng, shape, np.uint8, mode)
-        _assert_same(kernels.codebook_decode(codes, lut), reference.codebook_decode(codes, lut))
-    codes = np.arange(256, dtype=np.uint8)
-    _assert_same(kernels.codebook_decode(codes, luts[0]), luts[0])
-
-
 # --- the shipped layers: 128 and 192 channels, 12-bit and 16-bit codes ------------------------
 
 # Every integer layer of models/qlic-mse.qlicm (and qlic-msssim.qlicm, the same shapes), as the
@@ -822,20 +767,6 @@ _BAD_CALLS = {
         v.acc, np.ones(2, np.int64), np.zeros(1, np.int64), 8, 64)),
     "scale_index mult float": (TypeError, lambda v: kernels.scale_index(
         v.acc, np.ones(2), np.zeros(2, np.int64), 8, 64)),
-    "encode values int64": (TypeError, lambda v: kernels.codebook_encode(
-        np.zeros(4, np.int64), np.zeros(255, np.int32))),
-    "encode values list": (TypeError, lambda v: kernels.codebook_encode(
-        [1, 2], np.zeros(255, np.int32))),
-    "encode thresholds 2-D": (TypeError, lambda v: kernels.codebook_encode(
-        np.zeros(4, np.int32), np.zeros((1, 255), np.int32))),
-    "decode codes int8": (TypeError, lambda v: kernels.codebook_decode(
-        np.zeros(4, np.int8), np.zeros(256, np.int16))),
-    "decode codes list": (TypeError, lambda v: kernels.codebook_decode(
-        [1, 2], np.zeros(256, np.int16))),
-    "decode lut int32": (TypeError, lambda v: kernels.codebook_decode(
-        np.zeros(4, np.uint8), np.zeros(256, np.int32))),
-    "decode lut len": (ValueError, lambda v: kernels.codebook_decode(
-        np.zeros(4, np.uint8), np.zeros(255, np.int16))),
 }
 
 
