@@ -451,7 +451,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(768, 512)],
                    metavar="WxH", help="image sizes, e.g. 768x512 1920x1080 (default 768x512)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--quality", type=int, default=4)
+    p.add_argument("--quality", type=int, default=None,
+                   help="quality level (default: the codec's default)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--codecs", nargs="*", default=list(CLASSIC_SETTING),
                    help="classic codecs to time (default: %(default)s; none: no codec)")
@@ -468,6 +469,8 @@ def main(argv=None) -> int:
     import numba
     import qlic_codec
     from qlic_codec import api, modelfile
+    if args.quality is None:
+        args.quality = api.DEFAULT_QUALITY
 
     loaded = api.load_model(args.model)
     model_path = str(loaded.path)

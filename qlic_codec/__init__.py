@@ -5,19 +5,21 @@ The public API is ``encode``, ``decode`` and ``read_info``; they import their mo
 so ``import qlic_codec`` stays light (numba is loaded only when a network first runs).
 """
 
+from .container import DEFAULT_MAX_PIXELS
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
                      ModelFileError, QlicError, ResourceLimitError, UnsupportedError)
+from .zoo import DEFAULT_QUALITY
 
 __version__ = "0.1.0"
 
 
-def encode(rgb, quality: int = 4, model: str | None = None) -> bytes:
+def encode(rgb, quality: int = DEFAULT_QUALITY, model: str | None = None) -> bytes:
     """Compress a uint8 (H, W, 3) image; see ``qlic_codec.api.encode``."""
     from . import api
     return api.encode(rgb, quality, model)
 
 
-def decode(data: bytes, model: str | None = None, max_pixels: int = 2**28):
+def decode(data: bytes, model: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
     """Decompress ``.qlic`` bytes to a uint8 (H, W, 3) image; see ``qlic_codec.api.decode``."""
     from . import api
     return api.decode(data, model, max_pixels)

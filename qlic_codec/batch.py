@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .zoo import DEFAULT_QUALITY
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
                   ".gif"}
 OPS = ("encode", "decode")
@@ -65,7 +67,7 @@ def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = N
     return jobs
 
 
-def run_one(job: Job, op: str, quality: int = 4, model: str | None = None,
+def run_one(job: Job, op: str, quality: int = DEFAULT_QUALITY, model: str | None = None,
             drop_alpha: bool = False, resume: bool = True) -> dict:
     """Do one job where this runs (a worker); never raises for a bad file."""
     from . import api, fsio, imageio

@@ -34,7 +34,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import click
 
-from qlic_codec import fsio
+from qlic_codec import fsio, zoo
+from qlic_codec.container import DEFAULT_MAX_PIXELS
 from qlic_codec.errors import QlicError
 
 __all__ = ["main"]
@@ -45,12 +46,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 123
 EXIT_INTERRUPTED = 130
-DEFAULT_MAX_PIXELS = 2**28
 
-# Shown in --help only; the codec's QUALITY_LEVELS and DEFAULT_QUALITY are the truth and are
-# what the command validates against. They live in qlic_codec.api, which --help must not import.
-_QUALITY_HELP = "quality level, 1 (smallest file) to 8 (best picture)"
-_DEFAULT_QUALITY_HELP = "4"
+# --help shows zoo's levels (zoo is light; the codec, qlic_codec.api, must not load for --help);
+# the command checks against the codec's QUALITY_LEVELS, which are zoo's.
+_QUALITY_HELP = (f"quality level, {zoo.QUALITY_LEVELS[0]} (smallest file) to "
+                 f"{zoo.QUALITY_LEVELS[-1]} (best picture)")
 
 _CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -142,7 +142,7 @@ def main() -> None:
                    "with several inputs).  [default: IN with the suffix .qlic; stdout for "
                    "stdin]")
 @click.option("-q", "--quality", type=int, default=None,
-              help=f"The {_QUALITY_HELP}.  [default: {_DEFAULT_QUALITY_HELP}]")
+              help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
 @click.option("--model", metavar="NAME|PATH", default=None,
               help="A bundled model name (e.g. mse, msssim) or the path of a model file.  "
                    "[default: the default bundled model]")

@@ -20,7 +20,8 @@ Policy for inputs (``load_image``):
   decoded. Pillow's decompression-bomb guard stays on as well, so the effective limit is the
   smaller of the two (Pillow refuses images above ``2 * Image.MAX_IMAGE_PIXELS``).
 
-This module knows nothing of models, latents or bitstreams.
+This module knows nothing of models or latents, and of bitstreams only the pixel limit
+(``container.DEFAULT_MAX_PIXELS``).
 """
 
 from __future__ import annotations
@@ -33,18 +34,16 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from qlic_codec.container import DEFAULT_MAX_PIXELS
 from qlic_codec.errors import InvalidImageError, ResourceLimitError
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
     "crop",
     "format_for_path",
     "load_image",
     "pad_to_multiple",
     "save_image",
 ]
-
-DEFAULT_MAX_PIXELS = 2**28
 
 # Pillow's plugins signal bad data with many exception types (a truncated file is an OSError,
 # a broken chunk a SyntaxError, a bad header field a ValueError or struct.error, ...). All of
