@@ -23,20 +23,17 @@ epilogue (with optional LeakyReLU) or, as the last layer of a transform, hands t
 shapes, ranges and the overflow bound of every accumulator) before anything runs.
 """
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelFileError
+from ..modelfile import NAME_PATTERN
 from . import fixedpoint
-from .reference import GDN_OUT_MAX
+from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
 
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _GDN_SHIFT_MAX = 30
-# Widest activation codes (12 bits, int16): what a GDN reads, or what it writes.
-_WIDE_MAX = 2047
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
 _RESAMPLING = {"g_a": (4, 0), "h_a": (2, 0), "h_s": (0, 2), "g_s": (0, 4)}
@@ -117,7 +114,7 @@ class IntegerNetwork:
     def _load_layer(self, arrays, d):
         try:
             name, op = str(d["name"]), str(d["op"])
-            if not _NAME.fullmatch(name) or not _NAME.fullmatch(op):
+            if not NAME_PATTERN.fullmatch(name) or not NAME_PATTERN.fullmatch(op):
                 raise ModelFileError(f"model layer has an invalid name or op {name[:40]!r}")
         except (KeyError, TypeError):
             raise ModelFileError("model layer without a name or op") from None
@@ -155,7 +152,7 @@ class IntegerNetwork:
                 _check_range(f"{name}.shift", layer["shift"], 1, 62)
                 layer["leaky"] = bool(out.get("leaky", False))
                 layer["lo"], layer["hi"] = int(out["lo"]), int(out["hi"])
-                if not -_WIDE_MAX <= layer["lo"] < layer["hi"] <= _WIDE_MAX:
+                if not -WIDE_CODE_MAX <= layer["lo"] < layer["hi"] <= WIDE_CODE_MAX:
                     raise ModelFileError(f"layer '{name}' has an invalid output range")
                 # Codes beyond 8 bits are int16 (only a GDN may read them: _check_chain).
                 layer["wide"] = max(-layer["lo"], layer["hi"]) > 127

@@ -83,8 +83,12 @@ def _norm(x, gamma, beta):
     return beta.astype(np.int64) + np.abs(x.astype(np.int64)) @ gamma.astype(np.int64).T
 
 
+# The widest activation codes (12 bits, as int16): what a GDN reads, or writes for a
+# convolution to read. The norm then stays below 2**27 and ``x * norm`` below 2**38, leaving
+# the inverse GDN's multiplier 24 bits in int64.
+WIDE_CODE_MAX = 2047
 # The output ranges a GDN may write: 8-bit codes, or 9- to 12-bit ones as int16.
-GDN_OUT_MAX = (127, 255, 511, 1023, 2047)
+GDN_OUT_MAX = (127, 255, 511, 1023, WIDE_CODE_MAX)
 
 
 def _out_dtype(out_max):

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..engine import fixedpoint, reference
 from ..engine.graph import IntegerNetwork, ModelSpec
+from ..engine.reference import WIDE_CODE_MAX
 from ..entropy import tables as entropy_tables
 from .. import modelfile
 from ..train.checkpoint import load_float_model
@@ -49,9 +50,6 @@ from .calibrate import (ACT_METHOD, CALIBRATION_IMAGES, calibrate, calibration_i
 from .finetune import ranges_from_meta
 
 ACT_MAX = 127
-# The widest codes a GDN may read (12 bits): the norm stays below 2**27 and ``x * norm`` below
-# 2**38, leaving the inverse GDN's multiplier 24 bits in int64.
-WIDE_MAX = 2047
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
 Y_CLAMP = 16383 << MEAN_BITS
@@ -164,7 +162,7 @@ class _Builder:
             # Wide codes: what a GDN reads or writes (a convolution reads a GDN's output as
             # 16-bit integers), up to 12 bits.
             if out_max is not None and out_max > ACT_MAX and not (
-                    out_max <= WIDE_MAX and (is_gdn(module) or is_gdn(groups[i + 1][0]))):
+                    out_max <= WIDE_CODE_MAX and (is_gdn(module) or is_gdn(groups[i + 1][0]))):
                 raise ValueError(f"activation '{name}': only what a GDN reads or writes may be "
                                  f"wider than 8 bits, up to 12")
             if is_gdn(module):
