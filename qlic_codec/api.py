@@ -21,7 +21,7 @@ from .entropy import coder
 from .entropy.tables import CdfTables
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
                      ModelFileError, ResourceLimitError)
-from .imageio import pad_to_multiple
+from .padding import crop, pad_to_multiple
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS
 DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
@@ -135,7 +135,7 @@ def _encode(rgb, quality, model, reconstruct):
     if not reconstruct:
         return data, None
     pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
-    return data, np.ascontiguousarray(pixels[:height, :width])
+    return data, crop(pixels, height, width)
 
 
 def _model_for(header: container.Header, model: str | None) -> LoadedModel:
@@ -183,7 +183,7 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
     mean_g, index = m.network.hyper_synthesis(z, level)
     y_sym = decode_y_stream(m, y_stream, index)
     pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
-    return np.ascontiguousarray(pixels[: header.height, : header.width])
+    return crop(pixels, header.height, header.width)
 
 
 def decode_z_stream(m: LoadedModel, header: container.Header, z_stream: bytes) -> np.ndarray:

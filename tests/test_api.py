@@ -76,6 +76,29 @@ def test_codec_path_never_imports_torch(tiny_model):
     assert _run_isolated(tiny_model, 1)[1] == "False"
 
 
+_NO_PILLOW_SCRIPT = """
+import sys
+import numpy as np
+import qlic_codec
+data = open({stream!r}, "rb").read()
+pixels = qlic_codec.decode(data, {model!r})
+print(pixels.shape, "PIL" in sys.modules)
+again = qlic_codec.encode(np.ascontiguousarray(pixels[:, :77]), 4, {model!r})
+print(qlic_codec.read_info(again)["width"], "PIL" in sys.modules)
+"""
+
+
+def test_codec_path_never_imports_pillow(tiny_model, tmp_path):
+    # Pillow is the image-file edge (imageio); a stream to an array, and an array to a stream,
+    # need NumPy only. 70 x 90 and 70 x 77 are not multiples of 64: both pad, and crop.
+    stream = tmp_path / "a.qlic"
+    stream.write_bytes(qlic_codec.encode(synthetic_photo(70, 90, seed=5), 4, tiny_model))
+    script = _NO_PILLOW_SCRIPT.format(stream=str(stream), model=tiny_model)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.splitlines()[-2:] == ["(70, 90, 3) False", "77 False"]
+
+
 def test_bad_arguments(tiny_model):
     image = synthetic_photo(8, 8)
     with pytest.raises(ValueError):

@@ -32,6 +32,14 @@ def test_numba_only_under_engine():
             assert _relative(path).startswith("engine/"), _relative(path)
 
 
+def test_pillow_only_at_the_image_file_edges():
+    # Encoding an array or decoding a stream must not need Pillow (tests/test_api.py runs it).
+    for path in _modules():
+        if "PIL" in _imports(path):
+            assert _relative(path) in ("imageio.py", "pillow.py") or \
+                _relative(path).startswith("train/"), _relative(path)
+
+
 def test_constriction_only_in_the_coder():
     for path in _modules():
         if "constriction" in _imports(path):

@@ -202,31 +202,6 @@ def test_truncated_image_is_an_invalid_image() -> None:
         imageio.load_image(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("size", [(1, 1), (333, 517), (64, 128), (65, 1)])
-def test_pad_then_crop_round_trip(size: tuple[int, int]) -> None:
-    rgb = random_rgb(*size)
-    padded = imageio.pad_to_multiple(rgb, 64)
-    assert padded.shape[0] % 64 == 0 and padded.shape[1] % 64 == 0
-    assert padded.shape[0] - size[0] < 64 and padded.shape[1] - size[1] < 64
-    # Edge replication: the padding repeats the last row and column.
-    np.testing.assert_array_equal(padded[size[0]:, : size[1]], np.broadcast_to(
-        rgb[-1:], (padded.shape[0] - size[0], size[1], 3)))
-    np.testing.assert_array_equal(padded[:, size[1]:], np.broadcast_to(
-        padded[:, size[1] - 1: size[1]], (padded.shape[0], padded.shape[1] - size[1], 3)))
-    out = imageio.crop(padded, *size)
-    assert out.flags.c_contiguous
-    np.testing.assert_array_equal(out, rgb)
-
-
-def test_pad_is_a_no_op_on_aligned_input_and_crop_checks_size() -> None:
-    rgb = random_rgb(64, 128)
-    assert imageio.pad_to_multiple(rgb, 64) is rgb
-    with pytest.raises(ValueError):
-        imageio.crop(rgb, 65, 10)
-    with pytest.raises(ValueError):
-        imageio.pad_to_multiple(rgb, 0)
-
-
 @pytest.mark.parametrize(
     "path, fmt",
     [("-", "PNG"), ("a.png", "PNG"), ("d/A.JPG", "JPEG"), ("x.jpeg", "JPEG"),
