@@ -1,4 +1,4 @@
-"""Module boundaries of DESIGN section 8, checked on the source: who may import what."""
+"""Module boundaries of docs/DESIGN.md section 8, checked on the source: who may import what."""
 
 import re
 from pathlib import Path
