@@ -120,7 +120,8 @@ class _Report:
     help="Show the version and exit.",
 )
 def main() -> None:
-    """qlic: a learned image codec whose network runs in 8-bit integers.
+    """qlic: a learned image codec whose network runs in integers (8-bit weights, 8-bit and
+    12-bit activations).
 
     \b
     Examples:

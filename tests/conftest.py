@@ -28,7 +28,7 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 def tiny_model() -> str:
     """Path of the committed tiny model (random weights with large gains, N=16, M=24)."""
     if not TINY_MODEL.is_file():
-        pytest.fail(f"missing golden model {TINY_MODEL.name}; run with QLIC_REGENERATE_GOLDEN=1")
+        pytest.fail(f"missing golden model {TINY_MODEL.name}; run python tests/golden/generate.py")
     return str(TINY_MODEL)
 
 
