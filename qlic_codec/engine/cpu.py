@@ -5,12 +5,13 @@ Every kernel module imports this one before Numba, so its start-up has run whoev
 engine: the command line, the API, a benchmark or a test.
 
 SciPy: where it is installed, Numba imports it when it starts (a version check) and imports
-``scipy.linalg`` in ``numba.np.arraymath`` (loaded by the first compilation or cache load),
-only to offer BLAS to jitted ``np.dot``, which the engine does not use; that took 0.1-0.2 s of
-a warm ``qlic decode`` process. So Numba is imported here behind an import hook that refuses
-SciPy, and the hook is removed right after: SciPy stays importable, but Numba in this process
-has no BLAS. A program that imports SciPy before the engine keeps Numba as it is (and so
-should one whose own jitted code needs BLAS).
+``scipy.linalg`` in ``numba.np.arraymath`` (loaded by the first compilation or cache load) to
+see whether BLAS is there, which the engine never uses; that took 0.1-0.2 s of a warm ``qlic
+decode`` process. So Numba is imported here behind an import hook that refuses SciPy, and the
+hook is removed right after: SciPy stays importable, and jitted ``np.dot`` / ``np.linalg``
+still load it when they are first compiled, but jitted ``np.convolve`` / ``np.correlate`` in
+this process use Numba's own loop instead of BLAS. A program that imports SciPy before the
+engine keeps Numba as it is.
 
 ``available_paths`` lists what the host can run (slowest first); ``QLIC_KERNELS`` picks one at
 start-up, ``set_path`` / ``use_path`` switch at run time (tests, benchmarks). The selected path
