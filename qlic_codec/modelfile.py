@@ -18,12 +18,12 @@ payload, no overlap) before any array is built; the network validates the conten
 
 import hashlib
 import json
-import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from .engine.graph import NAME_PATTERN
 from .errors import ModelFileError
 
 MAGIC = b"QLICMDL\0"
@@ -32,8 +32,6 @@ MAX_JSON = 1 << 24
 MAX_FILE = 1 << 30
 _DTYPES = {"int8", "uint8", "int16", "int32", "int64"}
 _PREFIX = struct.Struct("<8sII")
-# Names end up in error messages: keep them short, printable and on one line.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def pack(manifest: dict, arrays: dict) -> bytes:

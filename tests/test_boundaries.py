@@ -40,6 +40,23 @@ def test_pillow_only_at_the_image_file_edges():
                 _relative(path).startswith("train/"), _relative(path)
 
 
+def _package_imports(path: Path) -> set[str]:
+    """The qlic_codec modules that ``path`` (one level below the package) imports."""
+    text = path.read_text()
+    names = set(re.findall(r"^\s*from\s+\.\.(\w+)", text, flags=re.M))
+    for group in re.findall(r"^\s*from\s+\.\.\s+import\s+([\w, ]+)", text, flags=re.M):
+        names |= {name.strip() for name in group.split(",")}
+    names |= set(re.findall(r"^\s*(?:from|import)\s+qlic_codec\.(\w+)", text, flags=re.M))
+    return names
+
+
+def test_engine_knows_nothing_of_files_or_the_command_line():
+    outside = {"api", "batch", "cli", "container", "fsio", "imageio", "modelfile", "pillow",
+               "zoo"}
+    for path in (PACKAGE / "engine").glob("*.py"):
+        assert not _package_imports(path) & outside, _relative(path)
+
+
 def test_constriction_only_in_the_coder():
     for path in _modules():
         if "constriction" in _imports(path):

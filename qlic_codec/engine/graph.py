@@ -23,16 +23,19 @@ epilogue (with optional LeakyReLU) or, as the last layer of a transform, hands t
 shapes, ranges and the overflow bound of every accumulator) before anything runs.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelFileError
-from ..modelfile import NAME_PATTERN
 from . import fixedpoint
 from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
 
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
+# Names of layers, ops and arrays end up in error messages: keep them short, printable and on
+# one line (the model file checks its array names with it too).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _GDN_SHIFT_MAX = 30
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
