@@ -30,3 +30,7 @@ class InvalidArgumentError(QlicError, ValueError):
 
 class ResourceLimitError(QlicError):
     """An input would need more pixels or memory than the configured limit allows."""
+
+
+class OutputExistsError(QlicError):
+    """An output file exists and the caller asked never to replace one (``--no-clobber``)."""

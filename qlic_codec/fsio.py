@@ -14,9 +14,12 @@ import stat
 import sys
 import tempfile
 
-from qlic_codec.errors import QlicError
+from qlic_codec.errors import OutputExistsError, QlicError
 
-__all__ = ["atomic_write", "default_output_path", "read_input", "same_file"]
+__all__ = [
+    "atomic_write", "default_output_path", "make_parent_folders", "read_input", "refuse_existing",
+    "same_file",
+]
 
 STDIO = "-"
 
@@ -57,7 +60,7 @@ def _write_all(stream, data: bytes) -> None:
         view = view[written:]
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes, replace: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one.
 
     For ``"-"`` the data goes to binary stdout, which is flushed. Otherwise the data is
@@ -72,11 +75,17 @@ def atomic_write(path: str, data: bytes) -> None:
     would: it cannot be replaced atomically, and renaming a file onto it would destroy the
     device or pipe (for root, ``-o /dev/null`` would replace ``/dev/null`` itself).
 
+    With ``replace=False`` an existing ``path`` (of any kind, a dangling link included) is
+    never replaced: the new file is published with a hard link, which fails if the name
+    exists, so a file that appears while the data is written is kept too.
+
     Args:
         path: The target file path, or ``"-"`` for standard output.
         data: The bytes to write.
+        replace: Whether an existing ``path`` may be replaced.
 
     Raises:
+        OutputExistsError: ``replace`` is False and ``path`` exists.
         QlicError: If the file cannot be written, with a one-line message.
     """
     if path == STDIO:
@@ -87,6 +96,8 @@ def atomic_write(path: str, data: bytes) -> None:
             raise QlicError(f"cannot write standard output: {_reason(exc)}") from exc
         return
 
+    if not replace:
+        refuse_existing(path)
     if _is_special_file(path):
         _write_in_place(path, data)
         return
@@ -109,7 +120,10 @@ def atomic_write(path: str, data: bytes) -> None:
         # mkstemp creates 0600. A replaced file keeps its own mode (a private file stays
         # private); a new one gets the mode a normal open() would give.
         os.chmod(tmp_path, _existing_mode(path))
-        os.replace(tmp_path, path)
+        if replace:
+            os.replace(tmp_path, path)
+        else:
+            _publish_new(tmp_path, path)
     except BaseException as exc:
         # BaseException: a Ctrl-C mid-write must not leave a stray temporary file.
         try:
@@ -120,6 +134,49 @@ def atomic_write(path: str, data: bytes) -> None:
             raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
         raise
     _fsync_directory(directory)
+
+
+def _publish_new(tmp_path: str, path: str) -> None:
+    # link() fails if the name exists, where rename() would replace it.
+    try:
+        os.link(tmp_path, path)
+    except FileExistsError:
+        raise _exists(path) from None
+    except OSError:
+        # No hard links on this file system (FAT, some network ones): check, then rename.
+        # Only another writer racing for the same name in between could be replaced.
+        if os.path.lexists(path):
+            raise _exists(path) from None
+        os.rename(tmp_path, path)
+        return
+    os.unlink(tmp_path)
+
+
+def refuse_existing(path: str) -> None:
+    """Raise ``OutputExistsError`` if ``path`` exists (a dangling link counts); ``"-"``
+    (stdout) never does."""
+    if path != STDIO and os.path.lexists(path):
+        raise _exists(path)
+
+
+def _exists(path: str) -> OutputExistsError:
+    return OutputExistsError(f"{path!r} exists")
+
+
+def make_parent_folders(path: str) -> None:
+    """Create the folder ``path`` goes in, and the folders above it, as needed.
+
+    Raises:
+        QlicError: If a folder cannot be created (a file in the way, no permission), with a
+            one-line message.
+    """
+    directory = os.path.dirname(path)
+    if not directory or path == STDIO:
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise QlicError(f"cannot create the folder {directory!r}: {_reason(exc)}") from exc
 
 
 def _is_special_file(path: str) -> bool:

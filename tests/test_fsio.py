@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qlic_codec import fsio
-from qlic_codec.errors import QlicError
+from qlic_codec.errors import OutputExistsError, QlicError
 from qlic_codec.fsio import atomic_write, default_output_path, read_input, same_file
 
 
@@ -208,6 +208,78 @@ def test_atomic_write_interrupt_without_old_file_leaves_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_write_without_replacing_creates_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.qlic"
+    old = os.umask(0o027)
+    try:
+        atomic_write(str(path), b"new", replace=False)
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert path.stat().st_nlink == 1  # the temporary name is gone
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", ["file", "dangling link", "directory"])
+def test_atomic_write_without_replacing_keeps_what_exists(tmp_path: Path,
+                                                          existing: str) -> None:
+    path = tmp_path / "out.qlic"
+    if existing == "file":
+        path.write_bytes(b"old")
+    elif existing == "dangling link":
+        os.symlink("nowhere", path)
+    else:
+        path.mkdir()
+    with pytest.raises(OutputExistsError, match="out.qlic' exists"):
+        atomic_write(str(path), b"new", replace=False)
+    assert os.path.lexists(path)
+    if existing == "file":
+        assert path.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_without_replacing_a_file_that_appears_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.qlic"
+    real_chmod = os.chmod
+
+    def chmod_then_another_writer(target: str, mode: int) -> None:
+        real_chmod(target, mode)
+        path.write_bytes(b"theirs")
+
+    monkeypatch.setattr(os, "chmod", chmod_then_another_writer)
+    with pytest.raises(OutputExistsError):
+        atomic_write(str(path), b"mine", replace=False)
+    assert path.read_bytes() == b"theirs"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_without_replacing_where_hard_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_write(str(tmp_path / "out.qlic"), b"new", replace=False)
+    assert (tmp_path / "out.qlic").read_bytes() == b"new"
+    with pytest.raises(OutputExistsError):
+        atomic_write(str(tmp_path / "out.qlic"), b"newer", replace=False)
+    assert (tmp_path / "out.qlic").read_bytes() == b"new"
+    assert leftovers(tmp_path) == []
+
+
+def test_make_parent_folders(tmp_path: Path) -> None:
+    fsio.make_parent_folders(str(tmp_path / "a" / "b" / "out.qlic"))
+    assert (tmp_path / "a" / "b").is_dir()
+    fsio.make_parent_folders("out.qlic")  # the current folder: nothing to do
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(QlicError, match="cannot create the folder .*file/sub'"):
+        fsio.make_parent_folders(str(tmp_path / "file" / "sub" / "out.qlic"))
+
+
 def test_atomic_write_missing_directory(tmp_path: Path) -> None:
     path = str(tmp_path / "no" / "such" / "out.qlic")
     with pytest.raises(QlicError, match="cannot write .*No such file or directory"):
@@ -336,7 +408,7 @@ def test_default_output_path_rejects(input_path: str, suffix: str) -> None:
 def test_module_imports_nothing_from_qlic_but_errors() -> None:
     source = Path(fsio.__file__).read_text()
     imports = [line for line in source.splitlines() if "qlic_codec" in line and "import" in line]
-    assert imports == ["from qlic_codec.errors import QlicError"]
+    assert imports == ["from qlic_codec.errors import OutputExistsError, QlicError"]
 
 
 def test_stdout_short_writes_are_completed_or_reported(monkeypatch):
@@ -346,7 +418,7 @@ def test_stdout_short_writes_are_completed_or_reported(monkeypatch):
     import pytest
 
     from qlic_codec import fsio
-    from qlic_codec.errors import QlicError
+    from qlic_codec.errors import OutputExistsError, QlicError
 
     class Trickle(io.RawIOBase):
         """Accepts at most 7 bytes per call, then (when ``stop`` is set) nothing at all."""
