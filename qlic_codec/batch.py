@@ -13,8 +13,10 @@ can be started again with the same jobs: files whose output exists are skipped
 (``resume=True``, the default), so only the rest is done.
 
 Without a scheduler address, ``run`` starts a ``LocalCluster`` of worker processes on this
-machine (one thread each; qlic's kernels are parallel inside a file, but for many files one
-file per process is faster).
+machine (one file at a time each, whose kernels share the cores among the workers: qlic's
+kernels are parallel inside a file, but for many files one file per process is faster).
+
+On the command line: ``qlic batch encode|decode INPUTS... -o DIR [--scheduler ADDRESS]``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .threads import available_cores
 from .zoo import DEFAULT_QUALITY
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
@@ -43,21 +46,47 @@ def _wanted(path: Path, op: str) -> bool:
     return suffix == ".qlic" if op == "decode" else suffix in IMAGE_SUFFIXES
 
 
-def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = None) -> list[Job]:
-    """Jobs for files and folders: a folder is walked recursively and its tree mirrored under
-    ``output_dir``; a file's output goes directly in ``output_dir``. Files that are not
-    inputs of ``op`` (by suffix) are left out of folders; named files are always kept."""
+def default_suffix(op: str) -> str:
+    """The suffix of ``op``'s outputs: ``.qlic`` for encode, ``.png`` for decode."""
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
-    suffix = suffix or (".qlic" if op == "encode" else ".png")
+    return ".qlic" if op == "encode" else ".png"
+
+
+def mirror(root: str, output_dir: str, op: str, suffix: str | None = None
+           ) -> tuple[list[Job], list[str]]:
+    """The jobs for the files under the folder ``root`` and its subfolders, sorted, with
+    outputs at the same place under ``output_dir`` (``output_dir == root``: beside each
+    input), and the files left out because they are not inputs of ``op`` (by suffix).
+    Links to folders are not followed."""
+    suffix = suffix or default_suffix(op)
+    root_path, out = Path(root), Path(output_dir)
+    jobs, left_out = [], []
+    for path in sorted(p for p in root_path.rglob("*") if p.is_file()):
+        if _wanted(path, op):
+            target = out / path.relative_to(root_path).with_suffix(suffix)
+            jobs.append(Job(str(path), str(target)))
+        else:
+            left_out.append(str(path))
+    return jobs, left_out
+
+
+def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = None,
+         left_out: list[str] | None = None) -> list[Job]:
+    """Jobs for files and folders: a folder is walked recursively and its tree mirrored under
+    ``output_dir`` (``mirror``); a file's output goes directly in ``output_dir``. Files that
+    are not inputs of ``op`` (by suffix) are left out of folders, and appended to
+    ``left_out`` when it is given; named files are always kept."""
+    suffix = suffix or default_suffix(op)
     out = Path(output_dir)
     jobs = []
     for item in inputs:
         root = Path(item)
         if root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file() and _wanted(p, op)):
-                target = out / path.relative_to(root).with_suffix(suffix)
-                jobs.append(Job(str(path), str(target)))
+            found, others = mirror(item, output_dir, op, suffix)
+            jobs.extend(found)
+            if left_out is not None:
+                left_out.extend(others)
         else:
             jobs.append(Job(str(root), str(out / (root.stem + suffix))))
     outputs = [j.output for j in jobs]
@@ -68,23 +97,29 @@ def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = N
 
 
 def run_one(job: Job, op: str, quality: int = DEFAULT_QUALITY, model: str | None = None,
-            drop_alpha: bool = False, resume: bool = True) -> dict:
-    """Do one job where this runs (a worker); never raises for a bad file."""
+            drop_alpha: bool = False, resume: bool = True, threads: int | None = None) -> dict:
+    """Do one job where this runs (a worker); never raises for a bad file. ``threads``: the
+    kernels' threads for this file, at most what the worker has (None: the worker's
+    default)."""
     from . import api, fsio, imageio
+    from . import threads as kernel_threads
     from .errors import QlicError
     start = time.perf_counter()
     result = {"input": job.input, "output": job.output, "op": op}
     if resume and os.path.exists(job.output):
         return {**result, "status": "skipped", "reason": "output exists"}
+    if threads is not None:
+        threads = min(threads, kernel_threads.limit())
     try:
         data = fsio.read_input(job.input)
-        if op == "encode":
-            rgb = imageio.load_image(data, drop_alpha=drop_alpha)
-            out = api.encode(rgb, quality=quality, model=model)
-        else:
-            out = imageio.save_image(api.decode(data, model=model),
-                                     imageio.format_for_path(job.output))
-        os.makedirs(os.path.dirname(job.output) or ".", exist_ok=True)
+        with kernel_threads.use(threads):
+            if op == "encode":
+                rgb = imageio.load_image(data, drop_alpha=drop_alpha)
+                out = api.encode(rgb, quality=quality, model=model)
+            else:
+                out = imageio.save_image(api.decode(data, model=model),
+                                         imageio.format_for_path(job.output))
+        fsio.make_parent_folders(job.output)
         fsio.atomic_write(job.output, out)
     except (QlicError, OSError) as exc:
         return {**result, "status": "failed", "error": str(exc).splitlines()[0]}
@@ -104,7 +139,9 @@ def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
         client: an existing ``dask.distributed.Client`` instead of either.
         retries: how often a task that raised is tried again (a worker's death is handled by
             the scheduler, which reschedules the task).
-        options: ``quality``, ``model``, ``drop_alpha``, ``resume`` for ``run_one``.
+        options: ``quality``, ``model``, ``drop_alpha``, ``resume``, ``threads`` for
+            ``run_one``; on a ``LocalCluster`` ``threads`` defaults to the cores divided
+            among the workers.
     """
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -114,7 +151,10 @@ def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
     own = []
     if client is None:
         if scheduler is None:
-            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1,
+            workers = workers or available_cores()
+            # Numba's default in every worker would be all cores: divide them instead.
+            options.setdefault("threads", max(1, available_cores() // workers))
+            cluster = LocalCluster(n_workers=workers,
                                    threads_per_worker=1, processes=True,
                                    dashboard_address=None)
             own.append(cluster)

@@ -39,6 +39,9 @@ def test_plan_mirrors_the_tree_and_leaves_out_what_is_not_an_image(photos, tmp_p
     jobs = batch.plan([str(root)], str(tmp_path / "out"), "encode")
     outs = sorted(Path(j.output).relative_to(tmp_path / "out").as_posix() for j in jobs)
     assert outs == ["a.qlic", "trip/b.qlic", "trip/day1/c.qlic", "trip/day1/d.qlic"]
+    left_out = []
+    assert batch.plan([str(root)], str(tmp_path / "out"), "encode", left_out=left_out) == jobs
+    assert left_out == [str(root / "trip" / "notes.txt")]
     with pytest.raises(ValueError, match="same output"):
         batch.plan([str(root / "a.png"), str(root / "a.png")], str(tmp_path / "o"), "encode")
 

@@ -27,9 +27,11 @@ def test_torch_only_under_train_and_quantize():
 
 
 def test_numba_only_under_engine():
+    # threads.py sets the kernels' thread count (numba.set_num_threads), and nothing else.
     for path in _modules():
         if {"numba", "llvmlite"} & _imports(path):
-            assert _relative(path).startswith("engine/"), _relative(path)
+            assert _relative(path).startswith("engine/") or _relative(path) == "threads.py", \
+                _relative(path)
 
 
 def test_pillow_only_at_the_image_file_edges():
