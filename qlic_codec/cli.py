@@ -13,30 +13,42 @@ The contract scripts rely on:
   existing one. An existing output is overwritten, as ``cwebp`` and ``cjxl`` do; an output that
   is the input itself, or two inputs that would write the same output, are refused.
 - ``--json`` prints one JSON object per successful file on stdout, or on stderr when some
-  output of the batch goes to stdout, so that it never mixes with the binary data.
+  output of the batch goes to stdout, so that it never mixes with the binary data. JSON lines
+  and error lines come in the order of the inputs, also with ``-j``.
 - Binary data is not written to a terminal unless ``-f`` is given (as gzip and zstd do).
+- Files that are skipped (not an input of the command, in a folder walked by ``-r``; an
+  output that ``-n`` keeps) print one note each on stderr, ``qlic: note: <file>: skipped,
+  <why>``, unless ``--quiet``; they are not failures.
+- ``-j N`` runs files in N worker processes (``workers.py``); ``--threads`` sets the kernels'
+  threads for one file (``threads.py``). Neither changes a byte of any output.
 
 This module must stay light: ``qlic --help`` and ``qlic info`` must not import numba, so the
-codec (``qlic_codec.api``) and the image module are imported inside the commands.
+codec (``qlic_codec.api``) and the image module are imported inside the commands (and inside
+the steps that encode or decode one file, which may run in a worker process).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import ModuleType
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import click
 
-from qlic_codec import fsio, zoo
+from qlic_codec import batch, fsio, workers, zoo
+from qlic_codec import threads as kernel_threads
 from qlic_codec.container import DEFAULT_MAX_PIXELS
 from qlic_codec.errors import QlicError
+from qlic_codec.workers import Outcome
+from qlic_codec.workers import one_line as _one_line
 
 __all__ = ["main"]
 
@@ -51,6 +63,9 @@ EXIT_INTERRUPTED = 130
 # the command checks against the codec's QUALITY_LEVELS, which are zoo's.
 _QUALITY_HELP = (f"quality level, {zoo.QUALITY_LEVELS[0]} (smallest file) to "
                  f"{zoo.QUALITY_LEVELS[-1]} (best picture)")
+
+# The progress bar's label, and why a file of a walked folder is skipped.
+_OPS = {"encode": ("encoding", "not an image"), "decode": ("decoding", "not a .qlic file")}
 
 _CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -67,47 +82,84 @@ class _QlicGroup(click.Group):
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
+class _UsageLine(click.UsageError):
+    """A usage error printed as one line, ``qlic: error: <message>``, exit status 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"qlic: error: {self.format_message()}", err=True)
+
+
+class _Console:
+    """stderr notes and errors, and the progress bar they must not break."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bar: Any = None
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.echo(f"qlic: note: {message}", err=True)
+
+    def echo(self, text: str, err: bool) -> None:
+        if self._bar is None:
+            click.echo(text, err=err)
+            return
+        # The bar is cleared, the line written, the bar drawn again below it.
+        with self._bar.external_write_mode(file=sys.stderr):
+            click.echo(text, err=err)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[], None]]:
+        """A callable that advances a bar of ``total`` files; the bar shows only for several
+        files on a terminal, and never with ``--quiet``."""
+        if total < 2 or self.quiet or not _is_tty(sys.stderr):
+            yield lambda: None
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=False,
+                         disable=False)
+        try:
+            yield self._bar.update
+        finally:
+            self._bar.close()
+            self._bar = None
+
+
 @dataclass
 class _Report:
-    """Runs one step per file, prints the one-line errors and keeps the final exit status."""
+    """Prints what became of each file (an error or a note) and keeps the exit status."""
 
     debug: bool
+    console: _Console
     failures: int = 0
     internal_errors: int = 0
 
     def run(self, name: str, step: Callable[[], None]) -> None:
-        try:
-            step()
-        except QlicError as exc:
-            self._failed(name, _one_line(exc), exc)
-        except MemoryError:
-            self._failed(name, "not enough memory", None)
-        except OSError as exc:
-            # The environment failed (disk, pipe), not qlic: a failed file, not a bug.
-            self._failed(name, _one_line(exc), exc)
-        except Exception as exc:
+        self.record(name, workers.attempt(step))
+
+    def record(self, name: str, outcome: Outcome) -> None:
+        if outcome.status == "skipped":
+            self.console.note(f"{name}: skipped, {outcome.message}")
+        elif outcome.status == "failed":
+            self.failures += 1
+            self.console.echo(f"qlic: error: {name}: {outcome.message}", err=True)
+            if outcome.broken_pipe:
+                _silence_stdout()
+        elif outcome.status == "internal":
             self.internal_errors += 1
             if self.debug:
-                click.echo(traceback.format_exc(), err=True, nl=False)
+                self.console.echo(outcome.traceback.rstrip("\n"), err=True)
                 hint = ""
             else:
                 hint = " (re-run with --debug for a traceback)"
-            click.echo(
-                f"qlic: internal error: {name}: {type(exc).__name__}: {_one_line(exc)}{hint}",
-                err=True,
-            )
+            self.console.echo(f"qlic: internal error: {name}: {outcome.message}{hint}", err=True)
 
     @property
     def exit_code(self) -> int:
         if self.internal_errors:
             return EXIT_INTERNAL
         return EXIT_FAILED if self.failures else EXIT_OK
-
-    def _failed(self, name: str, reason: str, exc: BaseException | None) -> None:
-        self.failures += 1
-        click.echo(f"qlic: error: {name}: {reason}", err=True)
-        if _caused_by_broken_pipe(exc):
-            _silence_stdout()
 
 
 @click.group(cls=_QlicGroup, context_settings=_CONTEXT_SETTINGS)
@@ -127,6 +179,7 @@ def main() -> None:
     Examples:
       qlic encode photo.png -q 5          # writes photo.qlic
       qlic encode *.png -o out/ --json    # one JSON line per file
+      qlic encode -r photos/ -o out/ -j 2 # a folder tree, two files at a time
       qlic decode photo.qlic              # writes photo.png
       cat a.qlic | qlic decode - -o - > a.png
       qlic info photo.qlic
@@ -135,13 +188,128 @@ def main() -> None:
     """
 
 
+def _file_options(verb: str, what: str, too_large: str) -> Callable[[Callable], Callable]:
+    """The options encode and decode share for batches of files."""
+    options = [
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                     show_default=True, metavar="N",
+                     help=f"Refuse {too_large} more pixels than this, before decoding them."),
+        click.option("-r", "--recursive", is_flag=True,
+                     help=f"{verb} the {what} in folders given as IN and in their subfolders "
+                          "(other files are skipped with a note). With -o DIR the tree is "
+                          "mirrored under DIR, created as needed; without -o each output "
+                          "goes beside its input."),
+        click.option("-n", "--no-clobber", is_flag=True,
+                     help="Never replace an existing output: its input is skipped with a "
+                          "note, which is not a failure."),
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     metavar="N",
+                     help="Files at once, each in a worker process (no more workers than "
+                          "files; '-' runs in this process). JSON and error lines keep the "
+                          "order of the inputs."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Threads the kernels use for one file, at most NUMBA_NUM_THREADS "
+                          "(the number of cores when unset); any N gives the same output.  "
+                          "[default: all cores; with -j N, cores / N]"),
+        click.option("--quiet", is_flag=True,
+                     help="No progress bar and no notes; errors still print."),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def with_file_options(**kwargs: Any) -> Any:
+            files = _FileOptions(**{name: kwargs.pop(name) for name in _FileOptions.names()})
+            return command(files=files, **kwargs)
+
+        for option in reversed(options):
+            with_file_options = option(with_file_options)
+        return with_file_options
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class _FileOptions:
+    """The values of ``_file_options``."""
+
+    max_pixels: int
+    recursive: bool
+    no_clobber: bool
+    jobs: int
+    threads: int | None
+    quiet: bool
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [field.name for field in fields(cls)]
+
+
+@dataclass(frozen=True)
+class _FileStep:
+    """Encodes or decodes one (input, output) pair and returns its ``--json`` record.
+    Picklable (plain fields, module-level classes), so that a worker process can run it;
+    the codec is imported where it runs."""
+
+    no_clobber: bool
+    make_folders: bool
+
+    def __call__(self, pair: tuple[str, str]) -> dict:
+        input_path, output_path = pair
+        start = time.perf_counter()
+        _refuse_same_file(input_path, output_path)
+        if self.no_clobber:
+            fsio.refuse_existing(output_path)  # before the work, not only at the write
+        output, width, height, stream_bytes, extra = self.convert(
+            fsio.read_input(input_path), output_path)
+        if self.make_folders:
+            fsio.make_parent_folders(output_path)
+        fsio.atomic_write(output_path, output, replace=not self.no_clobber)
+        return _file_record(input_path, output_path, width, height, stream_bytes, start,
+                            **extra)
+
+    def convert(self, data: bytes, output_path: str) -> tuple[bytes, int, int, int, dict]:
+        """(output bytes, width, height, size of the stream, extra --json fields)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _EncodeStep(_FileStep):
+    quality: int
+    model: str | None
+    drop_alpha: bool
+    max_pixels: int
+
+    def convert(self, data: bytes, output_path: str) -> tuple[bytes, int, int, int, dict]:
+        # importlib returns whatever sys.modules holds, so tests can substitute the codec.
+        api = importlib.import_module("qlic_codec.api")
+        imageio = importlib.import_module("qlic_codec.imageio")
+        rgb = imageio.load_image(data, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels)
+        stream = api.encode(rgb, quality=self.quality, model=self.model)
+        height, width = rgb.shape[:2]
+        return stream, width, height, len(stream), {"quality": self.quality}
+
+
+@dataclass(frozen=True)
+class _DecodeStep(_FileStep):
+    model: str | None
+    max_pixels: int
+
+    def convert(self, data: bytes, output_path: str) -> tuple[bytes, int, int, int, dict]:
+        api = importlib.import_module("qlic_codec.api")
+        imageio = importlib.import_module("qlic_codec.imageio")
+        rgb = api.decode(data, model=self.model, max_pixels=self.max_pixels)
+        height, width = rgb.shape[:2]
+        image = imageio.save_image(rgb, imageio.format_for_path(output_path))
+        return image, width, height, len(data), {}
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...",
-                type=click.Path(dir_okay=False, allow_dash=True))
+                type=click.Path(allow_dash=True))
 @click.option("-o", "--output", type=click.Path(allow_dash=True),
               help="Output file, '-' for stdout, or an existing directory (which it must be "
-                   "with several inputs).  [default: IN with the suffix .qlic; stdout for "
-                   "stdin]")
+                   "with several inputs; with -r, a folder created as needed).  [default: IN "
+                   "with the suffix .qlic; stdout for stdin]")
 @click.option("-q", "--quality", type=int, default=None,
               help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
 @click.option("--model", metavar="NAME|PATH", default=None,
@@ -149,6 +317,7 @@ def main() -> None:
                    "[default: the default bundled model]")
 @click.option("--drop-alpha", is_flag=True,
               help="Discard a transparent alpha channel instead of refusing the image.")
+@_file_options("Encode", "images", "images with")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON line per file on stdout (stderr when writing to stdout).")
 @click.option("-f", "--force", is_flag=True,
@@ -160,58 +329,41 @@ def encode(
     quality: int | None,
     model: str | None,
     drop_alpha: bool,
+    files: _FileOptions,
     as_json: bool,
     force: bool,
     debug: bool,
 ) -> None:
     """Compress images to .qlic files.
 
-    IN is any image Pillow reads, or '-' for stdin. Grayscale, palette and 16-bit images
-    are converted to 8-bit RGB. An existing output file is replaced, atomically.
+    IN is any image Pillow reads, '-' for stdin, or a folder with -r. Grayscale, palette and
+    16-bit images are converted to 8-bit RGB. An existing output file is replaced,
+    atomically (never with -n).
     """
     ctx = click.get_current_context()
-    pairs = _plan_outputs(inputs, output, ".qlic")
+    pairs, left_out = _plan_outputs(inputs, output, "encode", files.recursive)
+    _check_threads(files.threads)
     _refuse_binary_to_terminal(pairs, force)
     api = _import_codec_to_run(debug)
-    if quality is None:
-        quality = int(api.DEFAULT_QUALITY)
-    elif quality not in api.QUALITY_LEVELS:
-        levels = list(api.QUALITY_LEVELS)
-        raise click.BadParameter(
-            f"{quality} is not a quality level; choose {levels[0]} to {levels[-1]}",
-            param_hint="'-q' / '--quality'",
-        )
-    imageio = _import_codec("qlic_codec.imageio", debug)
-    json_to_stderr = _any_stdout(pairs)
-    report = _Report(debug)
-
-    def encode_one(input_path: str, output_path: str) -> None:
-        start = time.perf_counter()
-        _refuse_same_file(input_path, output_path)
-        rgb = imageio.load_image(fsio.read_input(input_path), drop_alpha=drop_alpha)
-        stream = api.encode(rgb, quality=quality, model=model)
-        fsio.atomic_write(output_path, stream)
-        if as_json:
-            height, width = rgb.shape[:2]
-            _emit_json(_file_record(input_path, output_path, width, height, len(stream),
-                                    start, quality=quality), json_to_stderr)
-
-    _run_batch(pairs, encode_one, report, "encoding")
-    ctx.exit(report.exit_code)
+    quality = _checked_quality(quality, api.QUALITY_LEVELS, api.DEFAULT_QUALITY)
+    _import_codec("qlic_codec.imageio", debug)
+    step = _EncodeStep(files.no_clobber, files.recursive, quality, model, drop_alpha,
+                       files.max_pixels)
+    ctx.exit(_run_files(pairs, left_out, step, "encode", files, as_json, debug))
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...",
-                type=click.Path(dir_okay=False, allow_dash=True))
+                type=click.Path(allow_dash=True))
 @click.option("-o", "--output", type=click.Path(allow_dash=True),
               help="Output image ('-' for PNG on stdout; format by extension: .png .jpg .webp "
                    ".bmp .tif .ppm), or an existing directory (which it must be with several "
-                   "inputs).  [default: IN with the suffix .png; stdout for stdin]")
+                   "inputs; with -r, a folder created as needed, and the images are PNG).  "
+                   "[default: IN with the suffix .png; stdout for stdin]")
 @click.option("--model", metavar="NAME|PATH", default=None,
               help="The model the stream was encoded with, when it is not a bundled one.  "
                    "[default: the bundled model the stream names]")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
-              show_default=True, help="Refuse streams whose image has more pixels than this.")
+@_file_options("Decode", "streams", "streams whose image has")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON line per file on stdout (stderr when writing to stdout).")
 @click.option("-f", "--force", is_flag=True,
@@ -221,42 +373,29 @@ def decode(
     inputs: tuple[str, ...],
     output: str | None,
     model: str | None,
-    max_pixels: int,
+    files: _FileOptions,
     as_json: bool,
     force: bool,
     debug: bool,
 ) -> None:
     """Decompress .qlic files to images.
 
-    IN is a .qlic file, or '-' for stdin. An existing output file is replaced, atomically.
+    IN is a .qlic file, '-' for stdin, or a folder with -r. An existing output file is
+    replaced, atomically (never with -n).
     """
     ctx = click.get_current_context()
-    pairs = _plan_outputs(inputs, output, ".png")
+    pairs, left_out = _plan_outputs(inputs, output, "decode", files.recursive)
     imageio = _import_codec("qlic_codec.imageio", debug)
-    formats = {}
     for _, output_path in pairs:
         try:
-            formats[output_path] = imageio.format_for_path(output_path)
+            imageio.format_for_path(output_path)
         except QlicError as exc:
             raise click.BadParameter(_one_line(exc), param_hint="'-o' / '--output'") from None
+    _check_threads(files.threads)
     _refuse_binary_to_terminal(pairs, force)
-    api = _import_codec_to_run(debug)
-    json_to_stderr = _any_stdout(pairs)
-    report = _Report(debug)
-
-    def decode_one(input_path: str, output_path: str) -> None:
-        start = time.perf_counter()
-        _refuse_same_file(input_path, output_path)
-        data = fsio.read_input(input_path)
-        rgb = api.decode(data, model=model, max_pixels=max_pixels)
-        fsio.atomic_write(output_path, imageio.save_image(rgb, formats[output_path]))
-        if as_json:
-            height, width = rgb.shape[:2]
-            _emit_json(_file_record(input_path, output_path, width, height, len(data), start),
-                       json_to_stderr)
-
-    _run_batch(pairs, decode_one, report, "decoding")
-    ctx.exit(report.exit_code)
+    _import_codec_to_run(debug)
+    step = _DecodeStep(files.no_clobber, files.recursive, model, files.max_pixels)
+    ctx.exit(_run_files(pairs, left_out, step, "decode", files, as_json, debug))
 
 
 @main.command()
@@ -270,12 +409,12 @@ def info(files: tuple[str, ...], as_json: bool, debug: bool) -> None:
     if files.count(STDIO) > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
     api = _import_codec("qlic_codec.api", debug)
-    report = _Report(debug)
+    report = _Report(debug, _Console(quiet=False))
 
     def info_one(path: str) -> None:
         fields = api.read_info(fsio.read_input(path))
         if as_json:
-            _emit_json({"file": path, **fields}, to_stderr=False)
+            click.echo(_json_line({"file": path, **fields}))
         else:
             click.echo(f"{_display(path)}: {_describe(fields)}")
 
@@ -285,21 +424,39 @@ def info(files: tuple[str, ...], as_json: bool, debug: bool) -> None:
 
 
 def _plan_outputs(
-    inputs: Sequence[str], output: str | None, suffix: str
-) -> list[tuple[str, str]]:
+    inputs: Sequence[str], output: str | None, op: str, recursive: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (input, output) pairs, and the files of walked folders that are left out."""
     # Every usage problem is found here, before any file is touched.
     if inputs.count(STDIO) > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
     if "" in inputs:
         raise click.UsageError("an input path is empty")
-    output_is_dir = output not in (None, STDIO) and os.path.isdir(output)
+    suffix = batch.default_suffix(op)
+    if recursive:
+        if output == STDIO or (output is not None and os.path.exists(output)
+                               and not os.path.isdir(output)):
+            raise _UsageLine(f"with -r, -o must name a folder, not {output!r}")
+        output_is_dir = output is not None
+    else:
+        output_is_dir = output not in (None, STDIO) and os.path.isdir(output)
     if len(inputs) > 1 and output is not None and not output_is_dir:
         raise click.BadParameter(
             f"with several inputs, -o must be an existing directory, not {output!r}",
             param_hint="'-o' / '--output'",
         )
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    left_out: list[str] = []
     for input_path in inputs:
+        if input_path != STDIO and os.path.isdir(input_path):
+            if not recursive:
+                raise _UsageLine(f"{input_path!r} is a folder; add -r to {op} the files in it")
+            # The folder's tree goes under -o, or onto itself (each output beside its input).
+            jobs, others = batch.mirror(input_path, output if output_is_dir else input_path,
+                                        op, suffix)
+            pairs.extend((job.input, job.output) for job in jobs)
+            left_out.extend(others)
+            continue
         if output is None:
             if input_path == STDIO:
                 output_path = STDIO
@@ -325,25 +482,61 @@ def _plan_outputs(
         if key in writers:
             raise click.UsageError(
                 f"{writers[key]!r} and {input_path!r} would both be written to "
-                f"{output_path!r}; encode them separately or use -o"
+                f"{output_path!r}; {op} them separately or use -o"
             )
         writers[key] = input_path
-    return pairs
+    return pairs, left_out
 
 
-def _run_batch(
+def _checked_quality(quality: int | None, levels: Sequence[int], default: int) -> int:
+    if quality is None:
+        return int(default)
+    if quality not in levels:
+        raise click.BadParameter(
+            f"{quality} is not a quality level; choose {levels[0]} to {levels[-1]}",
+            param_hint="'-q' / '--quality'",
+        )
+    return quality
+
+
+def _check_threads(threads: int | None) -> None:
+    most = kernel_threads.limit()
+    if threads is not None and threads > most:
+        raise _UsageLine(f"--threads {threads} is more than the {most} threads the kernels may "
+                         "use here (NUMBA_NUM_THREADS, or the number of cores when it is unset)")
+
+
+def _run_files(
     pairs: list[tuple[str, str]],
-    process: Callable[[str, str], None],
-    report: _Report,
-    label: str,
-) -> None:
-    if len(pairs) > 1 and _is_tty(sys.stderr):
-        with click.progressbar(pairs, label=label, file=sys.stderr) as bar:
-            for input_path, output_path in bar:
-                report.run(_display(input_path), lambda: process(input_path, output_path))
-    else:
-        for input_path, output_path in pairs:
-            report.run(_display(input_path), lambda: process(input_path, output_path))
+    left_out: list[str],
+    step: _FileStep,
+    op: str,
+    files: _FileOptions,
+    as_json: bool,
+    debug: bool,
+) -> int:
+    """Run ``step`` on every pair, print what became of each; the exit status."""
+    console = _Console(files.quiet)
+    report = _Report(debug, console)
+    label, not_an_input = _OPS[op]
+    for path in left_out:
+        console.note(f"{path}: skipped, {not_an_input}")
+    if not pairs:
+        console.note(f"nothing to {op}")
+        return report.exit_code
+    jobs = files.jobs
+    if any(STDIO in pair for pair in pairs):
+        jobs = 1  # a worker process cannot read this process's stdin or write its stdout
+    json_to_stderr = _any_stdout(pairs)
+
+    def on_outcome(index: int, outcome: Outcome) -> None:
+        if outcome.status == "done" and as_json:
+            console.echo(_json_line(outcome.record), err=json_to_stderr)
+        report.record(_display(pairs[index][0]), outcome)
+
+    with console.progress(len(pairs), label) as advance:
+        workers.run(step, pairs, jobs, files.threads, on_outcome, advance)
+    return report.exit_code
 
 
 def _import_codec(name: str, debug: bool) -> ModuleType:
@@ -394,8 +587,8 @@ def _any_stdout(pairs: list[tuple[str, str]]) -> bool:
     return any(output_path == STDIO for _, output_path in pairs)
 
 
-def _emit_json(record: dict[str, Any], to_stderr: bool) -> None:
-    click.echo(json.dumps(record, default=_json_default), err=to_stderr)
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -439,23 +632,11 @@ def _display(path: str) -> str:
     return "<stdin>" if path == STDIO else path
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _is_tty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
-
-
-def _caused_by_broken_pipe(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, BrokenPipeError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _silence_stdout() -> None:
