@@ -1,4 +1,4 @@
-"""The ``qlic`` command line: ``encode``, ``decode`` and ``info``.
+"""The ``qlic`` command line: ``encode``, ``decode``, ``info`` and ``batch`` (on Dask).
 
 The contract scripts rely on:
 
@@ -421,6 +421,123 @@ def info(files: tuple[str, ...], as_json: bool, debug: bool) -> None:
     for path in files:
         report.run(_display(path), lambda path=path: info_one(path))
     ctx.exit(report.exit_code)
+
+
+@main.group("batch", context_settings=_CONTEXT_SETTINGS)
+def batch_group() -> None:
+    """Encode or decode many files on a Dask cluster (pip install "qlic[distributed]").
+
+    One task per file, run by the cluster's workers: each reads its input and writes its
+    output atomically, so all machines need the same shared file system and paths. Folders
+    are walked and their tree mirrored under -o DIR; files whose output exists are skipped,
+    so running the same command again resumes a run that stopped. Prints one JSON line per
+    file on stdout as the files finish (status done, skipped or failed); exit status 1 if
+    any file failed.
+
+    \b
+    On a cluster:
+      dask scheduler                     # on one machine; listens on tcp://HOST:8786
+      dask worker tcp://HOST:8786        # on every machine
+      qlic batch encode photos/ -o out/ --scheduler tcp://HOST:8786
+    Without --scheduler, a cluster of worker processes runs on this machine. Paths are
+    made absolute, in the JSON lines too.
+    """
+
+
+def _cluster_options(command: Callable) -> Callable:
+    """The options batch encode and batch decode share."""
+    options = [
+        click.option("-o", "--output", required=True, metavar="DIR",
+                     type=click.Path(file_okay=False),
+                     help="The folder the outputs go in (created as needed)."),
+        click.option("--model", metavar="NAME|PATH", default=None,
+                     help="A bundled model name or a model file path that every worker can "
+                          "read.  [default: encode: the default bundled model; decode: the "
+                          "one the stream names]"),
+        click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="A running Dask scheduler, e.g. tcp://HOST:8786.  [default: start "
+                          "a cluster on this machine]"),
+        click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Worker processes of the cluster started on this machine.  "
+                          "[default: one per core]"),
+        click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Threads the kernels use for one file on a worker (at most what "
+                          "the worker has).  [default: on this machine, cores / workers; on "
+                          "a scheduler's workers, their own default]"),
+        click.option("--quiet", is_flag=True, help="No notes; errors still print."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@batch_group.command("encode")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...", type=click.Path())
+@click.option("-q", "--quality", type=int, default=None,
+              help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
+@click.option("--drop-alpha", is_flag=True,
+              help="Discard a transparent alpha channel instead of refusing the image.")
+@_cluster_options
+def batch_encode(inputs: tuple[str, ...], quality: int | None, drop_alpha: bool, **cluster
+                 ) -> None:
+    """Compress images (files, or folders walked recursively) to .qlic files on a cluster."""
+    quality = _checked_quality(quality, zoo.QUALITY_LEVELS, zoo.DEFAULT_QUALITY)
+    _run_on_cluster("encode", inputs, quality=quality, drop_alpha=drop_alpha, **cluster)
+
+
+@batch_group.command("decode")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...", type=click.Path())
+@_cluster_options
+def batch_decode(inputs: tuple[str, ...], **cluster) -> None:
+    """Decompress .qlic files (files, or folders walked recursively) to PNG on a cluster."""
+    _run_on_cluster("decode", inputs, **cluster)
+
+
+def _run_on_cluster(op: str, inputs: tuple[str, ...], output: str, scheduler: str | None,
+                    workers: int | None, threads: int | None, quiet: bool,
+                    **options: Any) -> None:
+    ctx = click.get_current_context()
+    try:
+        distributed = importlib.import_module("dask.distributed")
+    except ImportError:
+        raise _UsageLine('qlic batch needs Dask: pip install "qlic[distributed]"') from None
+    left_out: list[str] = []
+    try:
+        # Absolute paths: the workers do not run in this folder, nor perhaps on this machine.
+        jobs = batch.plan([os.path.abspath(path) for path in inputs], os.path.abspath(output),
+                          op, left_out=left_out)
+    except ValueError as exc:
+        raise _UsageLine(_one_line(exc)) from None
+    if threads is not None:
+        options["threads"] = threads
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler is not None:
+            client = stack.enter_context(_connect(distributed, scheduler))
+        console = _Console(quiet)
+        for path in left_out:
+            console.note(f"{path}: skipped, {_OPS[op][1]}")
+        report = _Report(debug=False, console=console)
+        try:
+            for result in batch.run(jobs, op, client=client, workers=workers, **options):
+                click.echo(_json_line(result))
+                if result["status"] == "failed":
+                    report.record(result["input"], Outcome("failed", result["error"]))
+        except Exception as exc:
+            # The cluster, not a file: a lost scheduler, workers killed again and again.
+            _fail_now(f"qlic: error: the batch stopped: {type(exc).__name__}: "
+                      f"{_one_line(exc)}", EXIT_FAILED)
+    ctx.exit(report.exit_code)
+
+
+def _connect(distributed: ModuleType, scheduler: str) -> Any:
+    try:
+        return distributed.Client(scheduler)
+    except ValueError as exc:  # not an address: unknown scheme, no port
+        raise _UsageLine(f"--scheduler {scheduler!r}: {_one_line(exc)}") from None
+    except OSError as exc:  # TimeoutError included: nothing answers at that address
+        _fail_now(f"qlic: error: cannot reach the scheduler {scheduler}: {_one_line(exc)}",
+                  EXIT_FAILED)
 
 
 def _plan_outputs(
