@@ -648,7 +648,11 @@ def _run_files(
 
     def on_outcome(index: int, outcome: Outcome) -> None:
         if outcome.status == "done" and as_json:
-            console.echo(_json_line(outcome.record), err=json_to_stderr)
+            # A reader of stdout that went away fails this file, as a failed write would.
+            printed = workers.attempt(
+                lambda: console.echo(_json_line(outcome.record), err=json_to_stderr))
+            if printed.status != "done":
+                outcome = printed
         report.record(_display(pairs[index][0]), outcome)
 
     with console.progress(len(pairs), label) as advance:

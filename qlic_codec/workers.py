@@ -9,8 +9,9 @@ running its kernels on ``threads`` threads.
 
 Interruption: the workers ignore SIGINT, so a Ctrl-C on the terminal, which reaches the whole
 process group, stops only the parent; the parent then cancels the files not started and sends
-the workers SIGTERM. A worker that is writing a file turns SIGTERM into ``KeyboardInterrupt``,
-so ``fsio.atomic_write`` removes its temporary file, and exits; an idle worker exits at once.
+the workers SIGTERM. A worker busy with a file turns SIGTERM into ``KeyboardInterrupt``, which
+unwinds the file's step (``fsio.atomic_write`` removes its temporary file), and exits; an idle
+worker exits at once.
 The parent waits for all of them before it raises ``KeyboardInterrupt`` to its caller.
 
 This module imports nothing from qlic but ``errors`` and ``threads`` (which loads Numba only
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 from . import threads as kernel_threads
 from .errors import OutputExistsError, QlicError
 
-__all__ = ["Outcome", "attempt", "run"]
+__all__ = ["Outcome", "attempt", "one_line", "run"]
 
 EXIT_INTERRUPTED = 130
 

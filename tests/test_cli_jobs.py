@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import select
 import signal
 import struct
 import subprocess
@@ -211,6 +212,19 @@ def test_max_pixels_refuses_a_larger_image_before_encoding(tiny_model, tmp_path,
     qlic("encode", "a.png", "--max-pixels", "1200", "--model", tiny_model, exit_code=0)
 
 
+def test_a_reader_of_stdout_that_goes_away_fails_one_file_and_the_batch_goes_on(tiny_model,
+                                                                               tree):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qlic_codec.cli", "encode", "-r", "photos/trip/day1", "-o",
+         "out", "--json", "-j", "2", "--model", tiny_model], cwd=tree,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # as `| head -0` would
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 1
+    assert stderr == "qlic: error: photos/trip/day1/c.jpg: [Errno 32] Broken pipe\n"
+    assert sorted(files_under(tree / "out")) == ["c.qlic", "d.qlic"]
+
+
 def _stderr_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     """Run qlic with stderr on a pseudo-terminal; its exit status and what it drew there."""
     master, slave = pty.openpty()
@@ -218,17 +232,18 @@ def _stderr_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     process = subprocess.Popen([sys.executable, "-m", "qlic_codec.cli", *args], cwd=cwd,
                                stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
+    # This process keeps the terminal open, so what the child wrote stays readable after it
+    # exits (a hung-up terminal may drop it).
     chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
+    try:
+        while True:
+            if select.select([master], [], [], 0.1)[0]:
+                chunks.append(os.read(master, 4096))
+            elif process.poll() is not None:
+                break
+    finally:
+        os.close(slave)
+        os.close(master)
     return process.wait(timeout=300), b"".join(chunks).decode(errors="replace")
 
 
@@ -274,7 +289,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_temporary_file(tiny_model, tmp_p
     while not (out.is_dir() and any(p.suffix == ".qlic" for p in out.iterdir())):
         assert process.poll() is None and time.monotonic() < deadline, "no output came"
         time.sleep(0.01)
-    time.sleep(0.2)
+    time.sleep(0.05)
     if target == "the parent only":
         os.kill(process.pid, signal.SIGINT)
     else:
