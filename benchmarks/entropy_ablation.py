@@ -129,6 +129,10 @@ def report(args):
         if not path.exists():
             continue
         model, meta = load_float_model(path)
+        if meta.get("steps") != args.steps:
+            # A run that stopped early would be compared at another budget.
+            print(f"{name}: skipped, trained {meta.get('steps')} of {args.steps} steps")
+            continue
         torch.set_num_threads(args.threads)
         row = {"steps": meta.get("steps"), "config": CANDIDATES[name]}
         for s, images in sets.items():
