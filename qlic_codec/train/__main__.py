@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     p.add_argument("--validate-minutes", type=float, default=0.0,
                    help="validate on val and val-wide every this many minutes (and at the "
                         "start and end), appending to losses.csv in the run folder; 0: never")
+    p.add_argument("--wide-share", type=float, default=None,
+                   help="share of the crops taken from the public photo sets (film scans, city "
+                        "architecture, scenes; default: every training photo equally often)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
                       init_from=args.init, continue_run=args.continue_run,
                       log_every=args.log_every, lambdas=args.lambdas, slices=args.slices,
                       slice_hidden=args.slice_hidden, checkerboard=args.checkerboard,
-                      validate_minutes=args.validate_minutes)
+                      validate_minutes=args.validate_minutes, wide_share=args.wide_share)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

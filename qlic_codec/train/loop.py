@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import build_model, model_config, save_atomic, save_float_model
-from .data import CropSampler, load_folder, to_tensor
+from .data import CropSampler, load_folder, to_tensor, wide_share_weights
 from .losslog import LossLog
 from .metrics import ms_ssim, psnr
 from .model import MeanScaleHyperprior, MSE_LAMBDAS, MSSSIM_LAMBDAS, retarget_log_gains
@@ -47,6 +47,9 @@ class TrainConfig:
     # Minutes between validations of ``validation_sets`` into ``losses.csv`` of the run
     # (0: never); each writes the training loss per level since the last one too.
     validate_minutes: float = 0.0
+    # Share of the crops drawn from the public photo sets (data.WIDE_PREFIXES); None: every
+    # training image equally often.
+    wide_share: float | None = None
     validation_sets: tuple = ("val", "val-wide")
 
 
@@ -150,7 +153,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = build_model(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     images = load_folder(Path(cfg.data_root) / "train")
-    sampler = CropSampler(images, cfg.crop, seed=cfg.seed)
+    weights = (None if cfg.wide_share is None else
+               wide_share_weights(Path(cfg.data_root) / "train", cfg.wide_share))
+    sampler = CropSampler(images, cfg.crop, seed=cfg.seed, weights=weights)
     state = {"step": 0, "wall_seconds": 0.0, "history": []}
     fresh_optimizer = True
 

@@ -415,3 +415,20 @@ def test_losses_csv_has_train_and_both_validation_sets_per_level(tmp_path, data_
     again = read(run / "losses.csv")
     assert again[: len(rows)] == rows
     assert sum(r["split"] == "val" and r["step"] == "4" for r in again) == 2
+
+
+def test_wide_share_draws_that_share_of_crops_from_the_public_sets(tmp_path):
+    from qlic_codec.train.data import CropSampler, load_folder, wide_share_weights
+    folder = tmp_path / "train"
+    folder.mkdir()
+    names = ["bsd68_a", "urban100_b", "sunhays_c", "wall1", "wall2", "wall3", "wall4", "wall5"]
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((32, 32, 3), i * 30, np.uint8)).save(folder / f"{name}.png")
+    weights = wide_share_weights(folder, 0.25)
+    assert weights[[0, 6, 7]].tolist() == pytest.approx([0.25 / 3, 0.75 / 5, 0.75 / 5])
+    sampler = CropSampler(load_folder(folder), 16, seed=1, weights=weights)
+    crops = np.concatenate([sampler.batch(64).numpy() for _ in range(40)])
+    first_pixel = np.round(crops[:, 0, 0, 0] * 255).astype(int) // 30
+    assert abs(np.mean(first_pixel <= 2) - 0.25) < 0.03
+    with pytest.raises(ValueError):
+        wide_share_weights(folder, 1.5)
