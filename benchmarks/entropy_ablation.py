@@ -123,6 +123,10 @@ def report(args):
     data_root = Path(args.data or default_data_root())
     sets = {s: load_folder(data_root / s) for s in ("val", "val-wide")}
     levels = [level - 1 for level in args.levels]
+    out = root / "ablation.json"
+    # Validation rows of an earlier report are kept for candidates trained alike (it takes
+    # minutes per candidate); decode times are measured again for all, side by side.
+    earlier = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
     rows = {}
     for name in CANDIDATES:
         path = root / name / "model_fp16.pt"
@@ -135,8 +139,11 @@ def report(args):
             continue
         torch.set_num_threads(args.threads)
         row = {"steps": meta.get("steps"), "config": CANDIDATES[name]}
+        old = earlier.get(name, {})
         for s, images in sets.items():
-            row[s] = validate(model, images, levels)
+            same = old.get("steps") == row["steps"] and [p["level"] for p in old.get(s, [])] \
+                == args.levels
+            row[s] = old[s] if same else validate(model, images, levels)
         row["decode_seconds"], row["decode_macs_per_pixel"] = decoder_time(model)
         rows[name] = row
         print(f"{name}: done", flush=True)
@@ -148,7 +155,6 @@ def report(args):
             a, t = control[s], row[s]
             row[f"bd_{s}"] = bd_rate([p["bpp"] for p in a], [p["psnr"] for p in a],
                                      [p["bpp"] for p in t], [p["psnr"] for p in t])
-    out = root / "ablation.json"
     out.write_text(json.dumps(rows, indent=1))
     print("| candidate | slices | BD-rate val | BD-rate val-wide | decode (s, fp32, 1 thread) "
           "| MAC/pixel |")
@@ -177,6 +183,8 @@ def main(argv=None):
     p.add_argument("--levels", type=int, nargs="+", default=[1, 3, 5, 7],
                    help="levels validated for the BD-rates (1-based)")
     p.add_argument("--threads", type=int, default=2, help="threads for validation")
+    p.add_argument("--fresh", action="store_true",
+                   help="validate every candidate again instead of reusing an earlier report")
     p.add_argument("--only", default="all",
                    help="'all', 'report', or one candidate's name (train only that one)")
     args = p.parse_args(argv)
