@@ -117,8 +117,10 @@ class _Console:
             return
         from tqdm import tqdm
 
+        # A file takes far longer than a redraw: draw every step (tqdm's default skips
+        # updates within 0.1 s of the last, so a fast batch could end without its last count).
         self._bar = tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=False,
-                         disable=False)
+                         disable=False, mininterval=0, miniters=1)
         try:
             yield self._bar.update
         finally:
