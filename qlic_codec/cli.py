@@ -70,11 +70,32 @@ _OPS = {"encode": ("encoding", "not an image"), "decode": ("decoding", "not a .q
 _CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _deliver_interrupts(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that lands inside a finalizer (llvmlite's, while Numba
+    loads or compiles) would be printed as "Exception ignored" with a traceback and then lost;
+    raise it in the main thread instead, where the group turns it into exit status 130."""
+    if isinstance(unraisable.exc_type, type) and issubclass(unraisable.exc_type,
+                                                            KeyboardInterrupt):
+        import _thread
+        # From another thread, a moment later: raised in this hook, it would only be
+        # "ignored" again (threading.Thread.start would wait for the thread, and be hit).
+        _thread.start_new_thread(_interrupt_main_soon, ())
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _interrupt_main_soon() -> None:
+    import _thread
+    time.sleep(0.01)
+    _thread.interrupt_main()
+
+
 class _QlicGroup(click.Group):
     """A click group that turns Ctrl-C into exit status 130 without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         # click would print "Aborted!" and exit 1; scripts expect 130 (128 + SIGINT).
+        sys.unraisablehook = _deliver_interrupts
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

@@ -307,3 +307,24 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_temporary_file(tiny_model, tmp_p
     for name in written[:3]:
         rgb = np.asarray(Image.open(tmp_path / "in" / name.replace(".qlic", ".png")))
         assert (out / name).read_bytes() == qlic_codec.encode(rgb, 4, tiny_model)
+
+
+def test_a_ctrl_c_inside_a_finalizer_still_interrupts_without_a_traceback():
+    # Seen as "Exception ignored in: <function ObjectRef.__del__>" from llvmlite when Ctrl-C
+    # came while Numba was loading: the interpreter prints such an interrupt and drops it.
+    code = (
+        "import sys, time\n"
+        "from qlic_codec import cli\n"
+        "sys.unraisablehook = cli._deliver_interrupts\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "try:\n"
+        "    Finalized()\n"
+        "    time.sleep(5)\n"
+        "    print('lost')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "interrupted\n" and done.stderr == ""
