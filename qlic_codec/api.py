@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, modelfile, zoo
+from . import container, modelfile, slicecoding, zoo
 from .engine.graph import IntegerNetwork, ModelSpec
 from .entropy import coder
 from .entropy.tables import CdfTables
@@ -124,17 +124,23 @@ def _encode(rgb, quality, model, reconstruct):
                                  f"{container.DEFAULT_MAX_PIXELS} pixels")
     padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
     y_g, z = m.network.analysis(padded, level)
-    mean_g, index = m.network.hyper_synthesis(z, level)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
-    y_sym = m.network.symbols(y_g, mean_g)
-    y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
+    if m.network.cc is not None:
+        y_stream, y_g_dec = slicecoding.encode_y(m.network, m.y_tables, y_g,
+                                                 m.network.hyper_accumulators(z), level)
+    else:
+        mean_g, index = m.network.hyper_synthesis(z, level)
+        y_sym = m.network.symbols(y_g, mean_g)
+        y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
     header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
                               model_hash=m.model_id,
                               stream_lengths=(len(z_stream), len(y_stream)))
     data = container.pack(header, [z_stream, y_stream])
     if not reconstruct:
         return data, None
-    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
+    if m.network.cc is None:
+        y_g_dec = m.network.reconstruct(y_sym, mean_g)
+    pixels = m.network.synthesis(y_g_dec, level)
     return data, crop(pixels, height, width)
 
 
@@ -180,9 +186,14 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
                     z_stream: bytes, y_stream: bytes) -> np.ndarray:
     # The decoder's stages, in order; benchmarks/speed.py times each of them.
     z = decode_z_stream(m, header, z_stream)
-    mean_g, index = m.network.hyper_synthesis(z, level)
-    y_sym = decode_y_stream(m, y_stream, index)
-    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
+    if m.network.cc is not None:
+        y_g_dec = slicecoding.decode_y(m.network, m.y_tables, y_stream,
+                                       m.network.hyper_accumulators(z), level)
+    else:
+        mean_g, index = m.network.hyper_synthesis(z, level)
+        y_sym = decode_y_stream(m, y_stream, index)
+        y_g_dec = m.network.reconstruct(y_sym, mean_g)
+    pixels = m.network.synthesis(y_g_dec, level)
     return crop(pixels, header.height, header.width)
 
 

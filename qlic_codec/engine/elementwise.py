@@ -92,6 +92,34 @@ def scale_index(acc, mult, offset, shift, levels):
     return out
 
 
+@njit(**JIT_PARALLEL)
+def _scale_index_sum_kernel(acc, mult, acc2, mult2, offset, shift, levels, out):
+    n, c = acc.shape
+    for p in prange(n):
+        for j in range(c):
+            v = (np.int64(acc[p, j]) * np.int64(mult[j]) + np.int64(acc2[p, j]) *
+                 np.int64(mult2[j]) + np.int64(offset[j]))
+            r = (v + (np.int64(1) << (shift - 1))) >> shift
+            out[p, j] = min(max(r, 0), levels - 1)
+
+
+def scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels):
+    """See ``reference.scale_index_sum``; ``mult``/``mult2``/``offset`` int64 (C,)."""
+    acc = _require(acc, "acc", _I32, 3)
+    acc2 = _require(acc2, "acc2", _I32, 3)
+    if acc2.shape != acc.shape:
+        raise ValueError(f"accumulators {acc.shape} and {acc2.shape} differ in shape")
+    tables = [_require(a, name, (np.dtype(np.int64),), 1)
+              for a, name in ((mult, "mult"), (mult2, "mult2"), (offset, "offset"))]
+    if any(t.shape[0] != acc.shape[2] for t in tables):
+        raise ValueError(f"scale index tables must have {acc.shape[2]} entries")
+    out = np.empty(acc.shape, np.int32)
+    c = acc.shape[2]
+    _scale_index_sum_kernel(acc.reshape(-1, c), tables[0], acc2.reshape(-1, c), tables[1],
+                            tables[2], int(shift), int(levels), out.reshape(-1, c))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Buffers: 64-byte aligned, and the padded inputs of the convolutions
 

@@ -110,6 +110,11 @@ class IntegerNetwork:
             raise ModelFileError(f"model layer description is malformed: {exc!r}") from None
         self._load_heads(spec.arrays)
         self._check_chain()
+        # The channel-conditional entropy model of y (``engine.slices``), when the model has one.
+        self.cc = None
+        if "cc" in m:
+            from .slices import SliceModel
+            self.cc = SliceModel(self, m["cc"], spec.arrays)
 
     # ---------------------------------------------------------------------------------------
     # Loading and validation
@@ -279,8 +284,12 @@ class IntegerNetwork:
 
     def _run(self, transform: str, x: np.ndarray) -> np.ndarray:
         """Run a transform on codes; returns the last layer's int32 accumulators."""
+        return self.run_layers(self.layers[transform], x)
+
+    def run_layers(self, layers: list, x: np.ndarray) -> np.ndarray:
+        """Run validated layers on codes; returns the last layer's int32 accumulators."""
         k = self.k
-        for layer in self.layers[transform]:
+        for layer in layers:
             op = layer["op"]
             if op in ("conv", "deconv"):
                 args = (layer["packed"], layer["bias"])
@@ -328,12 +337,17 @@ class IntegerNetwork:
         z = self._head(acc_z, "z", None, -cz, cz)
         return y_g, z
 
-    def hyper_synthesis(self, z: np.ndarray, level: int):
-        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
+    def hyper_accumulators(self, z: np.ndarray) -> np.ndarray:
+        """z int32 (h, w, N) -> the hyper-synthesis' int32 accumulators (4h, 4w, 2M), which
+        do not depend on the quality level."""
         cz = self.clamps["z"]
         # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
         z16 = np.clip(z, -cz, cz).astype(np.int16)
-        acc = self._run("h_s", z16)
+        return self._run("h_s", z16)
+
+    def hyper_synthesis(self, z: np.ndarray, level: int):
+        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
+        acc = self.hyper_accumulators(z)
         M, cy = self.M, self.clamps["y"]
         mean_g = self._head(np.ascontiguousarray(acc[..., :M]), "mean", level, -cy, cy)
         index = self.k.scale_index(np.ascontiguousarray(acc[..., M:]),

@@ -129,3 +129,13 @@ def scale_index(acc, mult, offset, shift, levels):
     2**shift), 0, levels - 1)``, an affine map of the predicted log-scale."""
     v = acc.astype(np.int64) * mult.astype(np.int64) + offset.astype(np.int64)
     return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
+
+
+def scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels):
+    """``scale_index`` of a log-scale that is the sum of two predictions (a channel-conditional
+    model adds its slice network's correction to the hyper-synthesis'): ``clamp(round((acc*mult[c]
+    + acc2*mult2[c] + offset[c]) / 2**shift), 0, levels - 1)``. With ``|acc|, |acc2| < 2**31``,
+    ``|mult| <= 2**31``, ``|mult2| <= 2**30`` and ``|offset| <= 2**60`` the sum fits in int64."""
+    v = (acc.astype(np.int64) * mult.astype(np.int64) + acc2.astype(np.int64) *
+         mult2.astype(np.int64) + offset.astype(np.int64))
+    return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)

@@ -61,10 +61,14 @@ def calibrate(model, images: list[np.ndarray], levels=None) -> dict[str, float]:
         z = run_transform(model.h_a, y, tracker, "h_a")
         z_hat = torch.round(z)
         tracker.see("z", z_hat)
-        mean = run_transform(model.h_s, z_hat, tracker, "h_s")[:, : model.M]
+        params = run_transform(model.h_s, z_hat, tracker, "h_s")
+        mean = params[:, : model.M]
         for level in levels:
             gain = model.gains(torch.tensor([float(level)]))[:, :, None, None]
-            y_hat = (torch.round((y - mean) * gain) + mean * gain) / gain
+            if hasattr(model, "entropy_y"):  # channel-conditional: with its residuals
+                y_hat = model.entropy_y(y, gain, *params.chunk(2, dim=1))["y_hat"]
+            else:
+                y_hat = (torch.round((y - mean) * gain) + mean * gain) / gain
             tracker.see("y_hat", y_hat)
             run_transform(model.g_s, y_hat, tracker, "g_s")
     return tracker.amax

@@ -42,7 +42,7 @@ from .. import modelfile
 from ..train.checkpoint import load_float_model
 from ..train.data import default_data_root
 from ..train.model import LEAKY_SLOPE
-from . import simulate
+from . import export_slices, simulate
 from .activations import code_max
 from .simulate import MEAN_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from .calibrate import (ACT_METHOD, CALIBRATION_IMAGES, calibrate, calibration_images,
@@ -245,7 +245,13 @@ def build(model, amax: dict, quants: dict, card: dict,
     heads["mean"] = _mult_shift(unit_p[None, :M] * gains * fraction)
     step = math.log(scale_max / SCALE_MIN) / (SCALE_LEVELS - 1)
     slope = unit_p[M:] / step
-    scale_shift = int(min(30, 29 - math.floor(math.log2(slope.max()))))
+    cc = getattr(model, "contexts", None)
+    if cc:
+        cc_networks, cc_units = export_slices.build_networks(b, model)
+        cc_slopes = export_slices.scale_slopes(model, cc_units, step)
+    # One shift for the hyper-synthesis' log-scale and the slices' corrections to it.
+    steepest = max(slope.max(), export_slices.slope_limit(cc_slopes) if cc else 0.0)
+    scale_shift = int(min(30, 29 - math.floor(math.log2(steepest))))
     offset = (np.log(gains) - math.log(SCALE_MIN)) / step
 
     # g_s reads y_hat = y_g / gain as int16 codes, as fine as the overflow bound allows.
@@ -258,7 +264,13 @@ def build(model, amax: dict, quants: dict, card: dict,
     heads["ys"] = _mult_shift(1.0 / (gains * ys_scale * fraction))
     heads["pixel"] = _mult_shift(b.acc_scale[f"g_s.{len(g_s) - 1}"] * 255.0)
 
+    cc_section = None
+    if cc:
+        cc_section, cc_arrays = export_slices.build_heads(
+            b, model, cc_networks, cc_units, gains, unit_p, cc_slopes, scale_shift, _mult_shift)
     arrays = dict(b.arrays)
+    if cc:
+        arrays.update(cc_arrays)
     for key, (mult, shift) in heads.items():
         arrays[f"head.{key}.mult"], arrays[f"head.{key}.shift"] = mult, shift
     arrays["head.ha_in.offset"] = ha_in_offset
@@ -285,6 +297,8 @@ def build(model, amax: dict, quants: dict, card: dict,
         "transforms": {"g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s},
         "card": card,
     }
+    if cc_section is not None:
+        manifest["cc"] = cc_section
     return manifest, arrays
 
 

@@ -36,6 +36,7 @@ from ..train.checkpoint import load_float_model, save_float_model
 from ..train.data import CropSampler, default_data_root, load_folder
 from ..train.loop import rd_loss
 from ..train.model import MSE_LAMBDAS, MSSSIM_LAMBDAS
+from ..train.slices import FloatPoints
 from . import simulate, weights
 from .activations import code_max
 from .calibrate import ACT_METHOD, CALIBRATION_IMAGES, calibration_images, integer_layers
@@ -135,15 +136,15 @@ def attach(model, quants: dict, learned: dict | None = None, wide=(),
             learned[key] = LearnedRange(quant, wide_bits if key in wide else 8)
         quants = learned
     keys = simulate.input_keys(model)
-    for name in simulate.TRANSFORMS:
-        groups = integer_layers(getattr(model, name))
+    for name, seq in simulate.networks(model):
+        groups = integer_layers(seq)
         for i, group in enumerate(groups):
             conv = group[0] if isinstance(group[0], (nn.Conv2d, nn.ConvTranspose2d)) else None
             if conv is not None:
                 axis = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
                 clip = weights.best_clip(conv.weight.detach().double().numpy(), out_axis=axis)
                 key = keys[f"{name}.{i}"]
-                in_step = None if key is None else (lambda q=quants[key]: _code_step(q))
+                in_step = None if key is None else (lambda k=key: _input_step(quants, k))
                 parametrize.register_parametrization(
                     conv, "weight", ClippedInt8Weight(np.maximum(clip, 1e-8), axis, in_step))
             if i < len(groups) - 1:
@@ -153,7 +154,46 @@ def attach(model, quants: dict, learned: dict | None = None, wide=(),
     ha_in = quants["ha_in"]
     hooks.append(model.h_a.register_forward_pre_hook(
         lambda mod, args, q=ha_in: (_apply(q, args[0]),)))
+    if getattr(model, "contexts", None):
+        model.points = TrainingPoints(quants)
     return hooks
+
+
+def _input_step(quants: dict, key) -> torch.Tensor:
+    """Current code step per input channel of a layer reading ``key`` (a name or pieces)."""
+    if isinstance(key, str):
+        return _code_step(quants[key])
+    return torch.cat([_code_step(quants[name])[torch.as_tensor(channels)]
+                      for name, channels in key])
+
+
+def _apply_part(quant, x: torch.Tensor, part) -> torch.Tensor:
+    """``_apply`` with the quantizer of channels ``part`` only (a slice of ``y``)."""
+    if part is None:
+        return _apply(quant, x)
+    if isinstance(quant, LearnedRange):
+        r = torch.exp(quant.log_range[part])[None, :, None, None]
+        o = quant.offset[part][None, :, None, None]
+        u = ((x - o) / r).clamp(-1.0, 1.0)
+        return _straight_through(u, torch.round(u * quant.half) / quant.half) * r + o
+    q = quant
+    sub = type(q)(q.range[part], q.power[part], q.offset[part], q.bits)
+    return _straight_through(x, sub(x))
+
+
+class TrainingPoints(FloatPoints):
+    """The channel-conditional model's quantization points in the fine-tune: 8-bit
+    activations (straight through), the residual network's 8-bit output; the slice networks'
+    hidden layers are quantized by the hooks, the latents are noisy as in training."""
+
+    def __init__(self, quants: dict) -> None:
+        self.quants = quants
+
+    def act(self, name, x, part=None):
+        return _apply_part(self.quants[name], x, part)
+
+    def lrp(self, r):
+        return simulate.quantize_lrp(r)
 
 
 def _apply(quant, x: torch.Tensor) -> torch.Tensor:
@@ -166,8 +206,10 @@ def detach(model, hooks) -> None:
     """Remove the quantization; the float weights stay clipped to their ranges."""
     for h in hooks:
         h.remove()
-    for name in simulate.TRANSFORMS:
-        for module in getattr(model, name):
+    if getattr(model, "contexts", None):
+        model.points = None
+    for name, seq in simulate.networks(model):
+        for module in seq:
             if parametrize.is_parametrized(module, "weight"):
                 clip = module.parametrizations.weight[0].clip
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)

@@ -32,6 +32,9 @@ from .calibrate import integer_layers, is_gdn
 # photos 4 bits cost 0.5 dB at quality 1, 8 bits 0.03 dB (the engine allows up to 8).
 MEAN_BITS = 8
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+# The latent residual prediction's 8-bit code spans [-4, 4] before ``tanh``: tanh(4) is within
+# 0.07% of 1, and one code step (0.031) moves ``0.5 * tanh`` by at most 0.016 of a symbol.
+LRP_RANGE = 4.0
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
 
 
@@ -66,20 +69,62 @@ def code_step(range_: np.ndarray, bits: int = 8) -> np.ndarray:
     return np.maximum(range_, floor) / activations.code_max(bits)
 
 
-def input_keys(model) -> dict[str, str | None]:
-    """For each integer layer ``transform.i``: the 8-bit activation it reads (None for a
-    transform's first layer, whose input has one step for every channel, except ``h_a``'s)."""
+def networks(model) -> list[tuple[str, nn.Sequential]]:
+    """``(prefix, network)`` of every network the engine runs as integer layers: the four
+    transforms, and a channel-conditional model's parameter (``cc.i.p``) and residual
+    (``cc.i.r``) networks of each slice."""
+    nets = [(name, getattr(model, name)) for name in TRANSFORMS]
+    for i, ctx in enumerate(getattr(model, "contexts", ())):
+        nets += [(f"cc.{i}.p", ctx.params), (f"cc.{i}.r", ctx.lrp)]
+    return nets
+
+
+def slice_inputs(model, i: int, lrp: bool) -> list[tuple[str, np.ndarray]]:
+    """What the first layer of slice ``i``'s network reads, in channel order: pieces
+    ``(activation, channels)`` of the hyper mean and log-scale of the slice's channels, the
+    decoded slices before it, and (the residual network) the slice itself."""
+    M, sizes = model.M, model.slices
+    a, n = sum(sizes[:i]), sizes[i]
+    pieces = [("cc.hyper", np.arange(a, a + n)), ("cc.hyper", np.arange(M + a, M + a + n))]
+    if a:
+        pieces.append(("cc.ctx", np.arange(a)))
+    if lrp:
+        pieces.append(("cc.ctx", np.arange(a, a + n)))
+    return pieces
+
+
+def input_keys(model) -> dict:
+    """For each integer layer ``network.i``: the 8-bit activation it reads (None for a
+    transform's first layer, whose input has one step for every channel, except ``h_a``'s;
+    a list of ``slice_inputs`` pieces for a slice network's first layer)."""
     keys = {}
-    for name in TRANSFORMS:
-        for i, _ in enumerate(integer_layers(getattr(model, name))):
-            keys[f"{name}.{i}"] = (f"{name}.{i - 1}" if i else
-                                   "ha_in" if name == "h_a" else None)
+    for prefix, seq in networks(model):
+        for i, _ in enumerate(integer_layers(seq)):
+            if i:
+                keys[f"{prefix}.{i}"] = f"{prefix}.{i - 1}"
+            elif prefix.startswith("cc."):
+                _, index, kind = prefix.split(".")
+                keys[f"{prefix}.{i}"] = slice_inputs(model, int(index), kind == "r")
+            else:
+                keys[f"{prefix}.{i}"] = "ha_in" if prefix == "h_a" else None
     return keys
 
 
 def activation_keys(model) -> list[str]:
-    """The names of the model's quantized activations (``g_a.0`` .. ``g_s.5``, ``ha_in``)."""
-    return [k for k in input_keys(model).values() if k is not None]
+    """The names of the model's quantized activations (``g_a.0`` .. ``g_s.5``, ``ha_in``, and
+    a channel-conditional model's ``cc.hyper``, ``cc.ctx`` and hidden slice activations)."""
+    names = {k for k in input_keys(model).values() if isinstance(k, str)}
+    if getattr(model, "contexts", None):
+        names |= {"cc.hyper", "cc.ctx"}
+    return sorted(names)
+
+
+def input_step(quants: dict, key) -> np.ndarray:
+    """Real value of one input code per input channel of a layer that reads ``key`` (an
+    activation name or ``slice_inputs`` pieces)."""
+    if isinstance(key, str):
+        return code_step(quants[key].range, quants[key].bits)
+    return np.concatenate([input_step(quants, name)[channels] for name, channels in key])
 
 
 def quantize_weights(model, grouping: str, scheme: str, clip: bool = False,
@@ -94,15 +139,15 @@ def quantize_weights(model, grouping: str, scheme: str, clip: bool = False,
     model = copy.deepcopy(model)
     keys = input_keys(model)
     with torch.no_grad():
-        for name in TRANSFORMS:
-            for i, group in enumerate(integer_layers(getattr(model, name))):
+        for prefix, seq in networks(model):
+            for i, group in enumerate(integer_layers(seq)):
                 module = group[0]
-                key = keys[f"{name}.{i}"]
+                key = keys[f"{prefix}.{i}"]
                 fold = None
                 if quants is not None and key is not None:
                     if (grouping, scheme) != ("channel", "uniform"):
                         raise ValueError("folded quantization is the per-channel uniform scheme")
-                    fold = code_step(quants[key].range, quants[key].bits)
+                    fold = input_step(quants, key)
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                     w = module.weight.detach().double().numpy()
                     axis = _out_axis(module)
@@ -186,6 +231,12 @@ class SimulatedModel(nn.Module):
         z_lik = m.z_prior.likelihood(z_hat)
         mean, log_scale = _run(m.h_s, z_hat, q, "h_s", store).chunk(2, dim=1)
         gain = m.gains(level.to(x.dtype))[:, :, None, None]
+        if hasattr(m, "entropy_y"):  # channel-conditional: slice by slice, quantized alike
+            out = m.entropy_y(y, gain, mean, log_scale, SimulatedPoints(q, self.tables, store))
+            if store is not None:
+                store.see("cc.ctx", out["y_hat"])
+            x_hat = _run(m.g_s, out["y_hat"], q, "g_s", store)
+            return {"x_hat": x_hat, "likelihoods": {"y": out["y"], "z": z_lik}}
         y_g, mean_g, scale_g = y * gain, mean * gain, torch.exp(log_scale) * gain
         if self.tables:
             f = 2.0**MEAN_BITS
@@ -199,6 +250,58 @@ class SimulatedModel(nn.Module):
         y_lik = gaussian_likelihood(y_rec, mean_g, scale_g)
         x_hat = _run(m.g_s, y_rec / gain, q, "g_s", store)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+def fixed_point(x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the engine's fixed-point grid of ``MEAN_BITS`` fractional bits."""
+    f = 2.0**MEAN_BITS
+    return torch.round(x * f) / f
+
+
+def quantize_lrp(r: torch.Tensor) -> torch.Tensor:
+    """The residual network's output as the engine's 8-bit code on ``[-LRP_RANGE,
+    LRP_RANGE]`` (``tanh`` is flat beyond it), rounded straight through."""
+    step = LRP_RANGE / 127.0
+    q = torch.round(r.clamp(-LRP_RANGE, LRP_RANGE) / step) * step
+    return r + (q - r).detach()
+
+
+class SimulatedPoints:
+    """The channel-conditional model's quantization points (``train.slices.FloatPoints``)
+    as the integer engine has them: 8-bit activations from ``quants`` (None: float), and with
+    ``tables`` the coder's fixed point, scale table and symbol rounding."""
+
+    def __init__(self, quants: dict | None, tables: bool, store=None) -> None:
+        self.quants, self.tables, self.store = quants, tables, store
+
+    def act(self, name, x, part=None):
+        if name == "cc.hyper" and self.store is not None:
+            self.store.see(name, x)
+        if not self.quants:
+            return x
+        q = self.quants[name]
+        if part is not None:
+            q = activations.ActQuant(q.range[part], q.power[part], q.offset[part], q.bits)
+        return q(x)
+
+    def run(self, seq, x, prefix):
+        return _run(seq, x, self.quants, prefix, self.store)
+
+    def lrp(self, r):
+        return quantize_lrp(r) if self.quants else r
+
+    def residual(self, t):
+        return fixed_point(t) if self.tables else t
+
+    def code(self, y_g, mean_g, scale_g, train):
+        if not self.tables:
+            y_rec = torch.round(y_g - mean_g) + mean_g
+            return y_rec, y_rec, mean_g, scale_g
+        y_g, mean_g = fixed_point(y_g), fixed_point(mean_g)
+        scale_g = snap_scale(scale_g.clamp(min=SCALE_MIN))
+        d = y_g - mean_g  # the engine's symbols: halves of the fixed point toward the mean
+        y_rec = torch.sign(d) * torch.ceil(torch.abs(d) - 0.5) + mean_g
+        return y_rec, y_rec, mean_g, scale_g
 
 
 def collect(model, images, levels=None) -> activations.SampleStore:

@@ -90,6 +90,8 @@ class ChannelConditionalHyperprior(MeanScaleHyperprior):
         self.slices, self.hidden, self.checkerboard = slices, int(hidden), bool(checkerboard)
         self.contexts = nn.ModuleList(
             SliceContext(s, sum(slices[:i]), hidden, checkerboard) for i, s in enumerate(slices))
+        # Quantization points (``FloatPoints``); the quantization-aware fine-tune sets its own.
+        self.points = None
 
     def _slice_params(self, ctx, support, yg, g, hyper_mean):
         """Mean and log-scale corrections for one slice, each (B, size, H, W)."""
@@ -103,35 +105,85 @@ class ChannelConditionalHyperprior(MeanScaleHyperprior):
         second = ctx.params(torch.cat([support, anchors.to(support.dtype)], 1))
         return (first * mask + second * (1 - mask)).chunk(2, dim=1)
 
+    def entropy_y(self, y: torch.Tensor, gain: torch.Tensor, hyper_mean: torch.Tensor,
+                  hyper_log_scale: torch.Tensor, points=None) -> dict:
+        """Code ``y`` slice by slice: the decoded (un-gained) latent, the likelihoods of the
+        gained latent, and the gained means and scales.
+
+        ``points`` is where the integer engine quantizes (``FloatPoints`` when None, the float
+        model); ``quantize.simulate`` and the quantization-aware fine-tune pass their own.
+        """
+        p = FLOAT_POINTS if points is None else points
+        hyper = p.act("cc.hyper", torch.cat([hyper_mean, hyper_log_scale], 1))
+        hq_mean, hq_log_scale = hyper.chunk(2, dim=1)
+        y_g = y.float() * gain
+        decoded, likelihoods, means, scales = [], [], [], []
+        start = 0
+        for i, ctx in enumerate(self.contexts):
+            part = slice(start, start + ctx.size)
+            start += ctx.size
+            g, yg = gain[:, part], y_g[:, part]
+            support = torch.cat([hq_mean[:, part], hq_log_scale[:, part], *decoded], 1)
+            if ctx.checkerboard:
+                d_mean, d_log_scale = self._slice_params(ctx, support, yg, g, hyper_mean[:, part])
+            else:
+                d_mean, d_log_scale = p.run(ctx.params, support, f"cc.{i}.p").float().chunk(2, 1)
+            mean_g = (hyper_mean[:, part] + d_mean) * g
+            scale_g = torch.exp(hyper_log_scale[:, part] + d_log_scale) * g
+            y_noisy, y_rec, mean_g, scale_g = p.code(yg, mean_g, scale_g, self.training)
+            likelihoods.append(gaussian_likelihood(y_noisy, mean_g, scale_g))
+            means.append(mean_g)
+            scales.append(scale_g)
+            y_hat = p.act("cc.ctx", y_rec / g, part)
+            r = p.run(ctx.lrp, torch.cat([support, y_hat.to(support.dtype)], 1), f"cc.{i}.r")
+            residual = 0.5 * torch.tanh(p.lrp(r.float()))
+            decoded.append(p.act("cc.ctx", y_rec / g + p.residual(residual) / g, part))
+        return {"y_hat": torch.cat(decoded, 1), "y": torch.cat(likelihoods, 1),
+                "mean": torch.cat(means, 1), "scale": torch.cat(scales, 1)}
+
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         y = self.g_a(x)
         gain = self.gains(level)[:, :, None, None]
         _, z_lik, hyper_mean, hyper_log_scale = self.hyper(y, self.training)
-        y_g = y.float() * gain
-        decoded, likelihoods, means, scales = [], [], [], []
-        start = 0
-        for ctx in self.contexts:
-            part = slice(start, start + ctx.size)
-            start += ctx.size
-            g, yg = gain[:, part], y_g[:, part]
-            support = torch.cat([hyper_mean[:, part], hyper_log_scale[:, part], *decoded], 1)
-            d_mean, d_log_scale = self._slice_params(ctx, support, yg, g, hyper_mean[:, part])
-            mean_g = (hyper_mean[:, part] + d_mean) * g
-            scale_g = torch.exp(hyper_log_scale[:, part] + d_log_scale) * g
-            if self.training:
-                y_noisy = yg + torch.empty_like(yg).uniform_(-0.5, 0.5)
-            else:
-                y_noisy = torch.round(yg - mean_g) + mean_g
-            likelihoods.append(gaussian_likelihood(y_noisy, mean_g, scale_g))
-            means.append(mean_g)
-            scales.append(scale_g)
-            y_hat = (round_ste(yg - mean_g) + mean_g) / g
-            residual = 0.5 * torch.tanh(ctx.lrp(torch.cat([support, y_hat], 1)).float())
-            decoded.append(y_hat + residual / g)
-        y_hat = torch.cat(decoded, 1)
-        x_hat = self.g_s(y_hat.to(x.dtype))
-        return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(likelihoods, 1), "z": z_lik},
-                "mean": torch.cat(means, 1), "scale": torch.cat(scales, 1)}
+        out = self.entropy_y(y, gain, hyper_mean, hyper_log_scale, self.points)
+        x_hat = self.g_s(out["y_hat"].to(x.dtype))
+        return {"x_hat": x_hat, "likelihoods": {"y": out["y"], "z": z_lik},
+                "mean": out["mean"], "scale": out["scale"]}
 
 
-__all__ = ["ChannelConditionalHyperprior", "SliceContext", "even_slices", "checkerboard_anchor"]
+class FloatPoints:
+    """The places where the integer engine quantizes, as the float model sees them: nowhere.
+
+    - ``act(name, x, part)``: an 8-bit activation (``cc.hyper``: the hyper-synthesis' mean and
+      log-scale; ``cc.ctx``: a decoded un-gained slice, ``part`` its channels);
+    - ``run(seq, x, prefix)``: a slice network, whose hidden layers are 8-bit in the engine;
+    - ``lrp(r)``: the residual network's output before ``tanh`` (8 bits on a fixed range);
+    - ``residual(t)``: ``0.5 * tanh`` of it, in the gained domain (fixed point);
+    - ``code(y_g, mean_g, scale_g, train)``: what the likelihood sees (noisy in training) and
+      the reconstruction, with the mean and scale as the coder uses them.
+    """
+
+    def act(self, name, x, part=None):
+        return x
+
+    def run(self, seq, x, prefix):
+        return seq(x)
+
+    def lrp(self, r):
+        return r
+
+    def residual(self, t):
+        return t
+
+    def code(self, y_g, mean_g, scale_g, train):
+        y_rec = round_ste(y_g - mean_g) + mean_g
+        if train:
+            return y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5), y_rec, mean_g, scale_g
+        return y_rec.detach(), y_rec, mean_g, scale_g
+
+
+FLOAT_POINTS = FloatPoints()
+
+
+__all__ = ["ChannelConditionalHyperprior", "FloatPoints", "SliceContext", "even_slices",
+           "checkerboard_anchor"]

@@ -1,0 +1,190 @@
+"""The channel-conditional entropy model of ``y`` in integers (the manifest's ``cc`` section).
+
+The float model is ``train.slices``; ``quantize.export_slices`` makes this section from it.
+``y`` is split into slices of channels, coded one after another. For slice ``i`` (channels
+``a .. a + n - 1``, ``q`` the quality level)::
+
+    acc_p (h_s accumulators, 2M) --cc.hyper--> int8 hyper codes (mean, log-scale), level-free
+    support = [hyper codes of the slice's mean channels, of its log-scale channels,
+               ctx codes of slices 0..i-1]                                       (int8)
+    support --params net (3x3, 1x1, 1x1; 8-bit hidden codes)--> acc_d (2n)
+        mean_g  = head.mean[q](acc_p) + cc.i.mean[q](acc_d[:n])                  (fixed point)
+        index   = round((acc_p_scale * head.scale.mult + acc_d[n:] * cc.i.scale.mult
+                         + head.scale.offset[q]) / 2**scale_shift), clamped       (table index)
+    symbols  (coded with ``index``'s tables, as one segment of the ``y`` stream)
+    y_g_hat = symbol * 2**mean_bits + mean_g
+    [support, cc.ctx[q](y_g_hat)] --residual net--> acc_r (n) --cc.i.lrp--> int8 code r
+    y_g_dec = y_g_hat + cc.lrp.lut[r + 127]        (0.5 * tanh of the code, fixed point)
+    ctx codes of the slice = cc.ctx[q](y_g_dec)                                  (int8)
+
+``y_g_dec`` of all slices is what the synthesis reads (through ``head.ys``). The networks are
+ordinary ``conv`` layers of the engine (stride 1, zero padding, requantizing epilogues with
+LeakyReLU), so every kernel path runs them.
+"""
+
+import numpy as np
+
+from ..errors import ModelFileError
+
+# A model with more slices than this is refused: each slice is a sequential decoding step.
+MAX_SLICES = 64
+LUT_SIZE = 255
+
+
+def _array(arrays, name, dtype, shape):
+    from .graph import _array as graph_array  # one loader for every array of the model
+    return graph_array(arrays, name, dtype, shape)
+
+
+def _check_range(name, a, lo, hi):
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ModelFileError(f"array '{name}' has values outside {lo}..{hi}")
+
+
+class SliceModel:
+    """The validated ``cc`` section of a model, run by an ``IntegerNetwork``."""
+
+    def __init__(self, net, cc, arrays) -> None:
+        self.net = net
+        M, L = net.M, net.levels
+        try:
+            sizes = [int(s) for s in cc["slices"]]
+            nets = list(cc["networks"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ModelFileError(f"model 'cc' section is malformed: {exc!r}") from None
+        if not 1 <= len(sizes) <= MAX_SLICES or min(sizes) < 1 or sum(sizes) != M:
+            raise ModelFileError(f"model 'cc' slices do not split the {M} channels of y")
+        if len(nets) != len(sizes):
+            raise ModelFileError("model 'cc' section needs one pair of networks per slice")
+        self.sizes = sizes
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.params, self.lrp = [], []
+        try:
+            for i, d in enumerate(nets):
+                self.params.append([net._load_layer(arrays, x) for x in d["params"]])
+                self.lrp.append([net._load_layer(arrays, x) for x in d["lrp"]])
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise ModelFileError(f"model 'cc' layer description is malformed: {exc!r}") from None
+        for i, (a, n) in enumerate(zip(self.starts, sizes)):
+            self._check_network(self.params[i], 2 * n + a, 2 * n)
+            self._check_network(self.lrp[i], 3 * n + a, n)
+        h = {}
+        for key, shape in (("hyper", (2 * M,)), ("ctx", (L, M))):
+            h[f"{key}.mult"] = _array(arrays, f"cc.{key}.mult", np.int32, shape)
+            h[f"{key}.shift"] = _array(arrays, f"cc.{key}.shift", np.int32, shape)
+        for i, n in enumerate(sizes):
+            for key, shape in (("mean", (L, n)), ("lrp", (n,))):
+                h[f"{i}.{key}.mult"] = _array(arrays, f"cc.{i}.{key}.mult", np.int32, shape)
+                h[f"{i}.{key}.shift"] = _array(arrays, f"cc.{i}.{key}.shift", np.int32, shape)
+            h[f"{i}.scale.mult"] = _array(arrays, f"cc.{i}.scale.mult", np.int64, (n,))
+            # Keeps the two-term scale index within int64 (``reference.scale_index_sum``).
+            _check_range(f"cc.{i}.scale.mult", h[f"{i}.scale.mult"], -(2**30), 2**30)
+        for name, a in h.items():
+            if name.endswith(".mult") and a.dtype == np.int32:
+                _check_range(f"cc.{name}", a, 0, 2**31 - 1)
+            elif name.endswith(".shift"):
+                _check_range(f"cc.{name}", a, 1, 62)
+        lut = _array(arrays, "cc.lrp.lut", np.int32, (LUT_SIZE,))
+        # 0.5 * tanh is within half a symbol: the residual never moves a latent further.
+        half = 1 << max(net.mean_bits - 1, 0)
+        _check_range("cc.lrp.lut", lut, -half, half)
+        h["lut"] = lut.astype(np.int64)
+        self.heads = h
+
+    @staticmethod
+    def _check_network(layers, cin, cout):
+        """A slice network: int8 codes in, stride-1 convolutions, int8 hidden codes, and the
+        last layer's accumulators out."""
+        if not layers:
+            raise ModelFileError("model 'cc' has an empty slice network")
+        channels = cin
+        for j, layer in enumerate(layers):
+            name = layer["name"]
+            if layer["op"] != "conv" or layer["stride"] != 1 or layer["pad_value"] != 0:
+                raise ModelFileError(f"layer '{name}': slice networks are stride-1 "
+                                     "convolutions with zero padding")
+            wcout, _, _, wcin = layer["weight"].shape
+            if wcin != channels or layer["in_max"] < 127:
+                raise ModelFileError(f"layer '{name}' does not fit its input")
+            final = j == len(layers) - 1
+            if (layer["out"] is None) != final:
+                raise ModelFileError(f"layer '{name}': only the last layer of a slice network "
+                                     "hands out accumulators")
+            if not final and layer["wide"]:
+                raise ModelFileError(f"layer '{name}': slice networks have 8-bit codes")
+            channels = wcout
+        if channels != cout:
+            raise ModelFileError(f"slice network ending with '{layers[-1]['name']}' has "
+                                 f"{channels} channels, expected {cout}")
+
+    # ---------------------------------------------------------------------------------------
+
+    def start(self, acc_p: np.ndarray, level: int) -> "SliceState":
+        """The state of coding ``y`` slice by slice from the hyper-synthesis' accumulators."""
+        return SliceState(self, acc_p, level)
+
+
+class SliceState:
+    """One image's slices in coding order: ``parameters(i)`` gives the mean and table index
+    of slice ``i`` from what is decoded so far, ``finish(i, y_g_hat)`` adds its residual and
+    makes its context codes. Encoder and decoder run the same calls in the same order."""
+
+    def __init__(self, model: SliceModel, acc_p: np.ndarray, level: int) -> None:
+        net, h = model.net, model.heads
+        self.model, self.level = model, level
+        M = net.M
+        self.acc_mean = np.ascontiguousarray(acc_p[..., :M])
+        self.acc_scale = np.ascontiguousarray(acc_p[..., M:])
+        self.hyper_mean_g = net._head(self.acc_mean, "mean", level, -net.clamps["y"],
+                                      net.clamps["y"])
+        hyper = net.k.requantize(acc_p, h["hyper.mult"], h["hyper.shift"], 0, 0, -127, 127)
+        self.hyper = hyper.astype(np.int8)
+        shape = acc_p.shape[:2] + (M,)
+        self.ctx = np.zeros(shape, np.int8)
+        self.y_g_dec = np.zeros(shape, np.int32)
+
+    def _support(self, i):
+        a, n = self.model.starts[i], self.model.sizes[i]
+        M = self.model.net.M
+        return np.concatenate([self.hyper[..., a:a + n], self.hyper[..., M + a:M + a + n],
+                               self.ctx[..., :a]], axis=2)
+
+    def _ctx_codes(self, y_g, part):
+        h = self.model.heads
+        mult, shift = h["ctx.mult"][self.level, part], h["ctx.shift"][self.level, part]
+        return self.model.net.k.requantize(np.ascontiguousarray(y_g), np.ascontiguousarray(mult),
+                                           np.ascontiguousarray(shift), 0, 0, -127, 127
+                                           ).astype(np.int8)
+
+    def parameters(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``i``'s fixed-point mean (int32) and entropy table index (int32), (h, w, n)."""
+        model, net, h = self.model, self.model.net, self.model.heads
+        a, n = model.starts[i], model.sizes[i]
+        acc_d = net.run_layers(model.params[i], self._support(i))
+        cy = net.clamps["y"]
+        d_mean = net.k.requantize(np.ascontiguousarray(acc_d[..., :n]),
+                                  h[f"{i}.mean.mult"][self.level],
+                                  h[f"{i}.mean.shift"][self.level], 0, 0, -cy, cy)
+        mean_g = np.clip(self.hyper_mean_g[..., a:a + n].astype(np.int64) + d_mean,
+                         -cy, cy).astype(np.int32)
+        index = net.k.scale_index_sum(
+            np.ascontiguousarray(self.acc_scale[..., a:a + n]),
+            np.ascontiguousarray(net.heads["scale.mult"][a:a + n]),
+            np.ascontiguousarray(acc_d[..., n:]), h[f"{i}.scale.mult"],
+            np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n]),
+            net.scale_shift, net.y_levels)
+        return mean_g, index
+
+    def finish(self, i: int, y_g_hat: np.ndarray) -> None:
+        """Record slice ``i``'s reconstruction ``y_g_hat`` (int32, (h, w, n)): its latent
+        residual is added, and its context codes are made for the slices after it."""
+        model, net, h = self.model, self.model.net, self.model.heads
+        a, n = model.starts[i], model.sizes[i]
+        part = slice(a, a + n)
+        own = self._ctx_codes(y_g_hat, part)
+        acc_r = net.run_layers(model.lrp[i], np.concatenate([self._support(i), own], axis=2))
+        code = net.k.requantize(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], 0, 0, -127, 127)
+        cy = net.clamps["y"]
+        dec = np.clip(y_g_hat.astype(np.int64) + h["lut"][code + 127], -cy, cy).astype(np.int32)
+        self.y_g_dec[..., part] = dec
+        self.ctx[..., part] = self._ctx_codes(dec, part)
