@@ -28,20 +28,26 @@ def kernel_path(request):
 REGENERATE = "python tests/golden/generate.py"
 
 
-def _golden_files():
+GOLDEN_SETS = {"hyperprior": ("tiny-mse.qlicm", "expected.json"),
+               "channel-conditional": ("tiny-cc.qlicm", "expected-cc.json")}
+
+
+def _golden_files(kind="hyperprior"):
     """The committed golden model and expectations; a missing one fails with the command."""
     if os.environ.get("QLIC_REGENERATE_GOLDEN"):
         pytest.fail(f"QLIC_REGENERATE_GOLDEN no longer regenerates anything; run {REGENERATE} "
                     "(then this test compares against what it wrote)")
-    model, expected = GOLDEN / "tiny-mse.qlicm", GOLDEN / "expected.json"
+    model_name, expected_name = GOLDEN_SETS[kind]
+    model, expected = GOLDEN / model_name, GOLDEN / expected_name
     missing = [p.name for p in (model, expected) if not p.is_file()]
     if missing:
         pytest.fail(f"missing tests/golden/{' and '.join(missing)}; run {REGENERATE}")
     return str(model), json.loads(expected.read_text())
 
 
-def test_golden_streams_and_pixels(kernel_path):
-    model, expected = _golden_files()
+@pytest.mark.parametrize("kind", sorted(GOLDEN_SETS))
+def test_golden_streams_and_pixels(kernel_path, kind):
+    model, expected = _golden_files(kind)
     assert sorted(expected) == ["q1", "q4", "q8"]
     image = synthetic_photo(72, 80, seed=7)
     for key, want in expected.items():
@@ -50,4 +56,3 @@ def test_golden_streams_and_pixels(kernel_path):
         assert hashlib.sha256(data).hexdigest() == want["stream_sha256"], key
         pixels = qlic_codec.decode(data, model)
         assert hashlib.sha256(pixels.tobytes()).hexdigest() == want["pixels_sha256"], key
-

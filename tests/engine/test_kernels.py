@@ -550,6 +550,31 @@ def test_scale_index(threads, levels):
         _assert_same(kernels.scale_index(acc, mult, offset, shift, levels), want)
 
 
+@pytest.mark.parametrize("levels", [2, 64])
+def test_scale_index_sum(threads, levels):
+    """The two-term index of a channel-conditional model, up to the int64 bounds its loader
+    allows (|acc| < 2**31, |mult| <= 2**31, |mult2| <= 2**30, |offset| <= 2**60)."""
+    rng = _rng("scale_index_sum", levels)
+    for shape, mode, shift in itertools.product(ELEMENT_SHAPES, ["random", "wide", "min", "max"],
+                                                [1, 12, 40]):
+        c = shape[2]
+        if mode == "random":
+            acc = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+            acc2 = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        else:
+            fill = "random" if mode == "wide" else mode
+            acc, acc2 = _fill(rng, shape, np.int32, fill), _fill(rng, shape, np.int32, fill)
+        mult = rng.choice([-1, 1], c) * np.floor(2.0 ** rng.uniform(0, 31, c)).astype(np.int64)
+        mult2 = rng.choice([-1, 1], c) * np.floor(2.0 ** rng.uniform(0, 30, c)).astype(np.int64)
+        offset = np.clip(rng.integers(0, levels, c) << shift, -(2**60), 2**60).astype(np.int64)
+        want = reference.scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels)
+        _assert_same(kernels.scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels), want)
+        # With a zero second term it is the one-term index.
+        zero = np.zeros_like(acc2)
+        _assert_same(kernels.scale_index_sum(acc, mult, zero, mult2, offset, shift, levels),
+                     reference.scale_index(acc, mult, offset, shift, levels))
+
+
 # --- the shipped layers: 128 and 192 channels, 12-bit and 16-bit codes ------------------------
 
 # Every integer layer of models/qlic-mse.qlicm (and qlic-msssim.qlicm, the same shapes), as the

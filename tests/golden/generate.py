@@ -45,6 +45,34 @@ def make_tiny_model(path: Path) -> None:
            scale_max=32.0)
 
 
+def make_tiny_cc_model(path: Path) -> None:
+    """A tiny channel-conditional model: the tiny model's transforms, four slices, and slice
+    networks whose last layers are random instead of zero, so that every slice's mean, scale
+    and latent residual depend on the slices before it."""
+    import torch
+
+    from conftest import synthetic_photo
+    from qlic_codec.quantize.export import export
+    from qlic_codec.train.slices import ChannelConditionalHyperprior
+
+    torch.manual_seed(1234)
+    model = ChannelConditionalHyperprior(N=16, M=24, levels=8, slices=(4, 4, 8, 8),
+                                         hidden=8).eval()
+    with torch.no_grad():
+        model.log_gain.add_(3.0)
+        for ctx in model.contexts:
+            for net in (ctx.params, ctx.lrp):
+                torch.nn.init.normal_(net[-1].weight, std=0.3)
+    images = [synthetic_photo(128, 128, seed) for seed in range(3)]
+    export(model, images, path, {"metric": "mse", "source": "tiny random channel-conditional "
+                                 "test model"}, scale_max=32.0)
+
+
+# Golden model files, their makers and the expectations computed from them.
+MODELS = {"tiny-mse.qlicm": (make_tiny_model, "expected.json"),
+          "tiny-cc.qlicm": (make_tiny_cc_model, "expected-cc.json")}
+
+
 def expected_outputs(model_path: Path) -> dict:
     import hashlib
 
@@ -63,19 +91,21 @@ def expected_outputs(model_path: Path) -> dict:
 
 
 def regenerate(folder: Path = HERE, new_model: bool = False) -> None:
-    """Write ``expected.json`` into ``folder`` (and ``tiny-mse.qlicm`` when ``new_model``,
-    when it is missing there, or when ``folder`` is not this one: a copy of the committed
-    model)."""
+    """Write the expectations of every golden model into ``folder`` (and the model when
+    ``new_model``, when it is missing there, or when ``folder`` is not this one: a copy of the
+    committed model)."""
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = folder / "tiny-mse.qlicm"
-    if new_model or not (HERE / "tiny-mse.qlicm").is_file():
-        make_tiny_model(model)
-    elif model.resolve() != (HERE / "tiny-mse.qlicm").resolve():
-        shutil.copyfile(HERE / "tiny-mse.qlicm", model)
-    expected = expected_outputs(model)
-    (folder / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    for name, (make, expected_name) in MODELS.items():
+        model = folder / name
+        if new_model or not (HERE / name).is_file():
+            make(model)
+        elif model.resolve() != (HERE / name).resolve():
+            shutil.copyfile(HERE / name, model)
+        expected = expected_outputs(model)
+        (folder / expected_name).write_text(json.dumps(expected, indent=1, sort_keys=True)
+                                            + "\n")
 
 
 def main(argv=None) -> None:
@@ -86,8 +116,10 @@ def main(argv=None) -> None:
                         help="also export a new tiny model from its seed (changes every hash)")
     args = parser.parse_args(argv)
     regenerate(args.out, args.new_model)
-    print(f"wrote {args.out / 'expected.json'}"
-          + (f" and {args.out / 'tiny-mse.qlicm'}" if args.new_model else ""))
+    written = [expected for _, expected in MODELS.values()]
+    if args.new_model:
+        written += list(MODELS)
+    print(f"wrote {', '.join(str(args.out / name) for name in written)}")
 
 
 if __name__ == "__main__":
