@@ -255,6 +255,8 @@ def decode_stages(model_path, data, repeat):
     level = header.quality - 1
     # The stages of ``api._decode_streams``, each timed on its own inputs.
     z = api.decode_z_stream(m, header, z_stream)
+    if m.network.cc is not None:
+        return _slice_decode_stages(m, header, level, z, z_stream, y_stream, repeat)
     mean_g, index = m.network.hyper_synthesis(z, level)
     y_sym = api.decode_y_stream(m, y_stream, index)
     out = {
@@ -266,6 +268,24 @@ def decode_stages(model_path, data, repeat):
         "y_symbols": int(index.size), "z_symbols": int(z.size),
     }
     out["y_entropy_ns_per_symbol"] = 1e9 * out["y_entropy_s"] / out["y_symbols"]
+    return out
+
+
+def _slice_decode_stages(m, header, level, z, z_stream, y_stream, repeat):
+    """``decode_stages`` of a channel-conditional model: its y stage decodes the slices one
+    after another, each slice's networks then its symbols (``slicecoding.decode_y``)."""
+    from qlic_codec import api, slicecoding
+
+    acc_p = m.network.hyper_accumulators(z)
+    y_g = slicecoding.decode_y(m.network, m.y_tables, y_stream, acc_p, level)
+    out = {
+        "z_entropy_s": best_of(lambda: api.decode_z_stream(m, header, z_stream), repeat),
+        "h_s_s": best_of(lambda: m.network.hyper_accumulators(z), repeat),
+        "y_slices_s": best_of(lambda: slicecoding.decode_y(m.network, m.y_tables, y_stream,
+                                                           acc_p, level), repeat),
+        "g_s_s": best_of(lambda: m.network.synthesis(y_g, level), repeat),
+        "y_symbols": int(y_g.size), "z_symbols": int(z.size),
+    }
     return out
 
 
@@ -403,10 +423,15 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
           f"{'y symbols':>10} {'ns/symbol':>10}")
     for r in rows:
         d = r["decode_stages"]
+        if "y_slices_s" in d:  # channel-conditional: slice networks and symbols interleave
+            print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
+                  f"{d['y_slices_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} {'-':>10}")
+            continue
         print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
               f"{d['y_entropy_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
               f"{d['y_entropy_ns_per_symbol']:10.1f}")
-    print("(y entropy: range decoding of every y symbol with its table, escapes included)")
+    print("(y entropy: range decoding of every y symbol with its table, escapes included; with "
+          "a channel-conditional model, the slices' networks and symbols together)")
     if processes:
         print(f"\nwhole 'qlic decode' process (PNG written), seconds; cold = empty kernel "
               f"cache, warm = best of {repeat}")
