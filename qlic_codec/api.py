@@ -64,9 +64,7 @@ def _build_model(manifest: dict, arrays: dict, mid: bytes, path: str) -> LoadedM
     z_tables, y_tables = _tables(arrays, "z"), _tables(arrays, "y")
     if z_tables.num_tables != network.N or y_tables.num_tables != network.y_levels:
         raise ModelFileError(f"{path}: entropy tables do not match the network")
-    metric = manifest.get("metric", "mse")
-    if metric not in ("mse", "msssim"):
-        raise ModelFileError(f"{path}: unknown metric '{metric}'")
+    metric = manifest["metric"]  # present and known: the network checked the manifest
     return LoadedModel(Path(path), mid, metric, network, z_tables, y_tables)
 
 
@@ -152,7 +150,8 @@ def _model_for(header: container.Header, model: str | None) -> LoadedModel:
                                      f"not {m.model_id.hex()} ({model})")
         return m
     for path in zoo.bundled_paths():
-        # Compare the stored id first: a damaged bundled model must not block the others.
+        # The id of each file (cached): a damaged or unreadable bundled model has none, so it
+        # cannot block the others.
         if modelfile.read_id(path) == header.model_hash:
             return load_model(str(path))
     raise ModelFileError(f"stream was made with model {header.model_hash.hex()}, which is not "

@@ -4,18 +4,31 @@ Layout (little-endian)::
 
     offset  size  field
     0       8     magic b"QLICMDL\\0"
-    8       4     format version (u32), currently 1
+    8       4     format version (u32), currently 2
     12      4     length J of the JSON header (u32)
     16      J     JSON: {"manifest": {...}, "arrays": {name: {"dtype", "shape", "offset"}}}
     16+J    pad   zeros up to a multiple of 8
     ...     P     array payload, each array C-ordered at its offset (8-aligned)
     end-32  32    SHA-256 of every byte before it
 
-The short model id written into every ``.qlic`` stream is the first 8 bytes of the SHA-256.
+The trailing SHA-256 only guards the file's integrity. The model id written into every
+``.qlic`` stream covers what decoding depends on and nothing else (``model_id``): the manifest
+without its ``card`` and the arrays, so that editing the card keeps old streams decodable.
+Nothing derived is stored, so nothing stored can disagree.
+
 Reading validates the structure (magic, version, hash, dtypes, shapes, offsets inside the
-payload, no overlap) before any array is built; the network validates the content. No pickle.
+payload, no overlap) before any array is built; the network validates the content, including
+every manifest key (``engine/schema.py``). No pickle. ``docs/FORMAT.md`` section 1 is the
+normative description of this layout.
+
+Versions: format 1 changed meaning twice without a new number (the fixed-point means of
+``mean_bits``, then the mean-removed input of the hyper-analysis, ``head.ha_in.offset``) and
+let a reader ignore keys it did not know, so an older qlic could decode a newer model to
+wrong pixels. Format 2 refuses unknown keys at every level and requires that offset. A
+reader refuses every version but its own.
 """
 
+import functools
 import hashlib
 import json
 import struct
@@ -27,11 +40,15 @@ from .engine.graph import NAME_PATTERN
 from .errors import ModelFileError
 
 MAGIC = b"QLICMDL\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_JSON = 1 << 24
 MAX_FILE = 1 << 30
 _DTYPES = {"int8", "uint8", "int16", "int32", "int64"}
 _PREFIX = struct.Struct("<8sII")
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
 
 
 def pack(manifest: dict, arrays: dict) -> bytes:
@@ -52,9 +69,38 @@ def pack(manifest: dict, arrays: dict) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def model_id(data: bytes) -> bytes:
-    """The 8-byte id of a packed model (the start of its SHA-256)."""
-    return data[-32:-24]
+def canonical_json(value) -> bytes:
+    """The one JSON text of a value that the model id hashes: keys sorted by code point, no
+    whitespace, non-ASCII escaped as ``\\uXXXX``, numbers as Python writes them (integers in
+    decimal, floats in their shortest round-trip form); NaN and infinities refused."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def _item(data: bytes) -> bytes:
+    return struct.pack("<Q", len(data)) + data
+
+
+def model_id(manifest: dict, arrays: dict) -> bytes:
+    """The 8-byte id of a model: what a stream names, covering exactly what decoding reads.
+
+    ``SHA-256(item(canonical_json(manifest without "card")) || u64(number of arrays) ||
+    for each array in increasing name order: item(name) || item(dtype name) || u64(ndim) ||
+    u64(each dimension) || item(its little-endian C-order bytes))``, first 8 bytes, where
+    ``item(b) = u64(len(b)) || b`` and ``u64`` is little-endian (docs/FORMAT.md section 1.4).
+    """
+    h = hashlib.sha256()
+    try:
+        h.update(_item(canonical_json({k: v for k, v in manifest.items() if k != "card"})))
+    except (TypeError, ValueError) as exc:  # NaN from a hostile file, or not JSON at all
+        raise ModelFileError(f"model manifest cannot be hashed: {exc}") from None
+    h.update(struct.pack("<Q", len(arrays)))
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        h.update(_item(name.encode("utf-8")) + _item(a.dtype.name.encode("ascii")))
+        h.update(struct.pack(f"<{a.ndim + 1}Q", a.ndim, *a.shape))
+        h.update(_item(a.astype(a.dtype.newbyteorder("<")).tobytes()))
+    return h.digest()[:8]
 
 
 def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
@@ -76,7 +122,9 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
     if json_len > MAX_JSON or _PREFIX.size + json_len > len(data) - 32:
         raise ModelFileError(f"{source}: header length is out of range")
     try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + json_len])
+        # NaN and the infinities are not JSON (RFC 8259), though Python's parser takes them.
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + json_len],
+                            parse_constant=_refuse_constant)
         manifest, entries = header["manifest"], header["arrays"]
         if not isinstance(manifest, dict) or not isinstance(entries, dict):
             raise TypeError("manifest and arrays must be objects")
@@ -112,7 +160,7 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
     for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
         if begin < end:
             raise ModelFileError(f"{source}: arrays '{a}' and '{b}' overlap")
-    return manifest, arrays, model_id(data)
+    return manifest, arrays, model_id(manifest, arrays)
 
 
 def read(path) -> tuple[dict, dict, bytes]:
@@ -133,18 +181,25 @@ def write(path, manifest: dict, arrays: dict) -> bytes:
     from .fsio import atomic_write
     data = pack(manifest, arrays)
     atomic_write(str(path), data)
-    return model_id(data)
+    return unpack(data, str(path))[2]
 
 
 def read_id(path) -> bytes | None:
-    """The 8-byte id stored at the end of a model file, without reading or checking the rest
-    (None if the file cannot be read)."""
+    """The model id of a model file (None if it cannot be read or is not a valid file).
+
+    The id is not stored (it would be one more thing that could disagree), so this reads and
+    hashes the whole file; the result is cached while the file's size and time are the same.
+    """
     try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            if f.tell() < 32:
-                return None
-            f.seek(-32, 2)
-            return f.read(8)
+        st = Path(path).stat()
     except OSError:
+        return None
+    return _read_id_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_id_cached(path: str, mtime_ns: int, size: int) -> bytes | None:
+    try:
+        return read(path)[2]
+    except ModelFileError:
         return None

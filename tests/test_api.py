@@ -133,11 +133,27 @@ def test_corrupt_streams_raise_qlic_errors_only(tiny_model):
 def test_stream_from_another_model_is_refused(tiny_model, tmp_path):
     data = qlic_codec.encode(synthetic_photo(20, 20), 4, tiny_model)
     other = tmp_path / "other.qlicm"
-    raw = bytearray(Path(tiny_model).read_bytes())
-    # Same content, different manifest card -> different id; re-seal the hash.
     from qlic_codec import modelfile
-    manifest, arrays, _ = modelfile.unpack(bytes(raw))
-    manifest["card"] = {"source": "another"}
+    manifest, arrays, _ = modelfile.unpack(Path(tiny_model).read_bytes())
+    # One weight changed: another model, another id.
+    weight = arrays["g_s.6.weight"].copy()
+    weight[0, 0, 0, 0] ^= 1
+    arrays["g_s.6.weight"] = weight
     modelfile.write(other, manifest, arrays)
     with pytest.raises(qlic_codec.QlicError, match="made with model"):
         qlic_codec.decode(data, str(other))
+
+
+def test_editing_the_card_keeps_streams_decodable(tiny_model, tmp_path):
+    """The model id covers what decoding reads, not the card (documentation)."""
+    from qlic_codec import modelfile
+    image = synthetic_photo(30, 41, seed=2)
+    data = qlic_codec.encode(image, 5, tiny_model)
+    manifest, arrays, mid = modelfile.unpack(Path(tiny_model).read_bytes())
+    manifest["card"] = {"source": "the same weights, described again", "notes": [1, 2.5]}
+    edited = tmp_path / "edited.qlicm"
+    assert modelfile.write(edited, manifest, arrays) == mid
+    assert edited.read_bytes() != Path(tiny_model).read_bytes()
+    np.testing.assert_array_equal(qlic_codec.decode(data, str(edited)),
+                                  qlic_codec.decode(data, tiny_model))
+    assert qlic_codec.encode(image, 5, str(edited)) == data

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelFileError
-from . import fixedpoint
+from . import fixedpoint, schema
 from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
-
-TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
+from .schema import TRANSFORMS
 # Names of layers, ops and arrays end up in error messages: keep them short, printable and on
 # one line (the model file checks its array names with it too).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -80,6 +79,9 @@ class IntegerNetwork:
             kernels = default_kernels
         self.k = kernels
         m = spec.manifest
+        # Keys and types first (an unknown key anywhere is refused: it could change the
+        # pixels), the channel-conditional model's "cc" object included.
+        schema.check_manifest(m, check_cc=schema.check_cc)
         try:
             self.N, self.M, self.levels = int(m["N"]), int(m["M"]), int(m["levels"])
             self.leaky_mult, self.leaky_shift = (int(v) for v in m["leaky"])
@@ -204,13 +206,11 @@ class IntegerNetwork:
             h[f"{key}.shift"] = _array(arrays, f"head.{key}.shift", np.int32, shape)
             _check_range(f"head.{key}.mult", h[f"{key}.mult"], 0, 2**31 - 1)
             _check_range(f"head.{key}.shift", h[f"{key}.shift"], 1, 62)
-        # Mean-removed quantization of y for the hyper-analysis (optional: older files have
-        # none, which is a zero offset).
-        if "head.ha_in.offset" in arrays:
-            h["ha_in.offset"] = _array(arrays, "head.ha_in.offset", np.int32, (M,))
-            _check_range("head.ha_in.offset", h["ha_in.offset"], -(2**30), 2**30)
-        else:
-            h["ha_in.offset"] = np.zeros(M, np.int32)
+        # Mean-removed quantization of y for the hyper-analysis: required since format 2
+        # (format 1 read a missing array as zeros, one of the changes of meaning that format
+        # 1 did not version).
+        h["ha_in.offset"] = _array(arrays, "head.ha_in.offset", np.int32, (M,))
+        _check_range("head.ha_in.offset", h["ha_in.offset"], -(2**30), 2**30)
         h["scale.mult"] = _array(arrays, "head.scale.mult", np.int64, (M,))
         h["scale.offset"] = _array(arrays, "head.scale.offset", np.int64, (L, M))
         _check_range("head.scale.mult", h["scale.mult"], -(2**31), 2**31)

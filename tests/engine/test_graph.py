@@ -296,6 +296,40 @@ REJECTIONS = {
     "clamp z 32768": (_manifest(("clamps", "z"), 32768), "clamp 'z' is out of range"),
     "clamp ys -1": (_manifest(("clamps", "ys"), -1), "clamp 'ys' is out of range"),
     "clamp not a number": (_manifest(("clamps", "y"), None), "incomplete or malformed"),
+    # Format 2: every key is known, at every level, and of its type.
+    "unknown top-level key": (_manifest(("dither",), 1), "unknown key 'dither'"),
+    "unknown clamp": (_manifest(("clamps", "w"), 5), "unknown key 'w' in 'clamps'"),
+    "unknown scale_table key": (_manifest(("scale_table", "kind"), "log"),
+                                "unknown key 'kind' in 'scale_table'"),
+    "unknown transform": (_manifest(("transforms", "h_x"), []),
+                          "unknown key 'h_x' in 'transforms'"),
+    "unknown conv key": (_layer_key("g_a.2", "dilation", 2),
+                         "unknown key 'dilation' in layer 'g_a.2'"),
+    "unknown gdn key": (_layer_key("g_a.1", "squared", True),
+                        "unknown key 'squared' in layer 'g_a.1'"),
+    "igdn with a shift": (_layer_key("g_s.1", "shift", 3), "unknown key 'shift' in layer 'g_s.1'"),
+    "unknown out key": (lambda m, a: layer(m, "g_a.0")["out"].update(round="even"),
+                        "unknown key 'round' in the 'out' of layer 'g_a.0'"),
+    "no format": (_manifest(("format",), _DELETE), "missing key 'format'"),
+    "other format": (_manifest(("format",), "qlic-video"), "'format' is 'qlic-video'"),
+    "no metric": (_manifest(("metric",), _DELETE), "missing key 'metric'"),
+    "unknown metric": (_manifest(("metric",), "lpips"), "unknown metric 'lpips'"),
+    "N a float": (_manifest(("N",), 16.0), "'N' must be an integer"),
+    "N a bool": (_manifest(("M",), True), "'M' must be an integer"),
+    "stride a string": (_layer_key("g_a.2", "stride", "2"), "'stride' in layer 'g_a.2' must be"),
+    "leaky out a number": (lambda m, a: layer(m, "h_a.0")["out"].update(leaky=1),
+                           "'leaky' in the 'out' of layer 'h_a.0' must be true or false"),
+    "leaky of floats": (_manifest(("leaky",), [655.0, 16]), "'leaky' must be a list of two"),
+    "quality_steps 0": (_manifest(("quality_steps",), 0), "'quality_steps' must be at least 1"),
+    "quality_steps float": (_manifest(("quality_steps",), 2.5), "'quality_steps' must be an"),
+    "cc not an object": (_manifest(("cc",), [1]), "'cc' must be an object"),
+    "cc slices not a list": (_manifest(("cc",), {"slices": 4, "networks": []}),
+                             "'slices' in 'cc' must be a list"),
+    "cc unknown key": (_manifest(("cc",), {"slices": [24], "networks": [], "order": 1}),
+                       "unknown key 'order' in 'cc'"),
+    "cc without networks": (_manifest(("cc",), {"slices": [24]}), "missing key 'networks'"),
+    "card not an object": (_manifest(("card",), "notes"), "'card' must be an object"),
+    "no ha_in offset": (_drop("head.ha_in.offset"), "missing array 'head.ha_in.offset'"),
 }
 
 
@@ -347,9 +381,12 @@ def test_overflow_bound_is_exact(tiny_spec):
 def test_unchanged_copy_still_loads(tiny_spec):
     manifest, arrays = fresh(tiny_spec)
     IntegerNetwork(ModelSpec(manifest, arrays))
-    # Extra, unused arrays (the entropy tables) are fine; so are extra manifest keys.
-    manifest["comment"] = "anything"
+    # Extra, unused arrays (the entropy tables) are fine; the card is free-form; optional
+    # keys may be there or not.
     arrays["unused"] = np.zeros(3, np.int8)
+    manifest["card"] = {"anything": [1, {"nested": None}], "metric": "whatever"}
+    manifest["quality_steps"] = 4
+    del manifest["scale_table"]
     IntegerNetwork(ModelSpec(manifest, arrays))
 
 

@@ -6,7 +6,9 @@ them. Regenerating is a deliberate format or behaviour change: run this command,
 diff of ``expected.json``, and say why in the commit.
 
 By default the command keeps the committed tiny model (``tiny-mse.qlicm``) and recomputes
-``expected.json`` from it with the codec as it is now. ``--new-model`` also exports a new tiny
+``expected.json`` from it with the codec as it is now; a committed model of model format 1 is
+first rewritten in format 2 with the same weights (``upgrade_format_1``), so the decoded
+pixels stay the same and only the model id, hence the stream bytes, change. ``--new-model`` also exports a new tiny
 model from its seed with the exporter as it is now (every hash changes; the committed model
 predates the 8 fractional bits of the means, so it is not what the exporter makes today). The
 tiny model has random weights and large gains so that its latents are non-trivial; it is a
@@ -43,6 +45,31 @@ def make_tiny_model(path: Path) -> None:
     images = [synthetic_photo(128, 128, seed) for seed in range(3)]
     export(model, images, path, {"metric": "mse", "source": "tiny random test model"},
            scale_max=32.0)
+
+
+def upgrade_format_1(path: Path) -> bool:
+    """Rewrite a format-1 model file in format 2, keeping what it decodes to; False if the
+    file is not format 1.
+
+    Format 2 has format 1's layout and requires ``head.ha_in.offset``, which format 1 read
+    as zeros when it was missing; the file's ``card`` and every other key stay as they are.
+    """
+    import hashlib
+    import struct
+
+    import numpy as np
+
+    from qlic_codec import modelfile
+
+    data = bytearray(path.read_bytes())
+    if struct.unpack_from("<I", data, 8)[0] != 1:
+        return False
+    struct.pack_into("<I", data, 8, 2)
+    body = bytes(data[:-32])
+    manifest, arrays, _ = modelfile.unpack(body + hashlib.sha256(body).digest(), str(path))
+    arrays.setdefault("head.ha_in.offset", np.zeros(int(manifest["M"]), np.int32))
+    modelfile.write(path, manifest, arrays)
+    return True
 
 
 def make_tiny_cc_model(path: Path) -> None:
@@ -103,6 +130,8 @@ def regenerate(folder: Path = HERE, new_model: bool = False) -> None:
             make(model)
         elif model.resolve() != (HERE / name).resolve():
             shutil.copyfile(HERE / name, model)
+        if upgrade_format_1(model):
+            print(f"rewrote {model} from model format 1 to 2")
         expected = expected_outputs(model)
         (folder / expected_name).write_text(json.dumps(expected, indent=1, sort_keys=True)
                                             + "\n")
