@@ -11,6 +11,7 @@ import pytest
 import qlic_codec
 import qlicref
 from conftest import TINY_MODEL, synthetic_photo
+from container2 import as_format_2
 from qlic_codec import modelfile, zoo
 from qlic_codec.entropy import coder
 from qlic_codec.entropy.tables import CdfTables
@@ -41,7 +42,7 @@ def test_same_pixels_as_qlic(tiny_bytes, size, quality):
     data = qlic_codec.encode(image, quality, str(TINY_MODEL))
     want = qlic_codec.decode(data, str(TINY_MODEL))
     start = time.perf_counter()
-    got = qlicref.decode(data, tiny_bytes)
+    got = qlicref.decode(as_format_2(data), tiny_bytes)
     assert time.perf_counter() - start < 20
     assert got.dtype == np.uint8 and got.shape == want.shape == image.shape
     np.testing.assert_array_equal(got, want)
@@ -94,6 +95,6 @@ def test_shipped_models(name):
     image = synthetic_photo(48, 64, seed=11)
     data = qlic_codec.encode(image, 6, name)
     start = time.perf_counter()
-    got = qlicref.decode(data, path.read_bytes())
+    got = qlicref.decode(as_format_2(data), path.read_bytes())
     assert time.perf_counter() - start < 30
     np.testing.assert_array_equal(got, qlic_codec.decode(data, name))

@@ -3,8 +3,8 @@ and importing nothing from ``qlic_codec``. Its tests check that it decodes qlic'
 exactly qlic's pixels, which checks the document as much as the code.
 
 Modules follow the document's sections: ``modelfile`` (1, 2), ``layers`` (3.1-3.5),
-``network`` (3.6-3.9), ``rangecoder`` and ``symbols`` (4), ``container`` (5), and ``decode``
-ties them together.
+``network`` (3.6-3.9), ``slices`` (2.6, 3.11: the channel-conditional model), ``rangecoder``
+and ``symbols`` (4), ``container`` (5, format 2), and ``decode`` ties them together.
 """
 
 from .decode import decode  # noqa: F401

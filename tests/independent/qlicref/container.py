@@ -1,4 +1,4 @@
-"""The ``.qlic`` container (FORMAT.md section 5)."""
+"""The ``.qlic`` container, format 2 (FORMAT.md section 5)."""
 
 import struct
 import zlib
@@ -6,33 +6,54 @@ from dataclasses import dataclass
 
 from .modelfile import FormatError
 
+VERSION = 2
 METRICS = ("mse", "msssim")
+CHUNK_TAGS = (b"ICCP", b"EXIF", b"XMP ")
+MAX_STREAMS = 8
+MAX_CHUNK_SIZE = 16 * 2**20
+PREFIX = struct.Struct("<4sBBBBBBII8s")  # magic .. model id: 26 bytes
 
 
 @dataclass
 class Stream:
     width: int
     height: int
-    level: int  # 0-based quality level
+    level: int  # the quality sub-level k: the row of the per-level heads
+    quality_steps: int  # s: the quality is 1 + k / s
     metric: str
     model_id: bytes
+    chunks: dict  # tag (4 bytes) -> data; decoding never reads them
     z: bytes
     y: bytes
 
 
 def parse(data: bytes) -> Stream:
-    if len(data) < 24 or data[:4] != b"QLIC":
+    if len(data) < 5 or data[:4] != b"QLIC":
         raise FormatError("not a qlic stream")
-    _, version, metric, quality, n, width, height, model_id = struct.unpack_from(
-        "<4sBBBBII8s", data)
-    if version != 1:
-        raise FormatError(f"container format {version} is not supported")
-    if metric >= len(METRICS) or quality < 1 or n != 2 or width < 1 or height < 1:
+    if data[4] != VERSION:
+        raise FormatError(f"container format {data[4]} is not supported (this reads 2)")
+    if len(data) < PREFIX.size:
+        raise FormatError("truncated header")
+    _, _, metric, steps, level, n, c, width, height, model_id = PREFIX.unpack_from(data)
+    if metric >= len(METRICS) or steps < 1 or level > 254 or width < 1 or height < 1:
         raise FormatError("bad header field")
-    end = 24 + 4 * n
+    # A decoder of this document reads exactly the two streams z and y.
+    if not 1 <= n <= MAX_STREAMS or n != 2 or c > len(CHUNK_TAGS):
+        raise FormatError("bad number of streams or chunks")
+    table = PREFIX.size + 4 * n
+    chunk_start = table + 8 * c
+    if len(data) < chunk_start:
+        raise FormatError("truncated header")
+    lengths = struct.unpack_from(f"<{n}I", data, PREFIX.size)
+    entries = [struct.unpack_from("<4sI", data, table + 8 * i) for i in range(c)]
+    tags = [tag for tag, _ in entries]
+    if any(t not in CHUNK_TAGS for t in tags) or len(set(tags)) != len(tags):
+        raise FormatError(f"unknown or repeated metadata chunk in {tags}")
+    if any(length > MAX_CHUNK_SIZE for _, length in entries):
+        raise FormatError("metadata chunk over 16 MiB")
+    end = chunk_start + sum(length for _, length in entries)
     if len(data) < end + 4:
         raise FormatError("truncated header")
-    lengths = struct.unpack_from(f"<{n}I", data, 24)
     if zlib.crc32(data[:end]) != struct.unpack_from("<I", data, end)[0]:
         raise FormatError("header CRC32 mismatch")
     start = end + 4
@@ -40,6 +61,10 @@ def parse(data: bytes) -> Stream:
         raise FormatError("the file size does not match the stream lengths")
     if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
         raise FormatError("file CRC32 mismatch")
+    chunks, at = {}, chunk_start
+    for tag, length in entries:
+        chunks[tag] = data[at:at + length]
+        at += length
     z = data[start:start + lengths[0]]
     y = data[start + lengths[0]:start + lengths[0] + lengths[1]]
-    return Stream(width, height, quality - 1, METRICS[metric], model_id, z, y)
+    return Stream(width, height, level, steps, METRICS[metric], model_id, chunks, z, y)

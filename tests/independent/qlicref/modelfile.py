@@ -65,7 +65,11 @@ def read_model(data: bytes) -> Model:
     if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
         raise FormatError("arrays overlap")
     check_manifest(manifest)
-    return Model(manifest, arrays, model_id(manifest, arrays))
+    model = Model(manifest, arrays, model_id(manifest, arrays))
+    if "cc" in manifest:
+        from .slices import check  # imported here: slices reads this module's types
+        check(model)
+    return model
 
 
 def model_id(manifest: dict, arrays: dict) -> bytes:
@@ -109,6 +113,8 @@ LAYER = {"conv": CONV, "deconv": CONV,
          "gdn": {"name": "str!", "op": "str!", "shift": "int!", "out_max": "int"},
          "igdn": {"name": "str!", "op": "str!", "out_max": "int"}}
 OUT = {"lo": "int!", "hi": "int!", "leaky": "bool"}
+CC = {"slices": "list!", "networks": "list!"}
+CC_NETWORK = {"params": "list!", "lrp": "list!"}
 
 
 def _keys(obj, schema, where):
@@ -136,10 +142,14 @@ def check_manifest(m) -> None:
         _keys(m["scale_table"], {"min": "num!", "max": "num!", "levels": "int!"}, "scale_table")
     if m.get("quality_steps", 1) < 1:
         raise FormatError("quality_steps below 1")
-    if "cc" in m:
-        raise FormatError("channel-conditional models are not supported by this decoder")
     _keys(m["transforms"], {t: "list!" for t in ("g_a", "h_a", "h_s", "g_s")}, "transforms")
-    for layers in m["transforms"].values():
+    layer_lists = list(m["transforms"].values())
+    if "cc" in m:
+        _keys(m["cc"], CC, "cc")
+        for i, pair in enumerate(m["cc"]["networks"]):
+            _keys(pair, CC_NETWORK, f"cc network {i}")
+            layer_lists += [pair["params"], pair["lrp"]]
+    for layers in layer_lists:
         for d in layers:
             if not isinstance(d, dict) or d.get("op") not in LAYER:
                 raise FormatError(f"unknown layer op in {d!r:.60}")

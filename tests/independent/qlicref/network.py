@@ -8,9 +8,14 @@ from .modelfile import FormatError
 
 def run_transform(model, name, x):
     """Runs transform ``name`` on integer codes; returns the last layer's accumulators."""
+    return run_layers(model, model.manifest["transforms"][name], x)
+
+
+def run_layers(model, descriptions, x):
+    """Runs a list of layer descriptions (a transform, or a slice network of FORMAT.md 3.11)
+    on integer codes; returns the last layer's accumulators."""
     m, a = model.manifest, model.arrays
     leaky = tuple(m["leaky"])
-    descriptions = m["transforms"][name]
     for i, d in enumerate(descriptions):
         last = i == len(descriptions) - 1
         op, n = d["op"], d["name"]
@@ -36,7 +41,7 @@ def run_transform(model, name, x):
             return acc
         x = layers.requantize(acc, a[f"{n}.mult"], a[f"{n}.shift"], out["lo"], out["hi"],
                               leaky if out.get("leaky", False) else None)
-    raise FormatError(f"transform {name!r} does not end with a convolution")
+    raise FormatError("a layer list does not end with a convolution")
 
 
 def head(model, key, acc, lo, hi, level=None):
@@ -48,16 +53,32 @@ def head(model, key, acc, lo, hi, level=None):
     return layers.requantize(acc, mult, shift, lo, hi)
 
 
-def hyper_synthesis(model, z, level):
-    """z (h, w, N) -> (mean_g, scale index), each (4h, 4w, M) (FORMAT.md 3.7)."""
+def hyper_accumulators(model, z):
+    """z (h, w, N) -> the accumulators of h_s (4h, 4w, 2M) (FORMAT.md 3.7 step 1)."""
+    cz = model.manifest["clamps"]["z"]
+    return run_transform(model, "h_s", np.clip(z, -cz, cz))
+
+
+def hyper_synthesis(model, acc, level):
+    """h_s accumulators -> (mean_g, scale index), each (h, w, M) (FORMAT.md 3.7 steps 2-3)."""
     m = model.manifest
-    cz, cy, M = m["clamps"]["z"], m["clamps"]["y"], m["M"]
-    acc = run_transform(model, "h_s", np.clip(z, -cz, cz))
+    cy, M = m["clamps"]["y"], m["M"]
     mean_g = head(model, "mean", acc[..., :M], -cy, cy, level)
-    v = acc[..., M:] * model.arrays["head.scale.mult"].astype(np.int64) \
-        + model.arrays["head.scale.offset"][level].astype(np.int64)
-    index = np.clip(layers.round_shift(v, m["scale_shift"]), 0, m["y_levels"] - 1)
+    a = model.arrays
+    index = scale_index(model, [(acc[..., M:], a["head.scale.mult"])],
+                        a["head.scale.offset"][level])
     return mean_g, index
+
+
+def scale_index(model, terms, offset):
+    """``clamp(round_shift(sum of acc * mult[c] over the terms + offset[c], scale_shift), 0,
+    y_levels - 1)``: one term (FORMAT.md 3.7 step 3), or two for a channel-conditional
+    slice, whose network corrects the log-scale (3.11)."""
+    m = model.manifest
+    v = offset.astype(np.int64)
+    for acc, mult in terms:
+        v = v + acc.astype(np.int64) * mult.astype(np.int64)
+    return np.clip(layers.round_shift(v, m["scale_shift"]), 0, m["y_levels"] - 1)
 
 
 def reconstruct(model, symbols, mean_g):

@@ -27,13 +27,21 @@ class Tables:
 
 def decode_values(data: bytes, indexes: np.ndarray, tables: Tables) -> np.ndarray:
     """The values of one stream whose position ``i`` was coded with table ``indexes[i]``."""
+    return decode_segment(stream_decoder(data), indexes, tables)
+
+
+def stream_decoder(data: bytes) -> RangeDecoder:
+    """A range decoder at the start of a stream's words."""
     if len(data) % 4:
         raise ValueError("a stream is a whole number of 32-bit words")
+    return RangeDecoder(np.frombuffer(data, "<u4"))
+
+
+def decode_segment(decoder: RangeDecoder, indexes: np.ndarray, tables: Tables) -> np.ndarray:
+    """One sequence of values laid out as FORMAT.md 4.3 says, read from where ``decoder``
+    stands; a stream of several segments (4.4) is read by calling this once per segment."""
     n = indexes.size
     values = np.zeros(n, np.int64)
-    if n == 0:
-        return values
-    decoder = RangeDecoder(np.frombuffer(data, "<u4"))
     escaped = []
     # 1. Table symbols: table by table in increasing order, positions in increasing order.
     for t in sorted(set(indexes.tolist())):
