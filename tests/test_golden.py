@@ -42,10 +42,10 @@ def _golden_files():
 
 def test_golden_streams_and_pixels(kernel_path):
     model, expected = _golden_files()
-    assert sorted(expected) == ["q1", "q4", "q8"]
+    assert sorted(expected) == ["q1", "q4", "q4.5", "q8"]
     image = synthetic_photo(72, 80, seed=7)
     for key, want in expected.items():
-        data = qlic_codec.encode(image, int(key[1:]), model)
+        data = qlic_codec.encode(image, float(key[1:]), model)
         assert len(data) == want["bytes"], key
         assert hashlib.sha256(data).hexdigest() == want["stream_sha256"], key
         pixels = qlic_codec.decode(data, model)

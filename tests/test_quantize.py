@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import synthetic_photo  # noqa: E402
+from qlic_codec import container  # noqa: E402
 from qlic_codec.quantize import activations, simulate, weights  # noqa: E402
 
 
@@ -135,16 +136,17 @@ def _simulated_symbols(sim, photo, quality):
 
 def _engine_symbols(path, photo, quality):
     """Pixels, z and y symbols of the integer codec (what ``api.encode`` codes)."""
-    from qlic_codec import api
+    from qlic_codec import api, quality as quality_grid
     assert photo.shape[0] % 64 == 0 and photo.shape[1] % 64 == 0  # no padding to undo
     m = api.load_model(str(path))
-    y_g, z = m.network.analysis(photo, quality - 1)
-    mean_g, _ = m.network.hyper_synthesis(z, quality - 1)
+    level = quality_grid.to_level(quality, m.network.levels, m.quality_steps)
+    y_g, z = m.network.analysis(photo, level)
+    mean_g, _ = m.network.hyper_synthesis(z, level)
     _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
     return pixels.astype(np.int64), z.astype(np.int64), m.network.symbols(y_g, mean_g)
 
 
-def _assert_engine_matches_simulation(sim, path, qualities=(1, 2)):
+def _assert_engine_matches_simulation(sim, path, qualities=(1, 1.5, 2)):
     """The integer codec against the quantized simulation it was exported from, on one photo.
 
     Asserted: every pixel within 1 code (uint8) of the simulation's; the z symbols identical;
@@ -212,6 +214,32 @@ def test_engine_matches_its_simulation(tiny_float, tmp_path):
     sim = simulate.build(tiny_float, variant, images)
     _assert_engine_matches_simulation(sim, path)
 
+
+def test_the_sub_level_grid_keeps_the_integer_levels_bit_exact(tiny_float, tmp_path):
+    """A model exported with 16 sub-levels per quality makes, at integer qualities, the
+    streams (after the header) and pixels of the same model exported with integer levels
+    only, and its rows between them interpolate: sizes grow along the grid."""
+    from qlic_codec import api
+    from qlic_codec.quantize.export import export
+
+    images = [synthetic_photo(128, 128, s) for s in range(3)]
+    grid, plain = tmp_path / "grid.qlicm", tmp_path / "plain.qlicm"
+    export(tiny_float, images, grid, {"metric": "mse"}, scale_max=32.0, quality_steps=16)
+    export(tiny_float, images, plain, {"metric": "mse"}, scale_max=32.0, quality_steps=1)
+    m = api.load_model(str(grid))
+    assert (m.network.levels, m.quality_steps, m.top_quality) == (17, 16, 2)
+    assert api.load_model(str(plain)).network.levels == 2
+    photo = synthetic_photo(64, 96, 3)
+    for quality in (1, 2):
+        with_grid, pixels = api.encode_and_reconstruct(photo, quality, str(grid))
+        without, pixels_plain = api.encode_and_reconstruct(photo, quality, str(plain))
+        header = container.read_header(with_grid).header_size
+        assert header == container.read_header(without).header_size
+        assert with_grid[header:-4] == without[header:-4]
+        np.testing.assert_array_equal(pixels, pixels_plain)
+    sizes = [len(api.encode(photo, 1 + k / 16, str(grid))) for k in range(17)]
+    assert sizes[0] < sizes[8] < sizes[16], sizes
+    assert len(set(sizes)) > 8, sizes  # the sub-levels are distinct rows, not copies
 
 def test_gdn_row_with_negligible_gamma_keeps_its_beta(tiny_float, tmp_path):
     """A GDN row whose gamma is tiny next to its beta (a channel that barely normalises) must
