@@ -68,7 +68,9 @@ def main(argv=None) -> int:
             key = "weight" if layer["op"] in ("conv", "deconv") else "gamma"
             # weights (or GDN gamma) plus one bias (or beta) per output channel
             params += arrays[f"{layer['name']}.{key}"].size + out_channels(layer, arrays)
-    params += manifest["levels"] * manifest["M"]  # gains
+    # the float model's gains: one vector per trained level, not per sub-level of the grid
+    trained = (manifest["levels"] - 1) // manifest.get("quality_steps", 1) + 1
+    params += trained * manifest["M"]
     net_float = 4 * params
 
     H, W = -(-height // 64) * 64, -(-width // 64) * 64

@@ -446,9 +446,9 @@ def main(argv=None) -> int:
                                       "model": args.model or "(bundled default)",
                                       "model_path": _portable(model.path),
                                       "model_id": model.model_id.hex(), "metric": model.metric}
-            bad = [q for q in levels if not 1 <= q <= model.network.levels]
+            bad = [q for q in levels if not 1 <= q <= model.top_quality]
             if bad:
-                raise ValueError(f"model has {model.network.levels} levels, not {bad}")
+                raise ValueError(f"model has qualities 1..{model.top_quality}, not {bad}")
         except Exception as exc:
             note(f"skipping qlic: {exc}")
             use_qlic = False

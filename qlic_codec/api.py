@@ -10,20 +10,23 @@ Example::
 """
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import container, modelfile, slicecoding, zoo
+from . import quality as quality_grid
 from .engine.graph import IntegerNetwork, ModelSpec
 from .entropy import coder
 from .entropy.tables import CdfTables
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
-                     ModelFileError, ResourceLimitError)
+                     ModelFileError, ResourceLimitError, TargetNotMetWarning)
+from .metadata import Metadata
 from .padding import crop, pad_to_multiple
 
-QUALITY_LEVELS = zoo.QUALITY_LEVELS
+QUALITY_LEVELS = zoo.QUALITY_LEVELS  # the bundled models' integer levels
 DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
 BLOCK = 64  # the analysis transform downsamples by 64 in all (g_a 16, h_a 4)
 
@@ -36,6 +39,12 @@ class LoadedModel:
     network: IntegerNetwork
     z_tables: CdfTables
     y_tables: CdfTables
+    quality_steps: int  # sub-levels per unit of quality: network.levels rows of heads
+
+    @property
+    def top_quality(self) -> int | float:
+        """The highest quality number of the model (8 for the bundled ones)."""
+        return quality_grid.to_quality(self.network.levels - 1, self.quality_steps)
 
 
 def _tables(arrays, key) -> CdfTables:
@@ -65,7 +74,13 @@ def _build_model(manifest: dict, arrays: dict, mid: bytes, path: str) -> LoadedM
     if z_tables.num_tables != network.N or y_tables.num_tables != network.y_levels:
         raise ModelFileError(f"{path}: entropy tables do not match the network")
     metric = manifest["metric"]  # present and known: the network checked the manifest
-    return LoadedModel(Path(path), mid, metric, network, z_tables, y_tables)
+    # Files exported before the sub-level grid have integer levels only.
+    steps = manifest.get("quality_steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 255 \
+            or (network.levels - 1) % steps:
+        raise ModelFileError(f"{path}: quality_steps {steps!r} does not divide the model's "
+                             f"{network.levels} sub-levels into whole levels")
+    return LoadedModel(Path(path), mid, metric, network, z_tables, y_tables, steps)
 
 
 def load_model(model: str | None = None) -> LoadedModel:
@@ -75,71 +90,187 @@ def load_model(model: str | None = None) -> LoadedModel:
     return _load_cached(str(path), st.st_mtime_ns, st.st_size)
 
 
-def _check_quality(quality: int, levels: int) -> int:
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise InvalidArgumentError(f"quality must be an integer, got {quality!r}")
-    if not 1 <= quality <= levels:
-        raise InvalidArgumentError(f"quality {quality} is out of range 1..{levels} "
-                                   "for this model")
-    return int(quality) - 1
-
-
 def _channel_indexes(shape) -> np.ndarray:
     return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape).reshape(-1)
 
 
-def encode(rgb: np.ndarray, quality: int = DEFAULT_QUALITY, model: str | None = None) -> bytes:
+def encode(rgb: np.ndarray, quality: float | None = None, model: str | None = None, *,
+           metadata: Metadata | None = None, target_size: int | None = None,
+           target_bpp: float | None = None) -> bytes:
     """Compress an image.
 
     Args:
         rgb: uint8 array (H, W, 3), any size from 1x1.
-        quality: level in ``QUALITY_LEVELS`` (higher is better and larger).
+        quality: a number from 1 to the model's top level (8 for the bundled models; higher
+            is better and larger), e.g. 5 or 4.5; values between the model's sub-levels
+            (sixteenths for the bundled models) are rounded to the nearest. None: the
+            default (``DEFAULT_QUALITY``), or the target below.
         model: bundled model name or model file path; None for the default.
+        metadata: ICC profile, EXIF and XMP to carry in the file (``Metadata``); None for
+            none.
+        target_size: instead of ``quality``, the file size in bytes to aim for (see
+            ``encode_to_target``); a miss by more than 3% warns with
+            ``TargetNotMetWarning`` and returns the nearest file the model can make.
+        target_bpp: instead of ``quality``, the bits per pixel to aim for.
 
     Returns:
         The ``.qlic`` bytes.
     """
-    return _encode(rgb, quality, model, reconstruct=False)[0]
+    if target_size is None and target_bpp is None:
+        return _encode(rgb, quality, model, metadata, reconstruct=False)[0]
+    if quality is not None:
+        raise InvalidArgumentError("give a quality or a target size, not both")
+    result = encode_to_target(rgb, target_size=target_size, target_bpp=target_bpp,
+                              model=model, metadata=metadata)
+    if not result.met:
+        warnings.warn(TargetNotMetWarning(result.describe_miss()), stacklevel=2)
+    return result.data
 
 
-def encode_and_reconstruct(rgb: np.ndarray, quality: int = DEFAULT_QUALITY,
-                           model: str | None = None) -> tuple[bytes, np.ndarray]:
+def encode_and_reconstruct(rgb: np.ndarray, quality: float | None = None,
+                           model: str | None = None, *, metadata: Metadata | None = None
+                           ) -> tuple[bytes, np.ndarray]:
     """``encode`` plus the pixels any decoder will produce from the stream (the encoder runs
     the same integer synthesis), e.g. to measure distortion without decoding."""
-    return _encode(rgb, quality, model, reconstruct=True)
+    return _encode(rgb, quality, model, metadata, reconstruct=True)
 
 
-def _encode(rgb, quality, model, reconstruct):
+@dataclass(frozen=True)
+class TargetResult:
+    """What ``encode_to_target`` made: the file, the quality it chose, the target in bytes,
+    and whether the file is within 3% of it (``quality.TOLERANCE``)."""
+
+    data: bytes
+    quality: int | float
+    target_bytes: int
+    met: bool
+
+    def describe_miss(self) -> str:
+        """One line saying how far the nearest file is from the target."""
+        side = "smallest" if len(self.data) > self.target_bytes else "largest"
+        return (f"the target of {self.target_bytes} bytes is out of reach: the {side} file "
+                f"this model makes is {len(self.data)} bytes (quality {self.quality})")
+
+
+def encode_to_target(rgb: np.ndarray, *, target_size: int | None = None,
+                     target_bpp: float | None = None, model: str | None = None,
+                     metadata: Metadata | None = None) -> TargetResult:
+    """Compress an image to the quality whose file is nearest a size (whole file, header and
+    metadata included).
+
+    The network's level-independent part (g_a, h_a, h_s and the ``z`` stream) runs once;
+    each quality tried costs only the per-level heads and the entropy coding of ``y``. The
+    search bisects the model's sub-level grid (``quality.search_size``): about 8 tries on
+    the bundled models' 113 sub-levels.
+
+    Args:
+        rgb: uint8 array (H, W, 3).
+        target_size: the file size in bytes; or
+        target_bpp: bits per pixel (the target is ``target_bpp * W * H / 8`` bytes).
+        model, metadata: as for ``encode``.
+
+    Returns:
+        A ``TargetResult``; ``met`` is false when no quality gives a file within 3% of the
+        target, and the file is then the nearest one (quality 1 or the top quality).
+    """
+    if (target_size is None) == (target_bpp is None):
+        raise InvalidArgumentError("give exactly one of target_size and target_bpp")
+    analysis = _analyse(rgb, model)
+    if target_size is not None:
+        if isinstance(target_size, bool) or not isinstance(target_size, (int, np.integer)) \
+                or target_size < 1:
+            raise InvalidArgumentError(f"target_size must be a positive number of bytes, got "
+                                       f"{target_size!r}")
+        target = int(target_size)
+    else:
+        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float, np.number)) \
+                or not 0 < target_bpp < float("inf"):
+            raise InvalidArgumentError(f"target_bpp must be a positive number, got "
+                                       f"{target_bpp!r}")
+        target = max(1, round(float(target_bpp) * analysis.width * analysis.height / 8))
+    chunks = _chunks(metadata)
+    files: dict[int, bytes] = {}
+
+    def size_of(level: int) -> int:
+        files[level] = _code(analysis, level, chunks)[0]
+        return len(files[level])
+
+    found = quality_grid.search_size(size_of, analysis.model.network.levels, target)
+    return TargetResult(files[found.level],
+                        quality_grid.to_quality(found.level, analysis.model.quality_steps),
+                        target, found.met)
+
+
+@dataclass
+class _Analysis:
+    """What the encoder computes once for an image, whatever the quality: g_a's accumulators
+    of ``y``, h_s's accumulators and the coded ``z`` (the hyperprior sees the un-gained
+    ``y``, so none of them depends on the level)."""
+
+    model: LoadedModel
+    height: int
+    width: int
+    acc_y: np.ndarray
+    acc_p: np.ndarray
+    z_stream: bytes
+
+
+def _analyse(rgb, model) -> _Analysis:
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
             or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise InvalidImageError(f"expected a uint8 (H, W, 3) array, got "
                                 f"{getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}")
     m = load_model(model)
-    level = _check_quality(quality, m.network.levels)
     height, width = rgb.shape[:2]
     if padded_pixels(height, width) > padded_limit(container.DEFAULT_MAX_PIXELS):
         raise ResourceLimitError(f"{width}x{height} pads to more than "
                                  f"{container.DEFAULT_MAX_PIXELS} pixels")
     padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
-    y_g, z = m.network.analysis(padded, level)
+    acc_y, z = m.network.analysis_accumulators(padded)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
-    if m.network.cc is not None:
-        y_stream, y_g_dec = slicecoding.encode_y(m.network, m.y_tables, y_g,
-                                                 m.network.hyper_accumulators(z), level)
+    return _Analysis(m, height, width, acc_y, m.network.hyper_accumulators(z), z_stream)
+
+
+def _code(a: _Analysis, level: int, chunks, reconstruct: bool = False):
+    """The file of one quality sub-level (and its decoded pixels when ``reconstruct``)."""
+    net = a.model.network
+    y_g = net.y_head(a.acc_y, level)
+    if net.cc is not None:  # channel-conditional: slice by slice (``slicecoding``)
+        y_stream, y_g_dec = slicecoding.encode_y(net, a.model.y_tables, y_g, a.acc_p, level)
     else:
-        mean_g, index = m.network.hyper_synthesis(z, level)
-        y_sym = m.network.symbols(y_g, mean_g)
-        y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
-    header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
-                              model_hash=m.model_id,
-                              stream_lengths=(len(z_stream), len(y_stream)))
-    data = container.pack(header, [z_stream, y_stream])
+        mean_g, index = net.hyper_heads(a.acc_p, level)
+        y_sym = net.symbols(y_g, mean_g)
+        y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1),
+                                        a.model.y_tables)
+    header = container.Header(width=a.width, height=a.height, level=level,
+                              quality_steps=a.model.quality_steps, metric=a.model.metric,
+                              model_hash=a.model.model_id,
+                              stream_lengths=(len(a.z_stream), len(y_stream)), chunks=chunks)
+    data = container.pack(header, [a.z_stream, y_stream])
     if not reconstruct:
         return data, None
-    if m.network.cc is None:
-        y_g_dec = m.network.reconstruct(y_sym, mean_g)
-    pixels = m.network.synthesis(y_g_dec, level)
-    return data, crop(pixels, height, width)
+    if net.cc is None:
+        y_g_dec = net.reconstruct(y_sym, mean_g)
+    pixels = net.synthesis(y_g_dec, level)
+    return data, crop(pixels, a.height, a.width)
+
+
+def _encode(rgb, quality, model, metadata, reconstruct):
+    chunks = _chunks(metadata)
+    analysis = _analyse(rgb, model)
+    m = analysis.model
+    level = quality_grid.to_level(DEFAULT_QUALITY if quality is None else quality,
+                                  m.network.levels, m.quality_steps)
+    return _code(analysis, level, chunks, reconstruct)
+
+
+def _chunks(metadata) -> tuple:
+    if metadata is None:
+        return ()
+    if not isinstance(metadata, Metadata):
+        raise InvalidArgumentError(f"metadata must be a qlic_codec.Metadata, got "
+                                   f"{type(metadata).__name__}")
+    return metadata.to_chunks()
 
 
 def _model_for(header: container.Header, model: str | None) -> LoadedModel:
@@ -167,18 +298,27 @@ def decode(data: bytes, model: str | None = None,
         model: the model it was made with, if not a bundled one.
         max_pixels: refuse streams whose header claims more pixels.
     """
+    return decode_with_metadata(data, model, max_pixels)[0]
+
+
+def decode_with_metadata(data: bytes, model: str | None = None,
+                         max_pixels: int = container.DEFAULT_MAX_PIXELS
+                         ) -> tuple[np.ndarray, Metadata]:
+    """``decode``, and the ICC profile, EXIF and XMP the file carries (``Metadata``, whose
+    fields are None where the file has none)."""
     header, (z_stream, y_stream) = _parse(data, max_pixels)
     m = _model_for(header, model)
-    level = _check_quality_stream(header.quality, m.network.levels)
+    level = _check_quality_stream(header, m)
     if header.metric != m.metric:
         raise CorruptStreamError(f"header metric '{header.metric}' does not match the model")
     try:
-        return _decode_streams(m, header, level, z_stream, y_stream)
+        pixels = _decode_streams(m, header, level, z_stream, y_stream)
     except MemoryError:
         # Within max_pixels, yet more than this machine has: a limit, not a crash.
         raise ResourceLimitError(f"not enough memory to decode a {header.width}x"
                                  f"{header.height} image; lower --max-pixels to refuse such "
                                  "files up front") from None
+    return pixels, Metadata.from_chunks(header.chunks)
 
 
 def _decode_streams(m: LoadedModel, header: container.Header, level: int,
@@ -232,16 +372,23 @@ def _parse(data, max_pixels):
     return header, streams
 
 
-def _check_quality_stream(quality: int, levels: int) -> int:
-    if not 1 <= quality <= levels:
-        raise CorruptStreamError(f"quality {quality} is not a level of the model (1..{levels})")
-    return quality - 1
+def _check_quality_stream(header: container.Header, m: LoadedModel) -> int:
+    if header.quality_steps != m.quality_steps or header.level >= m.network.levels:
+        raise CorruptStreamError(
+            f"quality sub-level {header.level} of {header.quality_steps} steps is not a "
+            f"level of the model ({m.network.levels} sub-levels of {m.quality_steps} steps)")
+    return header.level
 
 
 def read_info(data: bytes) -> dict:
-    """Header fields of a ``.qlic`` stream (validated, without decoding)."""
+    """Header fields of a ``.qlic`` stream (validated, without decoding).
+
+    ``quality`` is a number (5, or 4.5 between levels); ``metadata`` maps each metadata
+    field the file carries (``icc``, ``exif``, ``xmp``) to its size in bytes.
+    """
     header, _ = container.parse(bytes(data), max_pixels=2**62)
     return {"width": header.width, "height": header.height, "quality": header.quality,
             "metric": header.metric, "model_hash": header.model_hash.hex(),
             "bytes": len(data), "bpp": 8.0 * len(data) / (header.width * header.height),
-            "stream_lengths": list(header.stream_lengths)}
+            "stream_lengths": list(header.stream_lengths),
+            "metadata": Metadata.from_chunks(header.chunks).sizes()}

@@ -96,7 +96,7 @@ def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = N
     return jobs
 
 
-def run_one(job: Job, op: str, quality: int = DEFAULT_QUALITY, model: str | None = None,
+def run_one(job: Job, op: str, quality: float = DEFAULT_QUALITY, model: str | None = None,
             drop_alpha: bool = False, resume: bool = True, threads: int | None = None) -> dict:
     """Do one job where this runs (a worker); never raises for a bad file. ``threads``: the
     kernels' threads for this file, at most what the worker has (None: the worker's
@@ -113,12 +113,13 @@ def run_one(job: Job, op: str, quality: int = DEFAULT_QUALITY, model: str | None
     try:
         data = fsio.read_input(job.input)
         with kernel_threads.use(threads):
+            # Metadata travels as it does with qlic encode / decode.
             if op == "encode":
-                rgb = imageio.load_image(data, drop_alpha=drop_alpha)
-                out = api.encode(rgb, quality=quality, model=model)
+                rgb, metadata = imageio.load_image_and_metadata(data, drop_alpha=drop_alpha)
+                out = api.encode(rgb, quality=quality, model=model, metadata=metadata)
             else:
-                out = imageio.save_image(api.decode(data, model=model),
-                                         imageio.format_for_path(job.output))
+                rgb, metadata = api.decode_with_metadata(data, model=model)
+                out = imageio.save_image(rgb, imageio.format_for_path(job.output), metadata)
         fsio.make_parent_folders(job.output)
         fsio.atomic_write(job.output, out)
     except (QlicError, OSError) as exc:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 import click
 
 from qlic_codec import batch, fsio, workers, zoo
+from qlic_codec import quality as quality_grid
 from qlic_codec import threads as kernel_threads
 from qlic_codec.container import DEFAULT_MAX_PIXELS
 from qlic_codec.errors import QlicError
@@ -61,8 +62,43 @@ EXIT_INTERRUPTED = 130
 
 # --help shows zoo's levels (zoo is light; the codec, qlic_codec.api, must not load for --help);
 # the command checks against the codec's QUALITY_LEVELS, which are zoo's.
-_QUALITY_HELP = (f"quality level, {zoo.QUALITY_LEVELS[0]} (smallest file) to "
-                 f"{zoo.QUALITY_LEVELS[-1]} (best picture)")
+_QUALITY_HELP = (f"quality, {zoo.QUALITY_LEVELS[0]} (smallest file) to "
+                 f"{zoo.QUALITY_LEVELS[-1]} (best picture); fractions such as 4.5 too, "
+                 "rounded to the nearest sixteenth (the bundled models' grid)")
+
+
+class _Quality(click.ParamType):
+    """A quality number: an int where it is whole (so JSON says 5, not 5.0), else a float."""
+
+    name = "Q"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number", param, ctx)
+        low, high = zoo.QUALITY_LEVELS[0], zoo.QUALITY_LEVELS[-1]
+        if not low <= number <= high:  # NaN fails too
+            self.fail(f"{value} is not a quality; choose a number from {low} to {high}",
+                      param, ctx)
+        return int(number) if number.is_integer() else number
+
+
+class _Size(click.ParamType):
+    """A size in bytes: 50000, 50k, 1.5M, 64KiB (``quality.parse_size``)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return quality_grid.parse_size(value)
+        except QlicError as exc:
+            self.fail(_one_line(exc), param, ctx)
 
 # The progress bar's label, and why a file of a walked folder is skipped.
 _OPS = {"encode": ("encoding", "not an image"), "decode": ("decoding", "not a .qlic file")}
@@ -162,6 +198,10 @@ class _Report:
         self.record(name, workers.attempt(step))
 
     def record(self, name: str, outcome: Outcome) -> None:
+        warning = outcome.record.get("warning") if isinstance(outcome.record, dict) else None
+        if outcome.status == "done" and warning:
+            # Not a failure: the file was written (a size target out of the model's reach).
+            self.console.echo(f"qlic: warning: {name}: {warning}", err=True)
         if outcome.status == "skipped":
             self.console.note(f"{name}: skipped, {outcome.message}")
         elif outcome.status == "failed":
@@ -297,19 +337,40 @@ class _FileStep:
 
 @dataclass(frozen=True)
 class _EncodeStep(_FileStep):
-    quality: int
+    quality: int | float
     model: str | None
     drop_alpha: bool
     max_pixels: int
+    target_size: int | None = None
+    target_bpp: float | None = None
+    strip: bool = False
 
     def convert(self, data: bytes, output_path: str) -> tuple[bytes, int, int, int, dict]:
         # importlib returns whatever sys.modules holds, so tests can substitute the codec.
         api = importlib.import_module("qlic_codec.api")
         imageio = importlib.import_module("qlic_codec.imageio")
-        rgb = imageio.load_image(data, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels)
-        stream = api.encode(rgb, quality=self.quality, model=self.model)
+        if self.strip:
+            rgb = imageio.load_image(data, drop_alpha=self.drop_alpha,
+                                     max_pixels=self.max_pixels)
+            metadata = None
+        else:
+            rgb, metadata = imageio.load_image_and_metadata(
+                data, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels)
+        extra: dict[str, Any] = {}
+        if self.target_size is None and self.target_bpp is None:
+            stream = api.encode(rgb, quality=self.quality, model=self.model, metadata=metadata)
+        else:
+            result = api.encode_to_target(rgb, target_size=self.target_size,
+                                          target_bpp=self.target_bpp, model=self.model,
+                                          metadata=metadata)
+            stream = result.data
+            extra = {"target_bytes": result.target_bytes, "target_met": result.met}
+            if not result.met:
+                extra["warning"] = result.describe_miss()
         height, width = rgb.shape[:2]
-        return stream, width, height, len(stream), {"quality": self.quality}
+        # The quality used: a fraction off the model's grid was rounded to it.
+        quality = api.read_info(stream)["quality"]
+        return stream, width, height, len(stream), {"quality": quality, **extra}
 
 
 @dataclass(frozen=True)
@@ -320,9 +381,11 @@ class _DecodeStep(_FileStep):
     def convert(self, data: bytes, output_path: str) -> tuple[bytes, int, int, int, dict]:
         api = importlib.import_module("qlic_codec.api")
         imageio = importlib.import_module("qlic_codec.imageio")
-        rgb = api.decode(data, model=self.model, max_pixels=self.max_pixels)
+        rgb, metadata = api.decode_with_metadata(data, model=self.model,
+                                                 max_pixels=self.max_pixels)
         height, width = rgb.shape[:2]
-        image = imageio.save_image(rgb, imageio.format_for_path(output_path))
+        image = imageio.save_image(rgb, imageio.format_for_path(output_path),
+                                   metadata=metadata)
         return image, width, height, len(data), {}
 
 
@@ -333,8 +396,19 @@ class _DecodeStep(_FileStep):
               help="Output file, '-' for stdout, or an existing directory (which it must be "
                    "with several inputs; with -r, a folder created as needed).  [default: IN "
                    "with the suffix .qlic; stdout for stdin]")
-@click.option("-q", "--quality", type=int, default=None,
+@click.option("-q", "--quality", type=_Quality(), default=None,
               help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
+@click.option("--target-size", type=_Size(), default=None,
+              help="Instead of -q: the file size to aim for, in bytes (50000, 50k, 1.5M, "
+                   "64KiB). The quality whose file is nearest is chosen; one more than 3% "
+                   "away prints a warning (the file is still written).")
+@click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="X",
+              help="Instead of -q: the bits per pixel to aim for (file bytes x 8 / pixels), "
+                   "as --target-size.")
+@click.option("--strip", is_flag=True,
+              help="Leave out the image's ICC profile, EXIF and XMP (by default they are "
+                   "carried and written back on decode).")
 @click.option("--model", metavar="NAME|PATH", default=None,
               help="A bundled model name (e.g. mse, msssim) or the path of a model file.  "
                    "[default: the default bundled model]")
@@ -349,7 +423,10 @@ class _DecodeStep(_FileStep):
 def encode(
     inputs: tuple[str, ...],
     output: str | None,
-    quality: int | None,
+    quality: int | float | None,
+    target_size: int | None,
+    target_bpp: float | None,
+    strip: bool,
     model: str | None,
     drop_alpha: bool,
     files: _FileOptions,
@@ -360,18 +437,24 @@ def encode(
     """Compress images to .qlic files.
 
     IN is any image Pillow reads, '-' for stdin, or a folder with -r. Grayscale, palette and
-    16-bit images are converted to 8-bit RGB. An existing output file is replaced,
-    atomically (never with -n).
+    16-bit images are converted to 8-bit RGB. The EXIF orientation is applied to the pixels,
+    and the ICC profile, EXIF (its orientation then reset to 1) and XMP are carried unless
+    --strip. An existing output file is replaced, atomically (never with -n).
     """
     ctx = click.get_current_context()
+    given = [name for name, value in (("-q", quality), ("--target-size", target_size),
+                                      ("--target-bpp", target_bpp)) if value is not None]
+    if len(given) > 1:
+        raise _UsageLine(f"{' and '.join(given)} exclude each other: give one")
     pairs, left_out = _plan_outputs(inputs, output, "encode", files.recursive)
     _check_threads(files.threads)
     _refuse_binary_to_terminal(pairs, force)
     api = _import_codec_to_run(debug)
-    quality = _checked_quality(quality, api.QUALITY_LEVELS, api.DEFAULT_QUALITY)
+    if quality is None:
+        quality = api.DEFAULT_QUALITY
     _import_codec("qlic_codec.imageio", debug)
     step = _EncodeStep(files.no_clobber, files.recursive, quality, model, drop_alpha,
-                       files.max_pixels)
+                       files.max_pixels, target_size, target_bpp, strip)
     ctx.exit(_run_files(pairs, left_out, step, "encode", files, as_json, debug))
 
 
@@ -496,15 +579,15 @@ def _cluster_options(command: Callable) -> Callable:
 
 @batch_group.command("encode")
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...", type=click.Path())
-@click.option("-q", "--quality", type=int, default=None,
+@click.option("-q", "--quality", type=_Quality(), default=None,
               help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
 @click.option("--drop-alpha", is_flag=True,
               help="Discard a transparent alpha channel instead of refusing the image.")
 @_cluster_options
-def batch_encode(inputs: tuple[str, ...], quality: int | None, drop_alpha: bool, **cluster
-                 ) -> None:
+def batch_encode(inputs: tuple[str, ...], quality: int | float | None, drop_alpha: bool,
+                 **cluster) -> None:
     """Compress images (files, or folders walked recursively) to .qlic files on a cluster."""
-    quality = _checked_quality(quality, zoo.QUALITY_LEVELS, zoo.DEFAULT_QUALITY)
+    quality = zoo.DEFAULT_QUALITY if quality is None else quality
     _run_on_cluster("encode", inputs, quality=quality, drop_alpha=drop_alpha, **cluster)
 
 
@@ -628,17 +711,6 @@ def _plan_outputs(
     return pairs, left_out
 
 
-def _checked_quality(quality: int | None, levels: Sequence[int], default: int) -> int:
-    if quality is None:
-        return int(default)
-    if quality not in levels:
-        raise click.BadParameter(
-            f"{quality} is not a quality level; choose {levels[0]} to {levels[-1]}",
-            param_hint="'-q' / '--quality'",
-        )
-    return quality
-
-
 def _check_threads(threads: int | None) -> None:
     most = kernel_threads.limit()
     if threads is not None and threads > most:
@@ -756,6 +828,10 @@ def _describe(fields: dict[str, Any]) -> str:
     lengths = fields.get("stream_lengths")
     if lengths is not None:
         parts.append("streams " + "+".join(str(n) for n in lengths))
+    metadata = fields.get("metadata")
+    if metadata:
+        parts.append("metadata " + " + ".join(f"{name} {size}" for name, size in
+                                               metadata.items()))
     return ", ".join(parts)
 
 

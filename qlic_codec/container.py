@@ -1,30 +1,47 @@
-"""The byte layout of a ``.qlic`` file: header, entropy streams and checksums.
+"""The byte layout of a ``.qlic`` file: header, metadata chunks, entropy streams, checksums.
 
 All integers are little-endian and unsigned.
 
-====================  ========  ====================================================
-Field                 Size      Meaning
-====================  ========  ====================================================
-magic                 4         ``b"QLIC"``
-format version        u8        ``FORMAT_VERSION`` (currently 1)
-metric code           u8        0 = ``"mse"``, 1 = ``"msssim"``
-quality               u8        quality level, 1..255
-number of streams     u8        ``n``, 1..8 (qlic writes 2: ``z`` then ``y``)
-width                 u32       image width in pixels, >= 1
-height                u32       image height in pixels, >= 1
-model hash            8         short id of the model file that encoded the image
-stream lengths        n * u32   byte length of each entropy stream, in order
-header CRC32          u32       ``zlib.crc32`` of every header byte above
-streams               sum(len)  the entropy streams, concatenated in order
-file CRC32            u32       ``zlib.crc32`` of every byte before it
-====================  ========  ====================================================
+====================  ===========  ==================================================
+Field                 Size         Meaning
+====================  ===========  ==================================================
+magic                 4            ``b"QLIC"``
+format version        u8           ``FORMAT_VERSION`` (currently 2)
+metric code           u8           0 = ``"mse"``, 1 = ``"msssim"``
+quality steps         u8           ``s``, sub-levels per unit of quality, 1..255
+quality sub-level     u8           ``k``, 0..254: the quality is ``1 + k / s``
+number of streams     u8           ``n``, 1..8 (qlic writes 2: ``z`` then ``y``)
+number of chunks      u8           ``c``, 0..3 metadata chunks
+width                 u32          image width in pixels, >= 1
+height                u32          image height in pixels, >= 1
+model hash            8            short id of the model file that encoded the image
+stream lengths        n * u32      byte length of each entropy stream, in order
+chunk table           c * (4 + 4)  each chunk's tag (4 ASCII bytes) and byte length (u32)
+chunk data            sum(chunks)  the chunks' bytes, concatenated in table order
+header CRC32          u32          ``zlib.crc32`` of every header byte above
+streams               sum(len)     the entropy streams, concatenated in order
+file CRC32            u32          ``zlib.crc32`` of every byte before it
+====================  ===========  ==================================================
 
-The fixed prefix (magic to model hash) is ``PREFIX_SIZE`` = 24 bytes, so a header is
-``24 + 4 * n + 4`` bytes long and never more than ``MAX_HEADER_SIZE`` = 60 bytes.
+The fixed prefix (magic to model hash) is ``PREFIX_SIZE`` = 26 bytes. The tables after it
+are at most ``MAX_TABLES_SIZE`` - 26 bytes, so the first ``MAX_TABLES_SIZE`` = 82 bytes of a
+file always say how long its whole header is (``header_size``).
 
-``parse`` checks the header, the stream lengths against the buffer size and both checksums
-before it slices anything, so a hostile file cannot make qlic allocate memory in proportion
-to the sizes it claims.
+Metadata chunks, each at most ``MAX_CHUNK_SIZE`` (16 MiB) and each tag at most once:
+``ICCP`` (an ICC colour profile), ``EXIF`` (EXIF as a TIFF structure, without JPEG's
+``Exif\\0\\0`` prefix), ``XMP `` (an XMP packet, UTF-8). A reader refuses any other tag: a
+chunk it does not know might change how the pixels are meant to be seen.
+
+The quality is stored as a sub-level of the model's grid (``quality_steps`` sub-levels per
+unit), so the header says the quality (e.g. 4.5 = sub-level 56 of 16 steps) without the
+model; the decoder only uses ``k`` as a row index into the model's heads.
+
+Format 1 (qlic 0.1) had one quality byte (an integer level) and no chunks; it is refused
+with a message that names it.
+
+``parse`` checks the header, every length against the buffer size and both checksums before
+it slices anything, so a hostile file cannot make qlic allocate memory in proportion to the
+sizes it claims.
 
 This module imports nothing from qlic except ``errors``.
 """
@@ -39,21 +56,25 @@ from typing import Sequence
 from qlic_codec.errors import CorruptStreamError, ResourceLimitError, UnsupportedError
 
 __all__ = [
+    "CHUNK_TAGS",
     "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
     "MAGIC",
-    "MAX_HEADER_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_CHUNKS",
     "MAX_STREAMS",
+    "MAX_TABLES_SIZE",
     "METRICS",
     "PREFIX_SIZE",
     "Header",
+    "header_size",
     "pack",
     "parse",
     "read_header",
 ]
 
 MAGIC = b"QLIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # 2**28 pixels is a 16384 x 16384 image: far beyond normal photos. Decoding needs memory in
 # proportion to the pixels (about 31 bytes per pixel with the tiny test model, more with
 # wider models: ~8 GB at this limit), so this limit is what bounds the decoder's memory;
@@ -63,11 +84,20 @@ DEFAULT_MAX_PIXELS = 2**28
 MAX_STREAMS = 8
 # The position of a name is its code in the file; append new metrics, never reorder.
 METRICS: tuple[str, ...] = ("mse", "msssim")
+# Metadata chunks a reader understands, in the order qlic writes them.
+CHUNK_TAGS: tuple[str, ...] = ("ICCP", "EXIF", "XMP ")
+MAX_CHUNKS = len(CHUNK_TAGS)
+# ICC profiles and EXIF blocks are kilobytes; XMP can carry thumbnails and edit histories but
+# rarely more than a megabyte. 16 MiB bounds what a hostile header can make a reader hold.
+MAX_CHUNK_SIZE = 16 * 2**20
+# The qlic release that reads each older format, for the message that refuses it.
+_READER_OF = {1: "qlic 0.1"}
 
-_PREFIX = struct.Struct("<4sBBBBII8s")
+_PREFIX = struct.Struct("<4sBBBBBBII8s")
 _U32 = struct.Struct("<I")
+_CHUNK_ENTRY = struct.Struct("<4sI")
 PREFIX_SIZE = _PREFIX.size
-MAX_HEADER_SIZE = PREFIX_SIZE + 4 * MAX_STREAMS + 4
+MAX_TABLES_SIZE = PREFIX_SIZE + 4 * MAX_STREAMS + _CHUNK_ENTRY.size * MAX_CHUNKS
 _U32_MAX = 2**32 - 1
 
 
@@ -78,10 +108,14 @@ class Header:
     Args:
         width: Image width in pixels, 1..2**32-1.
         height: Image height in pixels, 1..2**32-1.
-        quality: Quality level, 1..255.
+        level: The quality sub-level, 0..254 (a row of the model's heads).
+        quality_steps: Sub-levels per unit of quality, 1..255; the quality is
+            ``1 + level / quality_steps``.
         metric: The distortion metric the model was trained for, ``"mse"`` or ``"msssim"``.
         model_hash: Exactly 8 bytes identifying the model file.
         stream_lengths: Byte length of each entropy stream (1..8 streams).
+        chunks: Metadata chunks, ``(tag, data)`` pairs with tags from ``CHUNK_TAGS``, each
+            at most once and at most ``MAX_CHUNK_SIZE`` bytes.
 
     Raises:
         ValueError: If a field is out of range.
@@ -89,10 +123,12 @@ class Header:
 
     width: int
     height: int
-    quality: int
+    level: int
+    quality_steps: int
     metric: str
     model_hash: bytes
     stream_lengths: tuple[int, ...]
+    chunks: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         # Validating here means every Header in memory can be packed.
@@ -100,8 +136,11 @@ class Header:
             value = getattr(self, name)
             if not _is_int(value) or not 1 <= value <= _U32_MAX:
                 raise ValueError(f"{name} must be an int in 1..{_U32_MAX}, got {value!r}")
-        if not _is_int(self.quality) or not 1 <= self.quality <= 255:
-            raise ValueError(f"quality must be an int in 1..255, got {self.quality!r}")
+        if not _is_int(self.level) or not 0 <= self.level <= 254:
+            raise ValueError(f"level must be an int in 0..254, got {self.level!r}")
+        if not _is_int(self.quality_steps) or not 1 <= self.quality_steps <= 255:
+            raise ValueError(
+                f"quality_steps must be an int in 1..255, got {self.quality_steps!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if not isinstance(self.model_hash, bytes) or len(self.model_hash) != 8:
@@ -116,22 +155,45 @@ class Header:
                 raise ValueError(
                     f"each of stream_lengths must be an int in 0..{_U32_MAX}, got {length!r}"
                 )
+        if not isinstance(self.chunks, tuple):
+            raise ValueError(f"chunks must be a tuple of (tag, bytes), got {self.chunks!r}")
+        seen = set()
+        for chunk in self.chunks:
+            if not (isinstance(chunk, tuple) and len(chunk) == 2
+                    and isinstance(chunk[1], bytes)):
+                raise ValueError(f"each chunk must be a (tag, bytes) pair, got {chunk!r:.60}")
+            tag, data = chunk
+            if tag not in CHUNK_TAGS or tag in seen:
+                raise ValueError(f"chunk tag {tag!r} is unknown or repeated; tags are "
+                                 f"{CHUNK_TAGS}, each at most once")
+            if len(data) > MAX_CHUNK_SIZE:
+                raise ValueError(f"chunk {tag!r} is {len(data)} bytes, over the limit of "
+                                 f"{MAX_CHUNK_SIZE}")
+            seen.add(tag)
+
+    @property
+    def quality(self) -> int | float:
+        """The quality as a number: an int on the integer levels (5), else a float (4.5)."""
+        whole, part = divmod(self.level, self.quality_steps)
+        return 1 + whole if part == 0 else 1 + self.level / self.quality_steps
 
     @property
     def header_size(self) -> int:
-        """Size in bytes of this header, including its CRC."""
-        return _header_size(len(self.stream_lengths))
+        """Size in bytes of this header, chunks and CRC included."""
+        return _tables_size(len(self.stream_lengths), len(self.chunks)) + sum(
+            len(data) for _, data in self.chunks) + 4
 
 
 def pack(header: Header, streams: Sequence[bytes]) -> bytes:
     """Serialize a header and its entropy streams into the bytes of a ``.qlic`` file.
 
     Args:
-        header: The header; ``header.stream_lengths`` must match ``streams``.
+        header: The header (its chunks included); ``header.stream_lengths`` must match
+            ``streams``.
         streams: The entropy streams, in order (``z`` then ``y`` for qlic).
 
     Returns:
-        The complete file: header, header CRC, streams and file CRC.
+        The complete file: header, chunks, header CRC, streams and file CRC.
 
     Raises:
         ValueError: If ``header`` is not a ``Header`` or ``streams`` does not match
@@ -156,8 +218,10 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
             MAGIC,
             FORMAT_VERSION,
             METRICS.index(header.metric),
-            header.quality,
+            header.quality_steps,
+            header.level,
             len(header.stream_lengths),
+            len(header.chunks),
             header.width,
             header.height,
             header.model_hash,
@@ -165,6 +229,10 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
     )
     for length in header.stream_lengths:
         head += _U32.pack(length)
+    for tag, data in header.chunks:
+        head += _CHUNK_ENTRY.pack(tag.encode("ascii"), len(data))
+    for _, data in header.chunks:
+        head += data
     head += _U32.pack(zlib.crc32(head))
     out = head
     for stream in streams:
@@ -173,24 +241,41 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+def header_size(data: bytes) -> int:
+    """The size of a file's whole header (chunks and CRC included) from its first bytes.
+
+    ``data`` needs at most the first ``MAX_TABLES_SIZE`` bytes of the file; a reader that
+    wants only the header (``qlic info``, the Pillow plugin) reads that much, then the rest
+    of the header. The counts, tags and lengths are validated on the way, but not the CRC.
+
+    Raises:
+        CorruptStreamError, UnsupportedError: As ``read_header``.
+    """
+    view = memoryview(data).cast("B")
+    _check_start(view)
+    n_streams, n_chunks = _counts(view)
+    return _tables_size(n_streams, n_chunks) + sum(
+        length for _, length in _chunk_table(view, n_streams, n_chunks)) + 4
+
+
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """Validate and decode the header of a ``.qlic`` file, ignoring what follows it.
 
-    Only the first ``header_size`` bytes (at most ``MAX_HEADER_SIZE``) are read, so a caller
-    such as ``qlic info`` may pass just the start of a file. The streams and the file CRC
-    are not checked; use ``parse`` for that.
+    Only the header's own bytes (``header_size``) are read, so a caller such as ``qlic
+    info`` may pass just the start of a file. The streams and the file CRC are not checked;
+    use ``parse`` for that.
 
     Args:
-        data: The file, or at least its first ``MAX_HEADER_SIZE`` bytes (less if the file
-            is shorter).
+        data: The file, or at least its first ``header_size(data)`` bytes.
         max_pixels: Refuse images with more than this many pixels.
 
     Returns:
-        The decoded header.
+        The decoded header, metadata chunks included.
 
     Raises:
-        CorruptStreamError: If the data is not a qlic file, is truncated or is corrupt.
-        UnsupportedError: If the file was written by a newer format version.
+        CorruptStreamError: If the data is not a qlic file, is truncated or is corrupt, or
+            has a metadata chunk that is unknown, repeated or over ``MAX_CHUNK_SIZE``.
+        UnsupportedError: If the file is of another format version.
         ResourceLimitError: If ``width * height`` exceeds ``max_pixels``.
         ValueError: If ``max_pixels`` is not a positive int (a caller bug, not bad data).
     """
@@ -201,8 +286,8 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
 def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, list[bytes]]:
     """Validate a complete ``.qlic`` file and split it into its header and streams.
 
-    Every check (header fields, pixel limit, header CRC, exact file size, file CRC) runs
-    before any buffer proportional to a claimed size is created.
+    Every check (header fields, pixel limit, chunk tags and sizes, header CRC, exact file
+    size, file CRC) runs before any buffer proportional to a claimed size is created.
 
     Args:
         data: The complete file.
@@ -213,8 +298,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, li
 
     Raises:
         CorruptStreamError: If the data is not a qlic file, is truncated, has trailing
-            bytes or fails a checksum.
-        UnsupportedError: If the file was written by a newer format version.
+            bytes, fails a checksum or has a bad metadata chunk.
+        UnsupportedError: If the file is of another format version.
         ResourceLimitError: If ``width * height`` exceeds ``max_pixels``.
         ValueError: If ``max_pixels`` is not a positive int (a caller bug, not bad data).
     """
@@ -238,35 +323,81 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, li
     return header, streams
 
 
-def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
-    """Validate the header at the start of ``view``; return it and the offset of stream 0."""
-    if not _is_int(max_pixels) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+def _check_start(view: memoryview) -> None:
+    """Magic and version: enough to know this is a file this reader understands."""
     size = len(view)
     # A short file whose first bytes are not the magic is "not a qlic file" (an empty file
     # or a stray text file), not a truncated one.
     if size == 0 or bytes(view[:4]) != MAGIC[: min(size, 4)]:
         raise CorruptStreamError("not a qlic file (bad magic)")
-    if size < PREFIX_SIZE:
+    if size < 5:
         raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
-    _, version, metric_code, quality, n_streams, width, height, model_hash = (
-        _PREFIX.unpack_from(view, 0)
-    )
+    version = view[4]
     if version > FORMAT_VERSION:
         raise UnsupportedError(
             f"written by a newer qlic (format {version}); upgrade qlic "
             f"(this one reads format {FORMAT_VERSION})"
         )
-    if version < 1:
+    if version in _READER_OF:
+        raise UnsupportedError(
+            f"this file is qlic format {version}; this qlic reads format {FORMAT_VERSION}: "
+            f"decode it with {_READER_OF[version]}"
+        )
+    if version != FORMAT_VERSION:
         raise CorruptStreamError(f"invalid format version {version}")
-    if metric_code >= len(METRICS):
-        raise CorruptStreamError(f"unknown metric code {metric_code}")
-    if quality < 1:
-        raise CorruptStreamError(f"invalid quality {quality} (must be 1..255)")
+    if size < PREFIX_SIZE:
+        raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
+
+
+def _counts(view: memoryview) -> tuple[int, int]:
+    n_streams, n_chunks = view[8], view[9]
     if not 1 <= n_streams <= MAX_STREAMS:
         raise CorruptStreamError(
             f"invalid number of streams {n_streams} (must be 1..{MAX_STREAMS})"
         )
+    if n_chunks > MAX_CHUNKS:
+        raise CorruptStreamError(
+            f"invalid number of metadata chunks {n_chunks} (must be 0..{MAX_CHUNKS})"
+        )
+    return n_streams, n_chunks
+
+
+def _chunk_table(view: memoryview, n_streams: int, n_chunks: int) -> list[tuple[str, int]]:
+    """The (tag, length) of each chunk, checked: known tags, once each, within the limit."""
+    tables = _tables_size(n_streams, n_chunks)
+    if len(view) < tables:
+        raise CorruptStreamError(f"truncated: expected at least {tables} bytes, got {len(view)}")
+    table = []
+    for i in range(n_chunks):
+        raw, length = _CHUNK_ENTRY.unpack_from(view, PREFIX_SIZE + 4 * n_streams + 8 * i)
+        tag = raw.decode("latin-1")
+        if tag not in CHUNK_TAGS:
+            raise CorruptStreamError(f"unknown metadata chunk {raw!r} (this qlic reads "
+                                     f"{', '.join(CHUNK_TAGS)})")
+        if any(tag == seen for seen, _ in table):
+            raise CorruptStreamError(f"metadata chunk {raw!r} appears twice")
+        if length > MAX_CHUNK_SIZE:
+            raise CorruptStreamError(f"metadata chunk {raw!r} claims {length} bytes, over "
+                                     f"the limit of {MAX_CHUNK_SIZE}")
+        table.append((tag, length))
+    return table
+
+
+def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
+    """Validate the header at the start of ``view``; return it and the offset of stream 0."""
+    if not _is_int(max_pixels) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    _check_start(view)
+    _, _, metric_code, steps, level, n_streams, n_chunks, width, height, model_hash = (
+        _PREFIX.unpack_from(view, 0)
+    )
+    if metric_code >= len(METRICS):
+        raise CorruptStreamError(f"unknown metric code {metric_code}")
+    if steps < 1:
+        raise CorruptStreamError(f"invalid quality steps {steps} (must be 1..255)")
+    if level > 254:
+        raise CorruptStreamError(f"invalid quality sub-level {level} (must be 0..254)")
+    n_streams, n_chunks = _counts(view)
     if width < 1 or height < 1:
         raise CorruptStreamError(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
@@ -274,28 +405,34 @@ def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
             f"image is {width}x{height} = {width * height} pixels, over the limit of "
             f"{max_pixels}; raise it with --max-pixels if you trust this file"
         )
-    header_size = _header_size(n_streams)
-    if size < header_size:
-        raise CorruptStreamError(
-            f"truncated: expected at least {header_size} bytes, got {size}"
-        )
+    table = _chunk_table(view, n_streams, n_chunks)
+    offset = _tables_size(n_streams, n_chunks)
+    size = offset + sum(length for _, length in table) + 4
+    if len(view) < size:
+        raise CorruptStreamError(f"truncated: expected at least {size} bytes, got {len(view)}")
     lengths = struct.unpack_from(f"<{n_streams}I", view, PREFIX_SIZE)
-    (stored,) = _U32.unpack_from(view, header_size - 4)
-    if zlib.crc32(view[: header_size - 4]) != stored:
+    (stored,) = _U32.unpack_from(view, size - 4)
+    if zlib.crc32(view[: size - 4]) != stored:
         raise CorruptStreamError("header checksum mismatch: the header is corrupt")
+    chunks = []
+    for tag, length in table:
+        chunks.append((tag, bytes(view[offset : offset + length])))
+        offset += length
     header = Header(
         width=width,
         height=height,
-        quality=quality,
+        level=level,
+        quality_steps=steps,
         metric=METRICS[metric_code],
         model_hash=model_hash,
         stream_lengths=tuple(lengths),
+        chunks=tuple(chunks),
     )
-    return header, header_size
+    return header, size
 
 
-def _header_size(n_streams: int) -> int:
-    return PREFIX_SIZE + 4 * n_streams + 4
+def _tables_size(n_streams: int, n_chunks: int) -> int:
+    return PREFIX_SIZE + 4 * n_streams + _CHUNK_ENTRY.size * n_chunks
 
 
 def _is_int(value: object) -> bool:

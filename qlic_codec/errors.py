@@ -34,3 +34,7 @@ class ResourceLimitError(QlicError):
 
 class OutputExistsError(QlicError):
     """An output file exists and the caller asked never to replace one (``--no-clobber``)."""
+
+
+class TargetNotMetWarning(UserWarning):
+    """No quality gives a file within 3% of the size asked for; the nearest was written."""

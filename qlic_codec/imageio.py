@@ -16,6 +16,16 @@ Policy for inputs (``load_image``):
   an error unless ``drop_alpha=True``, which discards it: colours are kept as stored, not
   composited onto a background. Palette and grayscale transparency (``tRNS``) count as alpha.
 - The EXIF orientation is applied, so the array is the image as viewers display it.
+- Metadata (``load_image_and_metadata``): the ICC profile, EXIF and XMP, as bytes, as Pillow
+  reads them (``info["icc_profile"]``, ``info["exif"]``, ``info["xmp"]``: PNG, JPEG, WebP,
+  and the ICC profile of TIFF and others). Since the pixels are already turned upright, an
+  EXIF orientation other than 1 is reset to 1 in the EXIF that is kept (and Pillow drops
+  ``tiff:Orientation`` from the XMP), so that a viewer does not turn the image a second
+  time. EXIF without an orientation, or with orientation 1, is kept byte for byte.
+
+Outputs (``save_image``) get the metadata back where the format has a place for it: PNG
+(``iCCP``, ``eXIf``, an ``iTXt`` XMP packet), JPEG (APP2 ICC, APP1 EXIF and XMP) and WebP
+(``ICCP``, ``EXIF``, ``XMP `` chunks). BMP, TIFF and PPM outputs are written without it.
 - The pixel count is checked against ``max_pixels`` from the header, before any pixel is
   decoded. Pillow's decompression-bomb guard stays on as well, so the effective limit is the
   smaller of the two (Pillow refuses images above ``2 * Image.MAX_IMAGE_PIXELS``).
@@ -35,13 +45,21 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qlic_codec.container import DEFAULT_MAX_PIXELS
-from qlic_codec.errors import InvalidImageError, ResourceLimitError
+from qlic_codec.errors import InvalidArgumentError, InvalidImageError, ResourceLimitError
+from qlic_codec.metadata import EXIF_PREFIX, Metadata
 
 __all__ = [
     "format_for_path",
     "load_image",
+    "load_image_and_metadata",
     "save_image",
 ]
+
+# The EXIF tag that says how to turn the stored pixels for display; 1 is "as stored".
+_ORIENTATION = 0x0112
+# Where each output format keeps which metadata (see the module docstring).
+_METADATA_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+_PNG_XMP_KEY = "XML:com.adobe.xmp"
 
 # Pillow's plugins signal bad data with many exception types (a truncated file is an OSError,
 # a broken chunk a SyntaxError, a bad header field a ValueError or struct.error, ...). All of
@@ -108,9 +126,31 @@ def load_image(
         >>> rgb.shape, rgb.dtype
         ((2, 3, 3), dtype('uint8'))
     """
+    return _load(data, drop_alpha, max_pixels, with_metadata=False)[0]
+
+
+def load_image_and_metadata(
+    data: bytes, *, drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, Metadata]:
+    """``load_image``, and the image's ICC profile, EXIF and XMP (see the module docstring).
+
+    Raises:
+        As ``load_image``; and InvalidArgumentError if a metadata block is larger than a
+        ``.qlic`` file carries (16 MiB).
+
+    Example:
+        >>> rgb, meta = load_image_and_metadata(save_image(np.zeros((2, 3, 3), np.uint8)))
+        >>> meta
+        Metadata(icc=None, exif=None, xmp=None)
+    """
+    return _load(data, drop_alpha, max_pixels, with_metadata=True)
+
+
+def _load(data: bytes, drop_alpha: bool, max_pixels: int,
+          with_metadata: bool) -> tuple[np.ndarray, Metadata]:
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
-    im = _open_and_decode(data, max_pixels)
+    im, metadata = _open_and_decode(data, max_pixels, with_metadata)
     try:
         rgb, alpha = _to_rgb_and_alpha(im)
     except _PILLOW_DATA_ERRORS as exc:
@@ -122,10 +162,10 @@ def load_image(
             "image has transparency (alpha values below 255); pass --drop-alpha "
             "(drop_alpha=True) to discard the alpha channel"
         )
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+    return np.ascontiguousarray(rgb, dtype=np.uint8), metadata
 
 
-def save_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
+def save_image(rgb: np.ndarray, fmt: str = "PNG", metadata: Metadata | None = None) -> bytes:
     """Encode an RGB array as an image file.
 
     PNG, BMP, TIFF and PPM are lossless; WebP is written lossless; JPEG at quality 95 with
@@ -134,12 +174,16 @@ def save_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
     Args:
         rgb: A ``uint8`` array of shape ``(height, width, 3)``.
         fmt: A Pillow format name, one of those ``format_for_path`` returns.
+        metadata: ICC profile, EXIF and XMP to embed, in PNG, JPEG and WebP (other formats
+            are written without them).
 
     Returns:
         The encoded file's bytes.
 
     Raises:
         ValueError: ``rgb`` is not ``uint8 (H, W, 3)`` or ``fmt`` is not a supported format.
+        InvalidImageError: The format cannot hold the metadata (JPEG's EXIF and XMP
+            segments hold at most 64 KiB each).
     """
     _check_rgb(rgb)
     fmt = fmt.upper()
@@ -148,8 +192,56 @@ def save_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
         raise ValueError(f"unsupported output format {fmt!r}; use one of {supported}")
     im = Image.fromarray(np.ascontiguousarray(rgb))
     buffer = io.BytesIO()
-    im.save(buffer, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if metadata and fmt in _METADATA_FORMATS:
+        options.update(_metadata_options(metadata, fmt))
+    try:
+        im.save(buffer, format=fmt, **options)
+    except (ValueError, OSError, struct.error) as exc:
+        if not metadata:
+            raise
+        raise InvalidImageError(f"cannot write the image's metadata in {fmt}: "
+                                f"{_one_line(exc)}; choose another format") from exc
     return buffer.getvalue()
+
+
+def _metadata_options(metadata: Metadata, fmt: str) -> dict[str, object]:
+    """Pillow's save arguments for the metadata of one output format."""
+    if not isinstance(metadata, Metadata):
+        raise ValueError(f"metadata must be a Metadata, got {type(metadata).__name__}")
+    options: dict[str, object] = {}
+    if metadata.icc is not None:
+        options["icc_profile"] = metadata.icc
+    if metadata.exif is not None:
+        # Pillow's form: JPEG needs the prefix, PNG and WebP take it off again.
+        options["exif"] = EXIF_PREFIX + metadata.exif
+    if metadata.xmp is not None:
+        if fmt == "PNG":  # Pillow writes PNG's XMP only as a text chunk of this key
+            from PIL import PngImagePlugin
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(_PNG_XMP_KEY, metadata.xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        else:
+            options["xmp"] = metadata.xmp
+    return options
+
+
+def _read_metadata(im: Image.Image, orientation: object) -> Metadata:
+    """The metadata of an opened image whose EXIF orientation (``orientation``, read before
+    ``exif_transpose``) has been applied to its pixels."""
+    icc, exif, xmp = (im.info.get(key) for key in ("icc_profile", "exif", "xmp"))
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if isinstance(exif, bytes) and orientation not in (None, 1):
+        # Pillow removed the tag when it turned the pixels; say "as stored" explicitly, so
+        # that a reader which assumes another default does not turn the image.
+        tags = Image.Exif()
+        tags.load(exif)
+        tags[_ORIENTATION] = 1
+        exif = tags.tobytes()
+    return Metadata(icc=icc if isinstance(icc, bytes) else None,
+                    exif=exif if isinstance(exif, bytes) else None,
+                    xmp=xmp if isinstance(xmp, bytes) else None)
 
 
 def format_for_path(path: str) -> str:
@@ -188,7 +280,8 @@ def _readable_formats() -> list[str]:
     return [name for name in Image.OPEN if name not in _UNSAFE_FORMATS]
 
 
-def _open_and_decode(data: bytes, max_pixels: int) -> Image.Image:
+def _open_and_decode(data: bytes, max_pixels: int,
+                     with_metadata: bool) -> tuple[Image.Image, Metadata]:
     # Image.open only parses the header; the size check runs before load() touches pixels.
     try:
         with warnings.catch_warnings():
@@ -205,7 +298,11 @@ def _open_and_decode(data: bytes, max_pixels: int) -> Image.Image:
             if width < 1 or height < 1:
                 raise InvalidImageError(f"image has an empty size {width}x{height}")
             im.load()
+            orientation = im.getexif().get(_ORIENTATION)
             ImageOps.exif_transpose(im, in_place=True)
+            metadata = _read_metadata(im, orientation) if with_metadata else Metadata()
+    except InvalidArgumentError:
+        raise  # metadata too large to carry: its own message, not "corrupt"
     except Image.DecompressionBombError as exc:
         raise ResourceLimitError(f"image too large: {_one_line(exc)}") from exc
     except UnidentifiedImageError as exc:
@@ -213,7 +310,7 @@ def _open_and_decode(data: bytes, max_pixels: int) -> Image.Image:
         raise InvalidImageError("not an image, or in a format Pillow cannot read") from exc
     except _PILLOW_DATA_ERRORS as exc:
         raise InvalidImageError(f"corrupt or truncated image: {_one_line(exc)}") from exc
-    return im
+    return im, metadata
 
 
 def _to_rgb_and_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

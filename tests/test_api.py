@@ -53,6 +53,10 @@ data = qlic_codec.encode(image, 6, {model!r})
 pixels = qlic_codec.decode(data, {model!r})
 print(hashlib.sha256(data).hexdigest(), hashlib.sha256(pixels.tobytes()).hexdigest())
 print("torch" in sys.modules)
+between = qlic_codec.encode(image, 4.5, {model!r}, metadata=qlic_codec.Metadata(icc=b"p"))
+sized = qlic_codec.encode(image, model={model!r}, target_size=len(between) - 100)
+print(hashlib.sha256(between).hexdigest(), hashlib.sha256(sized).hexdigest(),
+      hashlib.sha256(qlic_codec.decode(between, {model!r}).tobytes()).hexdigest())
 """
 
 
@@ -67,6 +71,7 @@ def _run_isolated(tiny_model, threads):
 def test_thread_count_does_not_change_bytes_or_pixels(tiny_model):
     one, two = _run_isolated(tiny_model, 1), _run_isolated(tiny_model, 2)
     assert one[0] == two[0]
+    assert one[2] == two[2]  # a fractional quality, a size target, metadata
     image = synthetic_photo(150, 170, seed=11)
     data = qlic_codec.encode(image, 6, tiny_model)
     assert one[0].split()[0] == hashlib.sha256(data).hexdigest()

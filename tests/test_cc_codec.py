@@ -4,6 +4,7 @@ streams, close to the quantized simulation it is exported from, and trainable by
 quantization-aware fine-tune."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -102,8 +103,7 @@ def _corrupt(data: bytes, seed: int) -> bytes:
         y[int(rng.integers(len(y)))] ^= 1 << int(rng.integers(8))
     if seed % 2:
         y = y[: len(y) // 2 // 4 * 4]
-    new = container.Header(header.width, header.height, header.quality, header.metric,
-                           header.model_hash, (len(z_stream), len(y)))
+    new = dataclasses.replace(header, stream_lengths=(len(z_stream), len(y)))
     return container.pack(new, [z_stream, bytes(y)])
 
 
@@ -245,8 +245,10 @@ def _simulated(sim, photo, quality):
 
 
 def _engine(path, photo, quality):
+    from qlic_codec import quality as quality_grid
     m = api.load_model(str(path))
-    net, level = m.network, quality - 1
+    net = m.network
+    level = quality_grid.to_level(quality, net.levels, m.quality_steps)
     y_g, z = net.analysis(photo, level)
     state = net.cc.start(net.hyper_accumulators(z), level)
     symbols = []

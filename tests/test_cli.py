@@ -34,11 +34,12 @@ def make_fake_api() -> types.ModuleType:
     api.QUALITY_LEVELS = range(1, 9)
     api.DEFAULT_QUALITY = 4
 
-    def encode(rgb: np.ndarray, quality: int = 4, model: str | None = None) -> bytes:
+    def encode(rgb: np.ndarray, quality: int = 4, model: str | None = None,
+               metadata: object = None) -> bytes:
         if model == "missing":
             raise ModelFileError("no bundled model named 'missing'")
         height, width = rgb.shape[:2]
-        return HEADER.pack(MAGIC, width, height, quality) + rgb.tobytes()
+        return HEADER.pack(MAGIC, width, height, int(quality)) + rgb.tobytes()
 
     def parse(data: bytes) -> tuple[int, int, int]:
         if len(data) < HEADER.size or data[:4] != MAGIC:
@@ -55,6 +56,10 @@ def make_fake_api() -> types.ModuleType:
         pixels = np.frombuffer(data, np.uint8, offset=HEADER.size)
         return pixels.reshape(height, width, 3).copy()
 
+    def decode_with_metadata(data: bytes, model: str | None = None,
+                             max_pixels: int = 2**28) -> tuple[np.ndarray, None]:
+        return decode(data, model, max_pixels), None
+
     def read_info(data: bytes) -> dict:
         width, height, quality = parse(data)
         return {
@@ -69,6 +74,7 @@ def make_fake_api() -> types.ModuleType:
         }
 
     api.encode, api.decode, api.read_info = encode, decode, read_info
+    api.decode_with_metadata = decode_with_metadata
     return api
 
 

@@ -15,9 +15,11 @@ from qlic_codec import container
 from qlic_codec.container import (
     DEFAULT_MAX_PIXELS,
     FORMAT_VERSION,
-    MAX_HEADER_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_TABLES_SIZE,
     PREFIX_SIZE,
     Header,
+    header_size,
     pack,
     parse,
     read_header,
@@ -35,24 +37,32 @@ HASH = bytes(range(1, 9))
 # changed: bump FORMAT_VERSION and update the hex on purpose, never just the hex.
 GOLDEN_HEX = (
     "514c4943"  # magic
-    "01"  # format version
+    "02"  # format version
     "01"  # metric code (msssim)
-    "07"  # quality
+    "10"  # quality steps (16)
+    "38"  # quality sub-level (56: quality 4.5)
     "02"  # number of streams
+    "01"  # number of metadata chunks
     "03000000"  # width
     "02000000"  # height
     "0102030405060708"  # model hash
     "02000000"  # stream 0 length
     "03000000"  # stream 1 length
-    "d0a1c27a"  # header CRC32
+    "49434350"  # chunk 0 tag (ICCP)
+    "04000000"  # chunk 0 length
+    "69636331"  # chunk 0 data
+    "c2b7eb2e"  # header CRC32
     "7a7a"  # stream 0
     "797979"  # stream 1
     "c0f4eddd"  # file CRC32
 )
 SMALL_HEADER = Header(
-    width=3, height=2, quality=7, metric="msssim", model_hash=HASH, stream_lengths=(2, 3)
+    width=3, height=2, level=56, quality_steps=16, metric="msssim", model_hash=HASH,
+    stream_lengths=(2, 3), chunks=(("ICCP", b"icc1"),)
 )
 SMALL_STREAMS = [b"zz", b"yyy"]
+_FIELDS = dict(width=3, height=2, level=7, quality_steps=16, metric="mse", model_hash=HASH,
+               stream_lengths=(1, 1))
 
 
 def small_file() -> bytes:
@@ -64,13 +74,16 @@ def forge(
     magic: bytes = b"QLIC",
     version: int = FORMAT_VERSION,
     metric_code: int = 0,
-    quality: int = 10,
+    steps: int = 16,
+    level: int = 10,
     n_streams: int | None = None,
     width: int = 16,
     height: int = 8,
     model_hash: bytes = HASH,
     streams: tuple[bytes, ...] = (b"ab", b"cde"),
     lengths: tuple[int, ...] | None = None,
+    chunks: tuple[tuple[bytes, bytes], ...] = (),
+    chunk_lengths: tuple[int, ...] | None = None,
     header_crc: int | None = None,
     file_crc: int | None = None,
     trailing: bytes = b"",
@@ -78,13 +91,20 @@ def forge(
     """Build raw container bytes with any field chosen freely and CRCs valid by default.
 
     Valid CRCs make sure each rule is reached on its own, not caught by a checksum first.
+    ``chunks`` are (raw tag, data) pairs; ``chunk_lengths`` overrides their declared lengths.
     """
     lengths = tuple(len(s) for s in streams) if lengths is None else lengths
     n_streams = len(lengths) if n_streams is None else n_streams
+    if chunk_lengths is None:
+        chunk_lengths = tuple(len(data) for _, data in chunks)
     head = struct.pack(
-        "<4sBBBBII8s", magic, version, metric_code, quality, n_streams, width, height, model_hash
+        "<4sBBBBBBII8s", magic, version, metric_code, steps, level, n_streams, len(chunks),
+        width, height, model_hash
     )
     head += struct.pack(f"<{len(lengths)}I", *lengths)
+    for (tag, _), length in zip(chunks, chunk_lengths):
+        head += struct.pack("<4sI", tag, length)
+    head += b"".join(data for _, data in chunks)
     head += struct.pack("<I", zlib.crc32(head) if header_crc is None else header_crc)
     body = head + b"".join(streams)
     body += struct.pack("<I", zlib.crc32(body) if file_crc is None else file_crc)
@@ -97,11 +117,16 @@ def forge(
 @pytest.mark.parametrize(
     "header_kwargs, streams",
     [
-        (dict(width=1, height=1, quality=1, metric="mse"), [b"", b""]),
-        (dict(width=768, height=512, quality=255, metric="msssim"), [b"\x00" * 17, b"\xff" * 300]),
-        (dict(width=65535, height=4096, quality=128, metric="mse"), [b"only one"]),
-        (dict(width=5, height=7, quality=3, metric="mse"), [bytes([i]) * i for i in range(8)]),
-        (dict(width=2**32 - 1, height=1, quality=9, metric="msssim"), [b"x", b""]),
+        (dict(width=1, height=1, level=0, quality_steps=1, metric="mse"), [b"", b""]),
+        (dict(width=768, height=512, level=254, quality_steps=255, metric="msssim"),
+         [b"\x00" * 17, b"\xff" * 300]),
+        (dict(width=65535, height=4096, level=128, quality_steps=16, metric="mse",
+              chunks=(("XMP ", b"<x/>"), ("ICCP", b"\x00" * 300))), [b"only one"]),
+        (dict(width=5, height=7, level=3, quality_steps=2, metric="mse",
+              chunks=(("ICCP", b"i"), ("EXIF", b"MM\x00*"), ("XMP ", b""))),
+         [bytes([i]) * i for i in range(8)]),
+        (dict(width=2**32 - 1, height=1, level=9, quality_steps=1, metric="msssim"),
+         [b"x", b""]),
     ],
 )
 def test_round_trip(header_kwargs: dict, streams: list[bytes]) -> None:
@@ -115,9 +140,10 @@ def test_round_trip(header_kwargs: dict, streams: list[bytes]) -> None:
     assert got_streams == streams
     assert all(type(s) is bytes for s in got_streams)
     assert read_header(data, max_pixels=2**32) == header
-    # read_header needs only the header bytes, as ``qlic info`` reads them.
+    # read_header needs only the header bytes, as ``qlic info`` reads them, and the first
+    # MAX_TABLES_SIZE bytes say how many those are.
+    assert header_size(data[:MAX_TABLES_SIZE]) == header.header_size
     assert read_header(data[: header.header_size], max_pixels=2**32) == header
-    assert read_header(data[:MAX_HEADER_SIZE], max_pixels=2**32) == header
 
 
 def test_parse_accepts_bytearray_and_memoryview() -> None:
@@ -131,18 +157,27 @@ def test_golden_bytes() -> None:
     assert parse(bytes.fromhex(GOLDEN_HEX)) == (SMALL_HEADER, SMALL_STREAMS)
 
 
+def test_quality_is_the_sub_level_on_the_grid() -> None:
+    assert SMALL_HEADER.quality == 4.5
+    assert isinstance(Header(**{**_FIELDS, "level": 64}).quality, int)
+    assert Header(**{**_FIELDS, "level": 64}).quality == 5
+    assert Header(**{**_FIELDS, "level": 1}).quality == 1.0625
+    assert Header(**{**_FIELDS, "level": 4, "quality_steps": 1}).quality == 5
+
+
 def test_constants() -> None:
-    assert PREFIX_SIZE == 24
-    assert MAX_HEADER_SIZE == 60
+    assert PREFIX_SIZE == 26
+    assert MAX_TABLES_SIZE == 82
+    assert MAX_CHUNK_SIZE == 16 * 2**20
+    assert container.CHUNK_TAGS == ("ICCP", "EXIF", "XMP ")
     assert DEFAULT_MAX_PIXELS == 2**28
     assert container.MAGIC == b"QLIC"
 
 
 def test_forge_matches_pack() -> None:
     # The forging helper must agree with pack, or the rule tests below test nothing.
-    assert forge(metric_code=1, quality=7, width=3, height=2, streams=(b"zz", b"yyy")) == (
-        small_file()
-    )
+    assert forge(metric_code=1, level=56, width=3, height=2, streams=(b"zz", b"yyy"),
+                 chunks=((b"ICCP", b"icc1"),)) == small_file()
 
 
 # --- pack input validation --------------------------------------------------------------
@@ -156,8 +191,15 @@ def test_forge_matches_pack() -> None:
         ("width", True),
         ("height", -1),
         ("height", 2.0),
-        ("quality", 0),
-        ("quality", 256),
+        ("level", -1),
+        ("level", 255),
+        ("level", 1.0),
+        ("quality_steps", 0),
+        ("quality_steps", 256),
+        ("chunks", (("ICCP", b"a"), ("ICCP", b"b"))),
+        ("chunks", (("ICC ", b"a"),)),
+        ("chunks", (("EXIF", "text"),)),
+        ("chunks", [("EXIF", b"a")]),
         ("metric", "psnr"),
         ("model_hash", b"1234567"),
         ("model_hash", b"123456789"),
@@ -170,12 +212,15 @@ def test_forge_matches_pack() -> None:
     ],
 )
 def test_header_rejects_bad_field(field: str, value: object) -> None:
-    kwargs = dict(
-        width=3, height=2, quality=7, metric="mse", model_hash=HASH, stream_lengths=(1, 1)
-    )
+    kwargs = dict(_FIELDS)
     kwargs[field] = value
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=field if field != "chunks" else "chunk"):
         Header(**kwargs)
+
+
+def test_header_rejects_oversized_chunk() -> None:
+    with pytest.raises(ValueError, match="over the limit"):
+        Header(**{**_FIELDS, "chunks": (("XMP ", b"\0" * (MAX_CHUNK_SIZE + 1)),)})
 
 
 def test_pack_rejects_wrong_stream_count() -> None:
@@ -208,12 +253,13 @@ def test_max_pixels_must_be_positive() -> None:
 
 def test_forged_valid_file_parses() -> None:
     header, streams = parse(forge())
-    assert (header.width, header.height, header.quality, header.metric) == (16, 8, 10, "mse")
+    assert (header.width, header.height, header.level, header.metric) == (16, 8, 10, "mse")
+    assert header.quality == 1 + 10 / 16 and header.chunks == ()
     assert streams == [b"ab", b"cde"]
 
 
 def test_rejects_short_file() -> None:
-    message = r"^truncated: expected at least 24 bytes, got 10$"
+    message = r"^truncated: expected at least 26 bytes, got 10$"
     with pytest.raises(CorruptStreamError, match=message):
         parse(forge()[:10])
 
@@ -234,8 +280,23 @@ def test_rejects_short_non_qlic_file_as_not_qlic() -> None:
 
 
 def test_rejects_newer_version() -> None:
-    with pytest.raises(UnsupportedError, match=r"newer qlic \(format 2\); upgrade qlic"):
+    with pytest.raises(UnsupportedError, match=r"newer qlic \(format 3\); upgrade qlic"):
         parse(forge(version=FORMAT_VERSION + 1))
+
+
+def test_rejects_format_1_naming_the_release_that_reads_it() -> None:
+    # A real format-1 file: magic, version 1, msssim, quality 7, 2 streams, 3x2, hash, ...
+    old = bytes.fromhex("514c4943010107020300000002000000010203040506070802000000030000"
+                        "00d0a1c27a7a7a797979c0f4eddd")
+    message = ("^this file is qlic format 1; this qlic reads format 2: decode it with "
+               "qlic 0.1$")
+    for data in (old, old[:5]):
+        with pytest.raises(UnsupportedError, match=message):
+            parse(data)
+        with pytest.raises(UnsupportedError, match=message):
+            read_header(data)
+        with pytest.raises(UnsupportedError, match=message):
+            header_size(data)
 
 
 def test_rejects_version_zero() -> None:
@@ -248,9 +309,72 @@ def test_rejects_unknown_metric() -> None:
         parse(forge(metric_code=2))
 
 
-def test_rejects_quality_zero() -> None:
-    with pytest.raises(CorruptStreamError, match="quality 0"):
-        parse(forge(quality=0))
+def test_rejects_quality_steps_zero() -> None:
+    with pytest.raises(CorruptStreamError, match="quality steps 0"):
+        parse(forge(steps=0))
+
+
+def test_rejects_sub_level_255() -> None:
+    with pytest.raises(CorruptStreamError, match="sub-level 255"):
+        parse(forge(level=255))
+
+
+# --- metadata chunks ------------------------------------------------------------------------
+
+
+def test_chunks_round_trip_in_any_order() -> None:
+    data = forge(chunks=((b"XMP ", b"<x/>"), (b"EXIF", b"II*\x00"), (b"ICCP", b"p")))
+    header, streams = parse(data)
+    assert header.chunks == (("XMP ", b"<x/>"), ("EXIF", b"II*\x00"), ("ICCP", b"p"))
+    assert streams == [b"ab", b"cde"]
+    assert read_header(data[: header.header_size]) == header
+
+
+@pytest.mark.parametrize("tag", [b"ICC ", b"iccp", b"\x00\x00\x00\x00", b"XMP\x00", b"\xff\xfe\n\r"])
+def test_rejects_unknown_chunk_tag(tag: bytes) -> None:
+    with pytest.raises(CorruptStreamError, match="^unknown metadata chunk") as info:
+        parse(forge(chunks=((tag, b"x"),)))
+    assert "\n" not in str(info.value)
+
+
+def test_rejects_duplicate_chunk() -> None:
+    with pytest.raises(CorruptStreamError, match="'EXIF' appears twice"):
+        parse(forge(chunks=((b"EXIF", b"a"), (b"EXIF", b"b"))))
+
+
+def test_rejects_too_many_chunks() -> None:
+    data = bytearray(forge())
+    data[9] = 4
+    with pytest.raises(CorruptStreamError, match="number of metadata chunks 4"):
+        parse(bytes(data))
+
+
+def test_oversized_chunk_refused_without_allocating() -> None:
+    data = forge(chunks=((b"XMP ", b"x"),), chunk_lengths=(MAX_CHUNK_SIZE + 1,))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptStreamError, match="claims 16777217 bytes, over the limit"):
+            parse(data)
+        with pytest.raises(CorruptStreamError, match="over the limit"):
+            header_size(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
+
+
+def test_chunk_longer_than_the_file_is_truncation() -> None:
+    data = forge(chunks=((b"ICCP", b"abc"),), chunk_lengths=(MAX_CHUNK_SIZE,))
+    assert header_size(data) > len(data)
+    with pytest.raises(CorruptStreamError, match="^truncated: expected at least"):
+        parse(data)
+
+
+def test_chunk_bytes_are_covered_by_the_header_crc() -> None:
+    data = bytearray(forge(chunks=((b"EXIF", b"MM\x00*"),)))
+    data[PREFIX_SIZE + 8 + 8] ^= 1  # the first byte of the chunk's data
+    with pytest.raises(CorruptStreamError, match="header checksum"):
+        read_header(bytes(data))
 
 
 def test_rejects_zero_streams() -> None:
@@ -298,7 +422,7 @@ def test_huge_stream_lengths_refused_without_allocating() -> None:
     data = forge(lengths=(2**32 - 1, 2**32 - 1))
     tracemalloc.start()
     try:
-        with pytest.raises(CorruptStreamError, match="truncated: expected 8589934630 bytes"):
+        with pytest.raises(CorruptStreamError, match="truncated: expected 8589934632 bytes"):
             parse(data)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -308,7 +432,7 @@ def test_huge_stream_lengths_refused_without_allocating() -> None:
 
 def test_rejects_truncated_header() -> None:
     data = forge(streams=(b"",) * 8)
-    with pytest.raises(CorruptStreamError, match="truncated: expected at least 60 bytes, got 30"):
+    with pytest.raises(CorruptStreamError, match="truncated: expected at least 58 bytes, got 30"):
         parse(data[:30])
 
 
@@ -403,7 +527,7 @@ def test_arbitrary_bytes_raise_only_qlic_errors(data: bytes) -> None:
 @given(st.binary(max_size=120))
 def test_arbitrary_bytes_after_valid_magic_raise_only_qlic_errors(tail: bytes) -> None:
     # Random bytes rarely start with the magic; this reaches the deeper rules.
-    data = b"QLIC\x01" + tail
+    data = b"QLIC\x02" + tail
     try:
         parse(data)
     except QlicError:
@@ -411,7 +535,7 @@ def test_arbitrary_bytes_after_valid_magic_raise_only_qlic_errors(tail: bytes) -
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=0, max_value=44), st.binary(min_size=1, max_size=8))
+@given(st.integers(min_value=0, max_value=len(small_file())), st.binary(min_size=1, max_size=8))
 def test_overwritten_bytes_raise_only_qlic_errors(offset: int, patch: bytes) -> None:
     data = bytearray(small_file())
     data[offset : offset + len(patch)] = patch

@@ -35,8 +35,11 @@ HERE = Path(__file__).resolve().parent
 REGRESSIONS = HERE / "regressions"
 
 
-def qlic_file(model_id: bytes, width: int, height: int, streams=(b"", b""), quality=4) -> bytes:
-    header = container.Header(width=width, height=height, quality=quality, metric="mse",
+def qlic_file(model_id: bytes, width: int, height: int, streams=(b"", b""), level=48,
+              chunks=()) -> bytes:
+    """A file for the tiny model (16 sub-levels per quality: sub-level 48 is quality 4)."""
+    header = container.Header(width=width, height=height, level=level, quality_steps=16,
+                              metric="mse", chunks=chunks,
                               model_hash=model_id, stream_lengths=tuple(map(len, streams)))
     return container.pack(header, list(streams))
 
@@ -63,7 +66,7 @@ def peak_traced(fn):
 def test_tiny_file_claiming_a_huge_image_is_refused_at_once(tiny_model):
     model = api.load_model(tiny_model)
     data = qlic_file(model.model_id, 100_000, 100_000)
-    assert len(data) == 40
+    assert len(data) == 42
     exc, peak, secs = peak_traced(lambda: qlic_codec.decode(data, tiny_model))
     assert isinstance(exc, ResourceLimitError) and "--max-pixels" in str(exc)
     assert peak < 4096 and secs < 60  # no more memory than a few copies of the file
@@ -410,3 +413,81 @@ def test_thin_image_claims_are_refused_by_their_padded_area(tiny_model):
     exc, peak, secs = peak_traced(lambda: qlic_codec.decode(data, tiny_model))
     assert isinstance(exc, ResourceLimitError) and "pads to" in str(exc)
     assert peak < 1 << 20
+
+
+# ------------------------------------------------------------------------------------------
+# Format 2: quality sub-levels and metadata chunks
+
+def _cli_decode(tmp_path, data, tiny_model):
+    (tmp_path / "in.qlic").write_bytes(data)
+    result = CliRunner().invoke(cli_main, ["decode", str(tmp_path / "in.qlic"), "--model",
+                                           tiny_model, "-o", str(tmp_path / "out.png")])
+    assert not (tmp_path / "out.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("in.qlic",)]
+    return result
+
+
+def _one_error_line(result) -> str:
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, \
+        result.output
+    return lines[0]
+
+
+def test_a_sub_level_beyond_the_model_is_refused_in_one_line(tiny_model, tmp_path):
+    model = api.load_model(tiny_model)
+    good = qlic_codec.encode(synthetic_photo(20, 30), 4, tiny_model)
+    header = container.read_header(good)
+    for level, steps in ((model.network.levels, 16), (0, 1), (16, 8)):
+        bad = container.pack(
+            container.Header(width=30, height=20, level=level, quality_steps=steps,
+                             metric="mse", model_hash=model.model_id,
+                             stream_lengths=header.stream_lengths),
+            container.parse(good)[1])
+        with pytest.raises(CorruptStreamError, match="is not a level of the model"):
+            qlic_codec.decode(bad, tiny_model)
+        assert "is not a level of the model" in _one_error_line(
+            _cli_decode(tmp_path, bad, tiny_model))
+
+
+@pytest.mark.parametrize("chunks, message", [
+    (((b"ICC ", b"x"),), "unknown metadata chunk"),
+    (((b"EXIF", b"a"), (b"EXIF", b"b")), "appears twice"),
+])
+def test_bad_metadata_chunks_are_refused_in_one_line(tiny_model, tmp_path, chunks, message):
+    # Forged by hand, with valid checksums: the container's rules refuse them, not a CRC.
+    good = qlic_codec.encode(synthetic_photo(20, 30), 4, tiny_model)
+    header, streams = container.parse(good)
+    n = len(header.stream_lengths)
+    prefix = bytearray(good[:container.PREFIX_SIZE + 4 * n])
+    prefix[9] = len(chunks)
+    head = bytes(prefix) + b"".join(struct.pack("<4sI", tag, len(d)) for tag, d in chunks)
+    head += b"".join(d for _, d in chunks)
+    head += struct.pack("<I", zlib.crc32(head))
+    body = head + b"".join(streams)
+    bad = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(CorruptStreamError, match=message):
+        qlic_codec.decode(bad, tiny_model)
+    assert message in _one_error_line(_cli_decode(tmp_path, bad, tiny_model))
+
+
+def test_a_chunk_claiming_gigabytes_costs_no_memory(tiny_model):
+    good = qlic_file(api.load_model(tiny_model).model_id, 64, 64)
+    bad = bytearray(good)
+    bad[9] = 1
+    at = container.PREFIX_SIZE + 8
+    bad[at:at] = struct.pack("<4sI", b"XMP ", 2**32 - 1)
+    exc, peak, _ = peak_traced(lambda: qlic_codec.decode(bytes(bad), tiny_model))
+    assert isinstance(exc, CorruptStreamError) and "over the limit" in str(exc)
+    assert peak < 4096
+
+
+def test_a_format_1_file_names_its_version_and_the_release_that_reads_it(tiny_model,
+                                                                          tmp_path):
+    old = bytes.fromhex("514c4943010107020300000002000000010203040506070802000000030000"
+                        "00d0a1c27a7a7a797979c0f4eddd")
+    line = _one_error_line(_cli_decode(tmp_path, old, tiny_model))
+    assert line.endswith("this file is qlic format 1; this qlic reads format 2: decode it "
+                         "with qlic 0.1"), line
+    result = CliRunner().invoke(cli_main, ["info", str(tmp_path / "in.qlic")])
+    assert "format 1" in _one_error_line(result)

@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import synthetic_photo  # noqa: E402
+from qlic_codec import container  # noqa: E402
 from qlic_codec.quantize import activations, simulate, weights  # noqa: E402
 
 
@@ -135,16 +136,17 @@ def _simulated_symbols(sim, photo, quality):
 
 def _engine_symbols(path, photo, quality):
     """Pixels, z and y symbols of the integer codec (what ``api.encode`` codes)."""
-    from qlic_codec import api
+    from qlic_codec import api, quality as quality_grid
     assert photo.shape[0] % 64 == 0 and photo.shape[1] % 64 == 0  # no padding to undo
     m = api.load_model(str(path))
-    y_g, z = m.network.analysis(photo, quality - 1)
-    mean_g, _ = m.network.hyper_synthesis(z, quality - 1)
+    level = quality_grid.to_level(quality, m.network.levels, m.quality_steps)
+    y_g, z = m.network.analysis(photo, level)
+    mean_g, _ = m.network.hyper_synthesis(z, level)
     _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
     return pixels.astype(np.int64), z.astype(np.int64), m.network.symbols(y_g, mean_g)
 
 
-def _assert_engine_matches_simulation(sim, path, qualities=(1, 2)):
+def _assert_engine_matches_simulation(sim, path, qualities=(1, 1.5, 2)):
     """The integer codec against the quantized simulation it was exported from, on one photo.
 
     Asserted: every pixel within 1 code (uint8) of the simulation's; the z symbols identical;
@@ -212,6 +214,32 @@ def test_engine_matches_its_simulation(tiny_float, tmp_path):
     sim = simulate.build(tiny_float, variant, images)
     _assert_engine_matches_simulation(sim, path)
 
+
+def test_the_sub_level_grid_keeps_the_integer_levels_bit_exact(tiny_float, tmp_path):
+    """A model exported with 16 sub-levels per quality makes, at integer qualities, the
+    streams (after the header) and pixels of the same model exported with integer levels
+    only, and its rows between them interpolate: sizes grow along the grid."""
+    from qlic_codec import api
+    from qlic_codec.quantize.export import export
+
+    images = [synthetic_photo(128, 128, s) for s in range(3)]
+    grid, plain = tmp_path / "grid.qlicm", tmp_path / "plain.qlicm"
+    export(tiny_float, images, grid, {"metric": "mse"}, scale_max=32.0, quality_steps=16)
+    export(tiny_float, images, plain, {"metric": "mse"}, scale_max=32.0, quality_steps=1)
+    m = api.load_model(str(grid))
+    assert (m.network.levels, m.quality_steps, m.top_quality) == (17, 16, 2)
+    assert api.load_model(str(plain)).network.levels == 2
+    photo = synthetic_photo(64, 96, 3)
+    for quality in (1, 2):
+        with_grid, pixels = api.encode_and_reconstruct(photo, quality, str(grid))
+        without, pixels_plain = api.encode_and_reconstruct(photo, quality, str(plain))
+        header = container.read_header(with_grid).header_size
+        assert header == container.read_header(without).header_size
+        assert with_grid[header:-4] == without[header:-4]
+        np.testing.assert_array_equal(pixels, pixels_plain)
+    sizes = [len(api.encode(photo, 1 + k / 16, str(grid))) for k in range(17)]
+    assert sizes[0] < sizes[8] < sizes[16], sizes
+    assert len(set(sizes)) > 8, sizes  # the sub-levels are distinct rows, not copies
 
 def test_gdn_row_with_negligible_gamma_keeps_its_beta(tiny_float, tmp_path):
     """A GDN row whose gamma is tiny next to its beta (a channel that barely normalises) must
@@ -453,3 +481,39 @@ def test_finetune_rounds_weights_on_the_exporters_folded_grid(transposed):
     # ... and the simulation's folded rounding is the same grid.
     from qlic_codec.quantize.simulate import fold_quantize
     np.testing.assert_allclose(fold_quantize(w, in_step, out_axis), expect, rtol=1e-9, atol=0)
+
+
+def test_regrid_gives_a_model_of_levels_the_grid_an_export_would_give(tiny_float, tmp_path):
+    """``quantize.regrid`` derives the sub-levels' heads from the levels' own: the integer
+    levels keep theirs bit for bit, and the sub-levels are those of an export with the grid
+    (rescales within a relative 1e-6, scale-index offsets within one unit)."""
+    from qlic_codec import modelfile
+    from qlic_codec.quantize import export, regrid
+    images = [synthetic_photo(128, 128, s) for s in range(2)]
+    export.export(tiny_float, images, tmp_path / "plain.qlicm", {"metric": "mse"},
+                  scale_max=32.0, quality_steps=1)
+    export.export(tiny_float, images, tmp_path / "grid.qlicm", {"metric": "mse"},
+                  scale_max=32.0, quality_steps=4)
+    regrid.main([str(tmp_path / "plain.qlicm"), "-o", str(tmp_path / "regrid.qlicm"),
+                 "--quality-steps", "4"])
+    _, plain_arrays, _ = modelfile.read(tmp_path / "plain.qlicm")
+    grid_manifest, grid, _ = modelfile.read(tmp_path / "grid.qlicm")
+    re_manifest, re, _ = modelfile.read(tmp_path / "regrid.qlicm")
+    assert re_manifest["levels"] == grid_manifest["levels"] == 5
+    assert re_manifest["quality_steps"] == 4
+    for key in ("y", "mean", "ys"):
+        mult, shift = re[f"head.{key}.mult"], re[f"head.{key}.shift"]
+        np.testing.assert_array_equal(mult[::4], plain_arrays[f"head.{key}.mult"])
+        np.testing.assert_array_equal(shift[::4], plain_arrays[f"head.{key}.shift"])
+        real = mult / 2.0**shift
+        want = grid[f"head.{key}.mult"] / 2.0**grid[f"head.{key}.shift"]
+        assert np.allclose(real, want, rtol=1e-6, atol=0), key
+    offset = re["head.scale.offset"]
+    np.testing.assert_array_equal(offset[::4], plain_arrays["head.scale.offset"])
+    assert np.abs(offset - grid["head.scale.offset"]).max() <= 1
+    # Everything else is the plain export's.
+    for name, a in plain_arrays.items():
+        if not name.startswith(("head.y.", "head.mean.", "head.ys.", "head.scale.offset")):
+            np.testing.assert_array_equal(re[name], a)
+    with pytest.raises(SystemExit, match="already has a sub-level grid"):
+        regrid.main([str(tmp_path / "grid.qlicm"), "-o", str(tmp_path / "again.qlicm")])

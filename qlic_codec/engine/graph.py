@@ -1,6 +1,7 @@
 """The integer network: g_a, h_a, h_s and g_s run from an in-memory model spec.
 
-Data flow (all integers; ``q`` is the quality level, 0-based)::
+Data flow (all integers; ``q`` is the quality sub-level, 0-based: a row of every per-level
+head, ``quality_steps`` rows per unit of quality in the model file)::
 
     pixels - 128 (int8) --g_a--> acc_y (int32) --head.y[q]----> y_g   (y * gain, fixed point)
                                       |
@@ -12,6 +13,9 @@ Data flow (all integers; ``q`` is the quality level, 0-based)::
     symbol = round(y_g - mean_g)           (integer, coded with the scale index's table)
     y_g_hat = symbol + mean_g --head.ys[q]--> int16 codes of y_g_hat/gain --g_s--> acc_x
     acc_x --head.pixel--> uint8
+
+Only the heads marked ``[q]`` depend on the level: an encoder trying several levels runs g_a,
+h_a and h_s once (``analysis_accumulators``, ``hyper_accumulators``) and the heads per level.
 
 ``y_g`` and ``mean_g`` carry ``mean_bits`` fractional bits, so the reconstruction keeps the
 predicted mean's fraction and the zero-mean tables fit the symbols.
@@ -323,10 +327,18 @@ class IntegerNetwork:
 
     def analysis(self, pixels: np.ndarray, level: int):
         """uint8 (H, W, 3), H and W multiples of 64 -> (fixed-point y_g int32, z int32)."""
+        acc_y, z = self.analysis_accumulators(pixels)
+        return self.y_head(acc_y, level), z
+
+    def analysis_accumulators(self, pixels: np.ndarray):
+        """The part of the analysis that no quality level changes: uint8 (H, W, 3) ->
+        (g_a's int32 accumulators of y (H/16, W/16, M), z int32 (H/64, W/64, N)).
+
+        The hyper-analysis reads the un-gained y, so z is the same at every level; an
+        encoder that tries several levels runs this once (``y_head`` per level).
+        """
         x = (pixels.astype(np.int16) - 128).astype(np.int8)
         acc_y = self._run("g_a", x)
-        cy = self.clamps["y"]
-        y_g = self._head(acc_y, "y", level, -cy, cy)
         # |acc_y| < 2**31 and |offset| <= 2**30: the difference is exact in int64; clamping it
         # to int32 only saturates codes that are already at +-127.
         centred = np.clip(acc_y.astype(np.int64) - self.heads["ha_in.offset"],
@@ -335,19 +347,27 @@ class IntegerNetwork:
         acc_z = self._run("h_a", ha_in)
         cz = self.clamps["z"]
         z = self._head(acc_z, "z", None, -cz, cz)
-        return y_g, z
+        return acc_y, z
+
+    def y_head(self, acc_y: np.ndarray, level: int) -> np.ndarray:
+        """g_a's accumulators -> fixed-point y_g = y * gain of ``level`` (int32)."""
+        cy = self.clamps["y"]
+        return self._head(acc_y, "y", level, -cy, cy)
+
+    def hyper_synthesis(self, z: np.ndarray, level: int):
+        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
+        return self.hyper_heads(self.hyper_accumulators(z), level)
 
     def hyper_accumulators(self, z: np.ndarray) -> np.ndarray:
-        """z int32 (h, w, N) -> the hyper-synthesis' int32 accumulators (4h, 4w, 2M), which
-        do not depend on the quality level."""
+        """z int32 (h, w, N) -> h_s's int32 accumulators (4h, 4w, 2M), the same at every
+        level (h_s predicts un-gained parameters)."""
         cz = self.clamps["z"]
         # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
         z16 = np.clip(z, -cz, cz).astype(np.int16)
         return self._run("h_s", z16)
 
-    def hyper_synthesis(self, z: np.ndarray, level: int):
-        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
-        acc = self.hyper_accumulators(z)
+    def hyper_heads(self, acc: np.ndarray, level: int):
+        """h_s's accumulators -> (fixed-point mean_g int32, scale index int32) of ``level``."""
         M, cy = self.M, self.clamps["y"]
         mean_g = self._head(np.ascontiguousarray(acc[..., :M]), "mean", level, -cy, cy)
         index = self.k.scale_index(np.ascontiguousarray(acc[..., M:]),

@@ -53,6 +53,10 @@ ACT_MAX = 127
 LEAKY_SHIFT = 16
 GDN_SHIFT = 16
 Y_CLAMP = 16383 << MEAN_BITS
+# Sub-levels per unit of quality: -q 4.5 and the --target-size search pick a row of every
+# per-level head. 16 steps put neighbouring sub-levels about 2% apart in rate, finer than the
+# 3% a size target must land within; 113 rows of heads add about 0.7 MB to a model of 8 MB.
+QUALITY_STEPS = 16
 
 
 def _engine_layout(module) -> np.ndarray:
@@ -201,17 +205,35 @@ def _int16_input_range(module, scale_for) -> int:
     raise ValueError("no int16 input range satisfies the overflow bound")
 
 
+def quality_grid(levels: int, steps: int) -> torch.Tensor:
+    """0-based fractional levels of the sub-level grid: 0, 1/steps, ..., levels - 1.
+
+    Every ``steps``-th entry is an integer level, whose gains (and so heads and bytes) are
+    those of a model exported without a grid: ``(k * steps) / steps`` is exactly ``k``, and
+    the gains are computed per entry (checked against the bundled models' checkpoints: the
+    rows of the integer levels are bit for bit those of the export without a grid).
+    """
+    return torch.arange((levels - 1) * steps + 1, dtype=torch.float64) / steps
+
+
 def build(model, amax: dict, quants: dict, card: dict,
-          scale_max: float = SCALE_MAX) -> tuple[dict, dict]:
+          scale_max: float = SCALE_MAX,
+          quality_steps: int = QUALITY_STEPS) -> tuple[dict, dict]:
     """Manifest and arrays of the integer model (see ``engine.graph``).
 
     ``amax``: ranges of the wide latents (``calibrate``); ``quants``: the fitted quantizer of
     every 8-bit activation (``simulate.fit_quants``); ``scale_max`` bounds the largest entropy
-    table (small test models use a smaller one).
+    table (small test models use a smaller one). ``quality_steps``: sub-levels per unit of
+    quality; every per-level head gets a row per sub-level, with the float model's gains
+    interpolated geometrically between the trained levels (``MeanScaleHyperprior.gains``).
     """
     b = _Builder(model, quants)
-    L, M, N = model.levels, model.M, model.N
-    gains = model.gains(torch.arange(L).double()).detach().double().numpy()  # (L, M)
+    M, N = model.M, model.N
+    if not 1 <= quality_steps or (model.levels - 1) * quality_steps + 1 > 255:
+        raise ValueError(f"{model.levels} levels of {quality_steps} steps make more than the "
+                         "255 sub-levels a .qlic header can name")
+    gains = model.gains(quality_grid(model.levels, quality_steps)).detach().double().numpy()
+    L = gains.shape[0]  # (L, M): one row per sub-level
 
     # g_a: codes are pixel - 128 at scale 1/255; the +128 folds into the bias, and padding
     # with code -128 is padding with a zero pixel, as in the float model.
@@ -287,7 +309,7 @@ def build(model, amax: dict, quants: dict, card: dict,
         arrays[f"entropy.{key}.offsets"] = t.offsets
 
     manifest = {
-        "format": "qlic-model", "N": N, "M": M, "levels": L,
+        "format": "qlic-model", "N": N, "M": M, "levels": L, "quality_steps": quality_steps,
         "metric": card.get("metric", "mse"),
         "leaky": [int(round(LEAKY_SLOPE * 2**LEAKY_SHIFT)), LEAKY_SHIFT],
         "mean_bits": MEAN_BITS,
@@ -304,13 +326,14 @@ def build(model, amax: dict, quants: dict, card: dict,
 
 def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
            method: str = ACT_METHOD, mean_removed: bool = True,
-           learned: dict | None = None) -> bytes:
+           learned: dict | None = None, quality_steps: int = QUALITY_STEPS) -> bytes:
     """Calibrate on ``images``, build and write the model file; returns its id.
 
     ``method``/``mean_removed``: how the 8-bit activation ranges are fitted (see
     ``activations.fit``); the defaults are the study's choice (benchmarks/quant.py).
     ``learned``: per-tensor quantizers trained by the quantization-aware fine-tune
-    (``finetune.ranges_from_meta``), used instead of fitted ones.
+    (``finetune.ranges_from_meta``), used instead of fitted ones. ``quality_steps``: see
+    ``build``.
     """
     amax = calibrate(model, images)
     if learned is not None:
@@ -322,7 +345,7 @@ def export(model, images, path, card: dict, scale_max: float = SCALE_MAX,
                                      mean_removed=mean_removed)
         card = {**card, "activations": {"method": method, "per_channel": True,
                                         "mean_removed_y": bool(mean_removed)}}
-    manifest, arrays = build(model, amax, quants, card, scale_max)
+    manifest, arrays = build(model, amax, quants, card, scale_max, quality_steps)
     # The loader's checks (overflow bound of every layer, ranges, shapes) run before the file
     # is written, so an export that would be refused fails here instead.
     IntegerNetwork(ModelSpec(manifest, arrays), kernels=reference)
@@ -335,6 +358,9 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--data", default=None)
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
+    p.add_argument("--quality-steps", type=int, default=QUALITY_STEPS,
+                   help="sub-levels per unit of quality (fractional -q and --target-size); "
+                        "1 gives the integer levels only")
     p.add_argument("--recalibrate", action="store_true",
                    help="fit activation ranges on the calibration crops even when the "
                         "checkpoint carries ranges learned by its fine-tune")
@@ -349,7 +375,8 @@ def main(argv=None) -> int:
     from ..train.card import card_meta
     card = {"source": Path(args.checkpoint).name, **card_meta(meta)}
     try:
-        mid = export(model, images, args.output, card, learned=learned)
+        mid = export(model, images, args.output, card, learned=learned,
+                     quality_steps=args.quality_steps)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {args.output} (id {mid.hex()})")

@@ -32,7 +32,9 @@ def layer(manifest, name):
 
 def test_tiny_model_loads(tiny_spec):
     net = IntegerNetwork(ModelSpec(*tiny_spec))
-    assert (net.N, net.M, net.levels) == (16, 24, 8)
+    # 8 trained levels on a grid of 16 sub-levels per quality: 7 * 16 + 1 rows of heads.
+    assert (net.N, net.M, net.levels) == (16, 24, 113)
+    assert tiny_spec[0]["quality_steps"] == 16
     assert set(net.layers) == set(TRANSFORMS)
     assert [d["op"] for d in net.layers["g_a"]] == ["conv", "gdn"] * 3 + ["conv"]
     assert [d["op"] for d in net.layers["g_s"]] == ["deconv", "igdn"] * 3 + ["deconv"]
@@ -53,7 +55,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("level", [0, 7])
+@pytest.mark.parametrize("level", [0, 56, 112])
 def test_reference_and_numba_kernels_agree(networks, level):
     fast, slow = networks
     assert slow.k is reference and fast.k is not reference
@@ -84,7 +86,7 @@ def test_outputs_differ_between_levels(networks):
     fast, _ = networks
     pixels = synthetic_photo(64, 64, seed=5)
     y0, z0 = fast.analysis(pixels, 0)
-    y7, z7 = fast.analysis(pixels, 7)
+    y7, z7 = fast.analysis(pixels, 112)
     assert np.array_equal(z0, z7)  # the hyperprior sees the un-gained latent
     assert np.abs(y7).sum() > np.abs(y0).sum()
 

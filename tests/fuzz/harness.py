@@ -34,6 +34,7 @@ if str(TESTS) not in sys.path:
 from conftest import TINY_MODEL, synthetic_photo  # noqa: E402
 
 from qlic_codec import api, container  # noqa: E402
+from qlic_codec.metadata import Metadata  # noqa: E402
 from qlic_codec.errors import QlicError  # noqa: E402
 
 # The decoder under fuzzing refuses images above this many pixels, so that a mutated width
@@ -41,7 +42,7 @@ from qlic_codec.errors import QlicError  # noqa: E402
 FUZZ_MAX_PIXELS = 2**16
 
 # (height, width, quality) of the seed streams: one block, several blocks, odd sizes.
-SEED_IMAGES = ((1, 1, 1), (16, 24, 4), (64, 64, 8), (72, 80, 1), (33, 130, 6), (70, 64, 3))
+SEED_IMAGES = ((1, 1, 1), (16, 24, 4.5), (64, 64, 8), (72, 80, 1), (33, 130, 6), (70, 64, 3))
 
 _INTERESTING_U32 = (0, 1, 2, 3, 4, 7, 8, 63, 64, 65, 127, 128, 255, 256, 1023, 1024, 4095,
                     4096, 16000, 65535, 65536, 100000, 2**24, 2**28, 2**31 - 1, 2**31,
@@ -59,10 +60,15 @@ def model_bytes(path: Path | str = TINY_MODEL) -> bytes:
     return Path(path).read_bytes()
 
 
+# Metadata carried by some seeds, so that mutations reach the chunk rules.
+SEED_METADATA = (None, Metadata(icc=b"\0\0\x02\x0cprofile", exif=b"MM\0*\0\0\0\x08\0\0"),
+                 None, Metadata(xmp=b"<x:xmpmeta/>"), None, None)
+
+
 def make_seed_streams(model_path: str = str(TINY_MODEL)) -> list[bytes]:
     """Real ``.qlic`` files: synthetic photos encoded with the tiny model."""
-    return [api.encode(synthetic_photo(h, w, seed=i), q, model_path)
-            for i, (h, w, q) in enumerate(SEED_IMAGES)]
+    return [api.encode(synthetic_photo(h, w, seed=i), q, model_path, metadata=meta)
+            for i, ((h, w, q), meta) in enumerate(zip(SEED_IMAGES, SEED_METADATA))]
 
 
 # ------------------------------------------------------------------------------------------
@@ -71,13 +77,12 @@ def make_seed_streams(model_path: str = str(TINY_MODEL)) -> list[bytes]:
 def reseal_qlic(data: bytes) -> bytes:
     """Recompute the header CRC32 and the file CRC32 wherever the layout allows it."""
     b = bytearray(data)
-    if len(b) >= container.PREFIX_SIZE:
-        n = b[7]
-        hs = container.PREFIX_SIZE + 4 * n + 4
-        if 1 <= n <= container.MAX_STREAMS and len(b) >= hs:
-            struct.pack_into("<I", b, hs - 4, zlib.crc32(bytes(b[: hs - 4])))
-            if len(b) >= hs + 4:
-                struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[:-4])))
+    layout = _qlic_layout(bytes(b))
+    if layout is not None:
+        hs = layout[1]
+        struct.pack_into("<I", b, hs - 4, zlib.crc32(bytes(b[: hs - 4])))
+        if len(b) >= hs + 4:
+            struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[:-4])))
     return bytes(b)
 
 
@@ -132,13 +137,23 @@ def mutate_bytes(data: bytes, rng: random.Random, lo: int = 0, hi: int | None = 
 # ------------------------------------------------------------------------------------------
 # .qlic mutations
 
+# Offsets in the fixed prefix of a format-2 file (container.py's table).
+_STREAMS_AT, _CHUNKS_AT = 8, 9
+
+
 def _qlic_layout(b: bytes):
-    """(n_streams, header_size, stream lengths) if the header layout is intact, else None."""
+    """(n_streams, header_size, stream lengths) if the header layout is intact, else None;
+    the header size counts the metadata chunks and the header CRC."""
     if len(b) < container.PREFIX_SIZE:
         return None
-    n = b[7]
-    hs = container.PREFIX_SIZE + 4 * n + 4
-    if not 1 <= n <= container.MAX_STREAMS or len(b) < hs:
+    n, c = b[_STREAMS_AT], b[_CHUNKS_AT]
+    tables = container.PREFIX_SIZE + 4 * n + 8 * c
+    if not 1 <= n <= container.MAX_STREAMS or c > container.MAX_CHUNKS or len(b) < tables:
+        return None
+    chunk_bytes = sum(struct.unpack_from("<I", b, container.PREFIX_SIZE + 4 * n + 8 * i + 4)[0]
+                      for i in range(c))
+    hs = tables + chunk_bytes + 4
+    if len(b) < hs:
         return None
     return n, hs, list(struct.unpack_from(f"<{n}I", b, container.PREFIX_SIZE))
 
@@ -157,16 +172,25 @@ def _mutate_qlic(data: bytes, rng: random.Random) -> bytes:
         return mutate_bytes(data, rng)
     n, hs, lengths = layout
     b = bytearray(data)
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:  # width / height
-        field = rng.choice((8, 12))
+        field = rng.choice((10, 14))
         v = rng.choice(_INTERESTING_U32 + (rng.randrange(1, 600),))
         struct.pack_into("<I", b, field, v)
-    elif kind == 1:  # version, metric, quality, stream count
-        field = rng.choice((4, 5, 6, 7))
-        b[field] = rng.choice((0, 1, 2, 3, 7, 8, 9, 255, rng.randrange(256)))
+    elif kind == 1:  # version, metric, quality steps and sub-level, stream and chunk counts
+        field = rng.choice((4, 5, 6, 7, 8, 9))
+        b[field] = rng.choice((0, 1, 2, 3, 7, 8, 9, 16, 112, 113, 255, rng.randrange(256)))
     elif kind == 2:  # model hash
-        b[16 + rng.randrange(8)] ^= 1 << rng.randrange(8)
+        b[18 + rng.randrange(8)] ^= 1 << rng.randrange(8)
+    elif kind == 12:  # a metadata chunk: known or not, repeated, lying about its length
+        c = b[_CHUNKS_AT]
+        tag = rng.choice((b"ICCP", b"EXIF", b"XMP ", b"ICC ", b"\0\0\0\0", b"exif"))
+        body = bytes(rng.randrange(256) for _ in range(rng.choice((0, 1, 7, 64))))
+        length = rng.choice((len(body), len(body), len(body) + 1, 2**24, 2**24 + 1, 2**32 - 1))
+        table_end = container.PREFIX_SIZE + 4 * n + 8 * c
+        b[hs - 4:hs - 4] = body
+        b[table_end:table_end] = struct.pack("<4sI", tag, length)
+        b[_CHUNKS_AT] = c + 1
     elif kind == 3:  # a stream length field, without moving bytes
         i = rng.randrange(n)
         v = rng.choice(_INTERESTING_U32 + (lengths[i] + rng.randint(-8, 8),)) % 2**32
@@ -203,13 +227,14 @@ def _mutate_qlic(data: bytes, rng: random.Random) -> bytes:
                                 bytes(rng.randrange(256) for _ in range(extra)))
             b[start:start + lengths[i]] = new
             struct.pack_into("<I", b, container.PREFIX_SIZE + 4 * i, len(new) % 2**32)
-    else:  # add or drop a stream
+    else:  # add or drop a stream (its length field goes after the last stream length)
+        at = container.PREFIX_SIZE + 4 * n
         if rng.random() < 0.5 and n < 255:
-            b[7] = n + 1
-            b[hs - 4:hs - 4] = struct.pack("<I", rng.choice((0, 4, 8)))
+            b[_STREAMS_AT] = n + 1
+            b[at:at] = struct.pack("<I", rng.choice((0, 4, 8)))
         elif n > 1:
-            b[7] = n - 1
-            del b[hs - 8:hs - 4]
+            b[_STREAMS_AT] = n - 1
+            del b[at - 4:at]
     return bytes(b)
 
 
@@ -482,8 +507,9 @@ def _encode_with(m, rgb, level) -> bytes:
                               m.z_tables)
     y_sym = m.network.symbols(y_g, mean_g)
     ys = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
-    header = container.Header(width=rgb.shape[1], height=rgb.shape[0], quality=level + 1,
-                              metric=m.metric, model_hash=m.model_id,
+    header = container.Header(width=rgb.shape[1], height=rgb.shape[0], level=level,
+                              quality_steps=m.quality_steps, metric=m.metric,
+                              model_hash=m.model_id,
                               stream_lengths=(len(zs), len(ys)))
     return container.pack(header, [zs, ys])
 

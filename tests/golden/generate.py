@@ -8,10 +8,11 @@ diff of ``expected.json``, and say why in the commit.
 By default the command keeps the committed tiny model (``tiny-mse.qlicm``) and recomputes
 ``expected.json`` from it with the codec as it is now; a committed model of model format 1 is
 first rewritten in format 2 with the same weights (``upgrade_format_1``), so the decoded
-pixels stay the same and only the model id, hence the stream bytes, change. ``--new-model`` also exports a new tiny
-model from its seed with the exporter as it is now (every hash changes; the committed model
-predates the 8 fractional bits of the means, so it is not what the exporter makes today). The
-tiny model has random weights and large gains so that its latents are non-trivial; it is a
+pixels stay the same and only the model id, hence the stream bytes, change. ``--new-model``
+also exports new tiny models from their seeds with the exporter as it is now (every hash
+changes). They were last made so when the model files gained the sub-level grid (16
+sub-levels per quality). The tiny model has random weights and large gains so that its
+latents are non-trivial; it is a
 test fixture, not a codec. ``--out DIR`` writes to another folder instead, to see what a
 regeneration would produce without touching the committed files.
 """
@@ -26,9 +27,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-# What the golden test encodes: the image and the quality levels.
+# What the golden test encodes: the image and the qualities (4.5: a sub-level between two
+# trained levels).
 IMAGE_SHAPE, IMAGE_SEED = (72, 80), 7
-QUALITIES = (1, 4, 8)
+QUALITIES = (1, 4, 4.5, 8)
 
 
 def make_tiny_model(path: Path) -> None:

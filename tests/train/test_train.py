@@ -274,7 +274,9 @@ def test_export_and_round_trip(trained, tmp_path):
 
     loaded = api.load_model(str(path))
     assert loaded.model_id == mid and loaded.metric == "mse"
-    assert (loaded.network.N, loaded.network.M, loaded.network.levels) == (8, 12, 2)
+    # 2 trained levels on the exporter's grid of 16 sub-levels per quality: 17 rows.
+    assert (loaded.network.N, loaded.network.M, loaded.network.levels) == (8, 12, 17)
+    assert (loaded.quality_steps, loaded.top_quality) == (16, 2)
 
     image = synthetic_photo(50, 70, 3)
     sizes = []
