@@ -21,7 +21,7 @@ from .entropy import coder
 from .entropy.tables import CdfTables
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
                      ModelFileError, ResourceLimitError)
-from .padding import crop, pad_to_multiple
+from .padding import crop, pad_to_multiple  # noqa: F401  (api.pad_to_multiple)
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS
 DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
@@ -122,11 +122,11 @@ def _encode(rgb, quality, model, reconstruct):
     if padded_pixels(height, width) > padded_limit(container.DEFAULT_MAX_PIXELS):
         raise ResourceLimitError(f"{width}x{height} pads to more than "
                                  f"{container.DEFAULT_MAX_PIXELS} pixels")
-    padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
-    y_g, z = m.network.analysis(padded, level)
-    mean_g, index = m.network.hyper_synthesis(z, level)
+    # The analysis pads the image band by band, and the symbols replace y_g as h_s runs:
+    # no padded copy of the image and no second latent tensor.
+    y_g, z = m.network.analysis(np.ascontiguousarray(rgb), level)
+    y_sym, index, mean_g = m.network.code_latents(y_g, z, level, means=reconstruct)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
-    y_sym = m.network.symbols(y_g, mean_g)
     y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
     header = container.Header(width=width, height=height, quality=level + 1, metric=m.metric,
                               model_hash=m.model_id,
@@ -134,7 +134,7 @@ def _encode(rgb, quality, model, reconstruct):
     data = container.pack(header, [z_stream, y_stream])
     if not reconstruct:
         return data, None
-    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
+    pixels = m.network.synthesis_of_symbols(y_sym, mean_g, z, level)
     return data, crop(pixels, height, width)
 
 
@@ -180,9 +180,13 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
                     z_stream: bytes, y_stream: bytes) -> np.ndarray:
     # The decoder's stages, in order; benchmarks/speed.py times each of them.
     z = decode_z_stream(m, header, z_stream)
-    mean_g, index = m.network.hyper_synthesis(z, level)
+    # An image that fits one band keeps the means of h_s; a larger one computes them again
+    # band by band in the synthesis, so they never exist whole beside the symbols.
+    one_band = m.network.synthesis_band_rows(z.shape) >= BLOCK * z.shape[0]
+    mean_g, index = m.network.hyper_synthesis(z, level, means=one_band)
     y_sym = decode_y_stream(m, y_stream, index)
-    pixels = m.network.synthesis(m.network.reconstruct(y_sym, mean_g), level)
+    del index
+    pixels = m.network.synthesis_of_symbols(y_sym, mean_g, z, level)
     return crop(pixels, header.height, header.width)
 
 
