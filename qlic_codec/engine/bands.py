@@ -22,10 +22,10 @@ an image whose transform fits the budget runs as one band, exactly as before.
 import numpy as np
 
 # The activations of one band (a layer's input, its padded copy inside the kernel and its
-# output) stay near this; the widest image the pixel limit allows still runs in bands of a
-# few rows. Larger bands recompute fewer halo rows: at 64 MiB a 3840-pixel-wide synthesis
-# runs in bands of 64 rows (see benchmarks/README.md for what that costs).
-BAND_BYTES = 64 * 2**20
+# output) stay near this. Larger bands recompute fewer halo rows; at this size a 768x512
+# image runs every transform as one band, as before, and a 12000-pixel-wide one in bands of
+# a few dozen pixel rows (benchmarks/README.md has what that costs).
+BAND_BYTES = 128 * 2**20
 
 
 def output_rows(layer: dict, rows: int) -> int:
@@ -111,10 +111,13 @@ def alignment(layers: list) -> int:
 
 
 def band_height(layers: list, rows: int, width: int, channels: int, in_bytes: int,
-                budget: int = BAND_BYTES) -> int:
+                budget: int | None = None) -> int:
     """The most output rows per band (a multiple of ``alignment``) whose activations fit
-    ``budget``, measured on a band in the middle of the image (halos on both sides); all of
-    them when the whole transform fits."""
+    ``budget`` (None: ``BAND_BYTES``, read at each call so that tests can shrink it),
+    measured on a band in the middle of the image (halos on both sides); all of them when
+    the whole transform fits. ``rows``, ``width`` and ``channels`` are the transform's input
+    shape, ``in_bytes`` the bytes of an input code."""
+    budget = BAND_BYTES if budget is None else budget
     out_rows = rows
     for layer in layers:
         out_rows = output_rows(layer, out_rows)

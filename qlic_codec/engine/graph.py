@@ -360,14 +360,21 @@ class IntegerNetwork:
         self._in_bands("h_a", ha_in.shape, 1, lambda a, b: ha_in[a:b], z_head, band_rows)
         return y_g, z
 
+    @property
+    def index_dtype(self):
+        """The scale indexes' dtype: the narrowest that holds ``y_levels`` (they are stored
+        for the whole image while the symbols are coded)."""
+        return np.uint8 if self.y_levels <= 256 else np.uint16
+
     def hyper_synthesis(self, z: np.ndarray, level: int, band_rows: int | None = None,
                         means: bool = True):
-        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32).
+        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index
+        (``index_dtype``)).
 
         h_s runs in bands (``band_rows`` as for ``analysis``): its 2M channels of int32
         accumulators never exist whole. ``means`` False returns None for ``mean_g``
         (``synthesis_of_symbols`` computes the means again, band by band)."""
-        index = np.empty((4 * z.shape[0], 4 * z.shape[1], self.M), np.int32)
+        index = np.empty((4 * z.shape[0], 4 * z.shape[1], self.M), self.index_dtype)
         mean_g = np.empty(index.shape, np.int32) if means else None
 
         def store(lo, mean_rows, index_rows):
@@ -410,7 +417,7 @@ class IntegerNetwork:
         The symbols (``symbols``) overwrite ``y_g`` band by band as h_s predicts the means,
         so that neither the means (unless ``means``) nor a second latent tensor exists
         whole."""
-        index = np.empty(y_g.shape, np.int32)
+        index = np.empty(y_g.shape, self.index_dtype)
         mean_g = np.empty(y_g.shape, np.int32) if means else None
 
         def code(lo, mean_rows, index_rows):
