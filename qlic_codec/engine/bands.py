@@ -86,8 +86,8 @@ def _code_bytes(layer: dict, last: bool) -> int:
 
 def band_bytes(layers: list, rows: int, width: int, channels: int, in_bytes: int, lo: int,
                hi: int) -> int:
-    """Bytes of the largest layer of a band: its input, the kernel's padded int16 copy of
-    the input and its output."""
+    """Bytes of the largest layer of a band: its input, a convolution's padded copy of the
+    input (int16 on the portable and AVX2 paths) and its output."""
     need = spans(layers, rows, lo, hi)
     peak = 0
     for i, layer in enumerate(layers):
@@ -97,7 +97,9 @@ def band_bytes(layers: list, rows: int, width: int, channels: int, in_bytes: int
         out_bytes = _code_bytes(layer, i == len(layers) - 1)
         computed = output_rows(layer, b - a)
         x = (b - a) * width * channels
-        peak = max(peak, x * (in_bytes + 2) + computed * out_width * out_channels * out_bytes)
+        padded = 2 if layer["op"] in ("conv", "deconv") else 0
+        peak = max(peak, x * (in_bytes + padded)
+                   + computed * out_width * out_channels * out_bytes)
         width, channels, in_bytes = out_width, out_channels, out_bytes
     return peak
 

@@ -43,6 +43,8 @@ _GDN_SHIFT_MAX = 30
 _RESAMPLING = {"g_a": (4, 0), "h_a": (2, 0), "h_s": (0, 2), "g_s": (0, 4)}
 # The analysis pads images to multiples of g_a's and h_a's downsampling together.
 _BLOCK = 64
+# Latents a head's NumPy arithmetic (int64) works on at a time.
+_HEAD_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -420,9 +422,14 @@ class IntegerNetwork:
         index = np.empty(y_g.shape, self.index_dtype)
         mean_g = np.empty(y_g.shape, np.int32) if means else None
 
+        # ``symbols`` works in int64: a few rows at a time keep its temporaries small.
+        step = max(1, _HEAD_ELEMENTS // (y_g.shape[1] * y_g.shape[2]))
+
         def code(lo, mean_rows, index_rows):
+            for a in range(0, len(mean_rows), step):
+                rows = slice(lo + a, lo + min(a + step, len(mean_rows)))
+                y_g[rows] = self.symbols(y_g[rows], mean_rows[a: a + step])
             rows = slice(lo, lo + len(mean_rows))
-            y_g[rows] = self.symbols(y_g[rows], mean_rows)
             index[rows] = index_rows
             if mean_g is not None:
                 mean_g[rows] = mean_rows
