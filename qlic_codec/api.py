@@ -21,7 +21,7 @@ from .entropy import coder
 from .entropy.tables import CdfTables
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
                      ModelFileError, ResourceLimitError)
-from .padding import crop, pad_to_multiple  # noqa: F401  (api.pad_to_multiple)
+from .padding import pad_to_multiple  # noqa: F401  (api.pad_to_multiple)
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS
 DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
@@ -134,8 +134,7 @@ def _encode(rgb, quality, model, reconstruct):
     data = container.pack(header, [z_stream, y_stream])
     if not reconstruct:
         return data, None
-    pixels = m.network.synthesis_of_symbols(y_sym, mean_g, z, level)
-    return data, crop(pixels, height, width)
+    return data, m.network.synthesis_of_symbols(y_sym, mean_g, z, level, size=(height, width))
 
 
 def _model_for(header: container.Header, model: str | None) -> LoadedModel:
@@ -186,8 +185,8 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
     mean_g, index = m.network.hyper_synthesis(z, level, means=one_band)
     y_sym = decode_y_stream(m, y_stream, index)
     del index
-    pixels = m.network.synthesis_of_symbols(y_sym, mean_g, z, level)
-    return crop(pixels, header.height, header.width)
+    return m.network.synthesis_of_symbols(y_sym, mean_g, z, level,
+                                          size=(header.height, header.width))
 
 
 def decode_z_stream(m: LoadedModel, header: container.Header, z_stream: bytes) -> np.ndarray:

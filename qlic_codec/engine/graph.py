@@ -485,11 +485,13 @@ class IntegerNetwork:
         return bands.band_height(self.layers["g_s"], h, w, self.M, 2)
 
     def synthesis_of_symbols(self, symbols: np.ndarray, mean_g: np.ndarray | None,
-                             z: np.ndarray, level: int,
-                             band_rows: int | None = None) -> np.ndarray:
+                             z: np.ndarray, level: int, band_rows: int | None = None,
+                             size: tuple | None = None) -> np.ndarray:
         """``synthesis(reconstruct(symbols, mean_g))`` band by band; with ``mean_g`` None, h_s
         computes each band's means again from ``z``, so that they never exist whole (it
-        costs a second h_s, worth it only for images that need several bands)."""
+        costs a second h_s, worth it only for images that need several bands). ``size``
+        (height, width) crops the pixels as the bands are written (``padding.crop``), so
+        that the padded image is never copied."""
         if band_rows is None:
             band_rows = self.synthesis_band_rows(z.shape)
         z16 = self._z_codes(z) if mean_g is None else None
@@ -503,10 +505,13 @@ class IntegerNetwork:
             return self.reconstruct(symbols[a:b], self._mean_head(acc, level))
 
         cys = self.clamps["ys"]
-        pixels = np.empty((16 * rows, 16 * symbols.shape[1], 3), np.uint8)
+        height, width = size or (16 * rows, 16 * symbols.shape[1])
+        pixels = np.empty((height, width, 3), np.uint8)
 
         def pixel_head(lo, acc):
-            pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
+            if lo < height:
+                acc = np.ascontiguousarray(acc[: height - lo, :width])
+                pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
 
         def codes(a, b):
             # reconstruct() clamps to the range of the clamp in synthesis().

@@ -119,6 +119,10 @@ def _whole_and_banded(net, pixels, level, band_rows):
                                                          band_rows=band_rows)))
     pairs.append((pixels_whole, net.synthesis_of_symbols(symbols, mean_whole, z_whole, level,
                                                          band_rows=band_rows)))
+    # Cropped as the bands are written.
+    height, width = pixels.shape[:2]
+    pairs.append((pixels_whole[:height, :width], net.synthesis_of_symbols(
+        symbols, None, z_whole, level, band_rows=band_rows, size=(height, width))))
     return pairs
 
 
