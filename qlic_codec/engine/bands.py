@@ -158,9 +158,54 @@ def run_rows(run_layer, layers: list, rows: int, read_rows, lo: int, hi: int) ->
 def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int) -> None:
     """Run a transform over all its output rows in bands of ``band`` rows (at least 1):
     ``write_rows(lo, acc)`` takes the last layer's accumulators of output rows ``lo ..
-    lo + len(acc) - 1``; the other arguments are those of ``run_rows``."""
-    out_rows = rows
+    lo + len(acc) - 1``; the other arguments are those of ``run_rows``.
+
+    Each layer keeps the input rows that the next band reads too (its halo), so a band
+    computes only rows that no band before it computed: every row of every layer is computed
+    once, as in the whole-image run, and only the kept rows cost memory beyond a band.
+    """
+    heights = [rows]
     for layer in layers:
-        out_rows = output_rows(layer, out_rows)
+        heights.append(output_rows(layer, heights[-1]))
+    out_rows = heights[-1]
+    kept = [None] * len(layers)  # (first row, rows) of each layer's input, from bands before
     for lo in range(0, out_rows, band):
-        write_rows(lo, run_rows(run_layer, layers, rows, read_rows, lo, min(out_rows, lo + band)))
+        hi = min(out_rows, lo + band)
+        # Backwards: the input rows [a, b) each layer reads for its new output rows, and which
+        # of them are new (not kept), for the layer before to make.
+        reads, fresh = {}, {}
+        new = (lo, hi)
+        first = 0  # the first layer that runs in this band
+        for i in range(len(layers) - 1, -1, -1):
+            a, b = input_span(layers[i], *new, heights[i])
+            reads[i] = (a, b)
+            start = a
+            if kept[i] is not None and kept[i][0] <= a:
+                start = max(a, min(b, kept[i][0] + len(kept[i][1])))
+            fresh[i] = new = (start, b)
+            if start == b:  # everything this layer reads is kept: the layers before rest
+                first = i
+                break
+        x = read_rows(*fresh[0]) if first == 0 and fresh[0][0] < fresh[0][1] else None
+        following = spans(layers, rows, hi, min(out_rows, hi + band)) if hi < out_rows else None
+        for i in range(first, len(layers)):
+            a, b = reads[i]
+            x = _join(kept[i], x, a, fresh[i][0])
+            # Keep what the next band reads too (a copy, so that the band's array can go):
+            # it reads no row below this band's (the rows a band reads only move down).
+            keep_from = max(a, following[i][0]) if following else b
+            kept[i] = (keep_from, x[keep_from - a:].copy()) if keep_from < b else None
+            start = first_output_row(layers[i], a)
+            x = run_layer(layers[i], x)
+            c, d = fresh[i + 1] if i + 1 < len(layers) else (lo, hi)
+            # Rows at the slice's cuts inside the tensor read the kernel's padding: drop them.
+            x = x[c - start: d - start]
+        write_rows(lo, x)
+
+
+def _join(kept, new, a: int, start: int) -> np.ndarray:
+    """Rows ``a ..`` of a layer's input: the kept rows ``a .. start - 1``, then ``new``."""
+    if start == a:
+        return new
+    old = kept[1][a - kept[0]: start - kept[0]]
+    return old if new is None or len(new) == 0 else np.concatenate([old, new])

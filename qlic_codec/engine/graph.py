@@ -392,9 +392,14 @@ class IntegerNetwork:
         """``hyper_synthesis`` band by band: ``write_rows(lo, mean_g, index)`` takes the rows
         from ``lo`` on, so that a caller can use them without keeping them."""
         z16 = self._z_codes(z)
-        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b],
-                       lambda lo, acc: write_rows(lo, *self._hyper_heads(acc, level)),
-                       band_rows)
+
+        def heads(lo, acc):
+            # A few rows at a time: the heads' copies and int64 arithmetic stay small.
+            step = max(1, _HEAD_ELEMENTS // (acc.shape[1] * self.M))
+            for a in range(0, len(acc), step):
+                write_rows(lo + a, *self._hyper_heads(acc[a: a + step], level))
+
+        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], heads, band_rows)
 
     def _z_codes(self, z):
         cz = self.clamps["z"]
@@ -422,14 +427,9 @@ class IntegerNetwork:
         index = np.empty(y_g.shape, self.index_dtype)
         mean_g = np.empty(y_g.shape, np.int32) if means else None
 
-        # ``symbols`` works in int64: a few rows at a time keep its temporaries small.
-        step = max(1, _HEAD_ELEMENTS // (y_g.shape[1] * y_g.shape[2]))
-
-        def code(lo, mean_rows, index_rows):
-            for a in range(0, len(mean_rows), step):
-                rows = slice(lo + a, lo + min(a + step, len(mean_rows)))
-                y_g[rows] = self.symbols(y_g[rows], mean_rows[a: a + step])
+        def code(lo, mean_rows, index_rows):  # a few rows at a time
             rows = slice(lo, lo + len(mean_rows))
+            y_g[rows] = self.symbols(y_g[rows], mean_rows)
             index[rows] = index_rows
             if mean_g is not None:
                 mean_g[rows] = mean_rows

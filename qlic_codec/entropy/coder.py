@@ -148,6 +148,15 @@ def _group(indexes: np.ndarray, num_tables: int) -> tuple[np.ndarray, list[tuple
     return order, groups
 
 
+def _table_counts(indexes: np.ndarray, num_tables: int) -> np.ndarray:
+    """How many positions name each table: ``np.bincount`` in pieces (it converts its whole
+    input to int64 first)."""
+    counts = np.zeros(num_tables, np.int64)
+    for a in range(0, indexes.size, _SCAN_PIECE):
+        counts += np.bincount(indexes[a: a + _SCAN_PIECE], minlength=num_tables)
+    return counts
+
+
 def _pieces(indexes: np.ndarray, num_tables: int):
     """``(table, positions)`` for t = 0 .. T-1: the positions with ``indexes == t`` in
     increasing order, in pieces of at most ``_DECODE_CHUNK``, in stream order (section 1 of
@@ -158,7 +167,7 @@ def _pieces(indexes: np.ndarray, num_tables: int):
             for a in range(start, stop, _DECODE_CHUNK):
                 yield t, order[a: min(a + _DECODE_CHUNK, stop)]
         return
-    for t in np.flatnonzero(np.bincount(indexes, minlength=num_tables)).tolist():
+    for t in np.flatnonzero(_table_counts(indexes, num_tables)).tolist():
         for a in range(0, indexes.size, _SCAN_PIECE):
             positions = np.flatnonzero(indexes[a: a + _SCAN_PIECE] == t)
             positions += a
@@ -305,7 +314,7 @@ class SegmentDecoder:
         n = indexes.size
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        counts = np.bincount(indexes, minlength=tables.num_tables)
+        counts = _table_counts(indexes, tables.num_tables)
         # Before anything of size n is allocated: even the likeliest symbols cost this much.
         if self.information + float(counts @ models.min_bits) > self.budget:
             raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "
