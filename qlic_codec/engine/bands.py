@@ -4,7 +4,9 @@ image, not with its area.
 A band is a range of the transform's output rows. Walking the layer list backwards gives the
 input rows each layer needs for it (its receptive field, the halo), from the kernel size,
 stride and padding of each layer; a band then runs forward through the ordinary kernels on
-those row slices, and keeps of each layer's output only the rows the next layer needs.
+those row slices, and keeps of each layer's output only the rows the next layer needs. The
+rows of a layer's input that the next band reads too (the halo) are kept from one band to
+the next, so no row is computed twice, apart from the rows next to a cut (below).
 
 Why the result is the whole-image result, bit for bit: every output element of a kernel is a
 function of the input elements it reads, and of the padding where it reads outside the
@@ -22,10 +24,12 @@ an image whose transform fits the budget runs as one band, exactly as before.
 import numpy as np
 
 # The activations of one band (a layer's input, its padded copy inside the kernel and its
-# output) stay near this. Larger bands recompute fewer halo rows; at this size a 768x512
-# image runs every transform as one band, as before, and a 12000-pixel-wide one in bands of
-# a few dozen pixel rows (benchmarks/README.md has what that costs).
-BAND_BYTES = 128 * 2**20
+# output) stay near this. Each cut costs a row or two of a kernel's padding per layer, so
+# larger bands are faster; at this size a 768x512 image runs every transform as one band, as
+# before, and a 12000-pixel-wide one in bands of two latent rows (g_a) or 48 pixel rows (g_s),
+# which keeps a 100-megapixel encode, input image included, under 1 GiB
+# (benchmarks/README.md).
+BAND_BYTES = 96 * 2**20
 
 
 def output_rows(layer: dict, rows: int) -> int:

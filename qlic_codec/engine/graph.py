@@ -352,8 +352,8 @@ class IntegerNetwork:
                               -(2**31), 2**31 - 1).astype(np.int32)
             ha_in[lo: lo + len(acc_y)] = self._head(centred, "ha_in", None, -127, 127)
 
-        self._in_bands("g_a", (rows, cols, 3), 1, lambda a, b: padded_codes(pixels, a, b),
-                       heads, band_rows)
+        self._in_bands("g_a", (rows, cols, 3), 1,
+                       lambda a, b: padded_codes(pixels, a, b, _BLOCK), heads, band_rows)
         z = np.empty((rows // _BLOCK, cols // _BLOCK, self.N), np.int32)
 
         def z_head(lo, acc_z):
