@@ -24,7 +24,7 @@ from .entropy.tables import CdfTables
 from .errors import (CorruptStreamError, InvalidArgumentError, InvalidImageError,
                      ModelFileError, ResourceLimitError, TargetNotMetWarning)
 from .metadata import Metadata
-from .padding import crop, pad_to_multiple
+from .padding import pad_to_multiple  # noqa: F401  (api.pad_to_multiple)
 
 QUALITY_LEVELS = zoo.QUALITY_LEVELS  # the bundled models' integer levels
 DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
@@ -215,7 +215,8 @@ class _Analysis:
     z_stream: bytes
 
 
-def _analyse(rgb, model) -> _Analysis:
+def _checked(rgb, model) -> tuple[LoadedModel, int, int]:
+    """The model, height and width of an image to encode, or the error that refuses it."""
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
             or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise InvalidImageError(f"expected a uint8 (H, W, 3) array, got "
@@ -225,14 +226,19 @@ def _analyse(rgb, model) -> _Analysis:
     if padded_pixels(height, width) > padded_limit(container.DEFAULT_MAX_PIXELS):
         raise ResourceLimitError(f"{width}x{height} pads to more than "
                                  f"{container.DEFAULT_MAX_PIXELS} pixels")
-    padded = pad_to_multiple(np.ascontiguousarray(rgb), BLOCK)
-    acc_y, z = m.network.analysis_accumulators(padded)
+    return m, height, width
+
+
+def _analyse(rgb, model) -> _Analysis:
+    m, height, width = _checked(rgb, model)
+    acc_y, z = m.network.analysis_accumulators(np.ascontiguousarray(rgb))
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
     return _Analysis(m, height, width, acc_y, m.network.hyper_accumulators(z), z_stream)
 
 
 def _code(a: _Analysis, level: int, chunks, reconstruct: bool = False):
-    """The file of one quality sub-level (and its decoded pixels when ``reconstruct``)."""
+    """The file of one quality sub-level (and its decoded pixels when ``reconstruct``), from
+    the accumulators that a size target's search keeps for all its tries."""
     net = a.model.network
     y_g = net.y_head(a.acc_y, level)
     if net.cc is not None:  # channel-conditional: slice by slice (``slicecoding``)
@@ -242,26 +248,48 @@ def _code(a: _Analysis, level: int, chunks, reconstruct: bool = False):
         y_sym = net.symbols(y_g, mean_g)
         y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1),
                                         a.model.y_tables)
-    header = container.Header(width=a.width, height=a.height, level=level,
-                              quality_steps=a.model.quality_steps, metric=a.model.metric,
-                              model_hash=a.model.model_id,
-                              stream_lengths=(len(a.z_stream), len(y_stream)), chunks=chunks)
-    data = container.pack(header, [a.z_stream, y_stream])
+    data = _pack(a.model, a.height, a.width, level, chunks, a.z_stream, y_stream)
     if not reconstruct:
         return data, None
     if net.cc is None:
         y_g_dec = net.reconstruct(y_sym, mean_g)
-    pixels = net.synthesis(y_g_dec, level)
-    return data, crop(pixels, a.height, a.width)
+    return data, net.synthesis(y_g_dec, level, size=(a.height, a.width))
+
+
+def _pack(m: LoadedModel, height, width, level, chunks, z_stream, y_stream) -> bytes:
+    header = container.Header(width=width, height=height, level=level,
+                              quality_steps=m.quality_steps, metric=m.metric,
+                              model_hash=m.model_id,
+                              stream_lengths=(len(z_stream), len(y_stream)), chunks=chunks)
+    return container.pack(header, [z_stream, y_stream])
 
 
 def _encode(rgb, quality, model, metadata, reconstruct):
+    """One quality: the transforms run in bands and nothing level-free is kept whole, so
+    memory grows with the image's width (``_analyse``/``_code`` keep accumulators for a
+    size target's search)."""
     chunks = _chunks(metadata)
-    analysis = _analyse(rgb, model)
-    m = analysis.model
+    m, height, width = _checked(rgb, model)
+    net = m.network
     level = quality_grid.to_level(DEFAULT_QUALITY if quality is None else quality,
-                                  m.network.levels, m.quality_steps)
-    return _code(analysis, level, chunks, reconstruct)
+                                  net.levels, m.quality_steps)
+    # The analysis pads the image band by band, and the symbols replace y_g as h_s runs:
+    # no padded copy of the image and no second latent tensor.
+    y_g, z = net.analysis(np.ascontiguousarray(rgb), level)
+    z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
+    if net.cc is not None:  # the slices read all of h_s's accumulators
+        y_stream, y_g_dec = slicecoding.encode_y(net, m.y_tables, y_g,
+                                                 net.hyper_accumulators(z), level)
+    else:
+        y_sym, index, mean_g = net.code_latents(y_g, z, level, means=reconstruct)
+        y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
+        del index
+    data = _pack(m, height, width, level, chunks, z_stream, y_stream)
+    if not reconstruct:
+        return data, None
+    if net.cc is not None:
+        return data, net.synthesis(y_g_dec, level, size=(height, width))
+    return data, net.synthesis_of_symbols(y_sym, mean_g, z, level, size=(height, width))
 
 
 def _chunks(metadata) -> tuple:
@@ -328,12 +356,15 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
     if m.network.cc is not None:
         y_g_dec = slicecoding.decode_y(m.network, m.y_tables, y_stream,
                                        m.network.hyper_accumulators(z), level)
-    else:
-        mean_g, index = m.network.hyper_synthesis(z, level)
-        y_sym = decode_y_stream(m, y_stream, index)
-        y_g_dec = m.network.reconstruct(y_sym, mean_g)
-    pixels = m.network.synthesis(y_g_dec, level)
-    return crop(pixels, header.height, header.width)
+        return m.network.synthesis(y_g_dec, level, size=(header.height, header.width))
+    # An image that fits one band keeps the means of h_s; a larger one computes them again
+    # band by band in the synthesis, so they never exist whole beside the symbols.
+    one_band = m.network.synthesis_band_rows(z.shape) >= BLOCK * z.shape[0]
+    mean_g, index = m.network.hyper_synthesis(z, level, means=one_band)
+    y_sym = decode_y_stream(m, y_stream, index)
+    del index
+    return m.network.synthesis_of_symbols(y_sym, mean_g, z, level,
+                                          size=(header.height, header.width))
 
 
 def decode_z_stream(m: LoadedModel, header: container.Header, z_stream: bytes) -> np.ndarray:

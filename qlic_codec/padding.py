@@ -7,7 +7,7 @@ image files needs: encoding an array or decoding a stream does not load Pillow.
 
 import numpy as np
 
-__all__ = ["crop", "pad_to_multiple"]
+__all__ = ["crop", "pad_to_multiple", "padded_codes"]
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
@@ -34,6 +34,33 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
         return rgb
     widths = [(0, pad_bottom), (0, pad_right)] + [(0, 0)] * (rgb.ndim - 2)
     return np.pad(rgb, widths, mode="edge")
+
+
+def padded_codes(rgb: np.ndarray, lo: int, hi: int, multiple: int = 64) -> np.ndarray:
+    """Rows ``lo .. hi - 1`` of ``pad_to_multiple(rgb, multiple)`` as the network's input
+    codes ``pixel - 128`` (int8), without padding the whole image: the analysis reads its
+    input band by band.
+
+    Args:
+        rgb: uint8 (H, W, C).
+        lo, hi: rows of the padded image, ``0 <= lo < hi``.
+        multiple: the block size of ``pad_to_multiple``.
+
+    Returns:
+        int8 (hi - lo, W padded to ``multiple``, C), C-contiguous.
+    """
+    height, width = rgb.shape[:2]
+    padded_width = width + -width % multiple
+    out = np.empty((hi - lo, padded_width) + rgb.shape[2:], np.int8)
+    # pixel - 128 as int8 is the pixel with its top bit flipped, read as signed.
+    top = min(hi, height)
+    if lo < top:
+        out[: top - lo, :width] = (rgb[lo:top] ^ np.uint8(128)).view(np.int8)
+        out[top - lo:, :width] = out[top - lo - 1, :width]
+    else:  # a band wholly in the bottom padding repeats the last row
+        out[:, :width] = (rgb[height - 1] ^ np.uint8(128)).view(np.int8)
+    out[:, width:] = out[:, width - 1: width]
+    return out
 
 
 def crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

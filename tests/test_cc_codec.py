@@ -316,3 +316,22 @@ def test_finetune_trains_the_slice_networks_and_their_ranges(tiny_cc_float, tmp_
                   learned=ranges)
     data = qlic_codec.encode(synthetic_photo(64, 64, 4), 2, str(tmp_path / "ft.qlicm"))
     assert qlic_codec.decode(data, str(tmp_path / "ft.qlicm")).shape == (64, 64, 3)
+
+
+def test_banded_stages_of_the_slice_path_match_whole_ones():
+    """What the slices read and what the synthesis writes, in the smallest bands: h_s's
+    accumulators kept whole, and the cropped pixels of the decoded latent."""
+    net = api.load_model(str(TINY_CC)).network
+    image = synthetic_photo(130, 77, seed=5)
+    acc_y, z = net.analysis_accumulators(image, band_rows=1)
+    whole_y, whole_z = net.analysis_accumulators(image, band_rows=10**6)
+    np.testing.assert_array_equal(acc_y, whole_y)
+    np.testing.assert_array_equal(z, whole_z)
+    acc_p = net.hyper_accumulators(z, band_rows=1)
+    np.testing.assert_array_equal(acc_p, net.hyper_accumulators(z, band_rows=10**6))
+    y_g = net.y_head(acc_y, 40)
+    _, y_dec = slicecoding.encode_y(net, api.load_model(str(TINY_CC)).y_tables, y_g, acc_p, 40)
+    whole = net.synthesis(y_dec, 40, band_rows=10**6)
+    for rows in (16, 48):
+        banded = net.synthesis(y_dec, 40, band_rows=rows, size=image.shape[:2])
+        np.testing.assert_array_equal(banded, whole[:130, :77])

@@ -157,7 +157,7 @@ def test_out_of_memory_while_decoding_is_a_resource_limit(tiny_model, monkeypatc
 
     def no_memory(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(IntegerNetwork, "synthesis", no_memory)
+    monkeypatch.setattr(IntegerNetwork, "synthesis_of_symbols", no_memory)
     with pytest.raises(ResourceLimitError, match="not enough memory"):
         qlic_codec.decode(data, tiny_model)
 

@@ -35,3 +35,16 @@ def test_pad_is_a_no_op_on_aligned_input_and_crop_checks_size() -> None:
         padding.crop(rgb, 65, 10)
     with pytest.raises(ValueError):
         padding.pad_to_multiple(rgb, 0)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65, 130), (200, 77), (128, 64)])
+def test_padded_codes_are_rows_of_the_padded_image(size: tuple[int, int]) -> None:
+    rgb = random_rgb(*size)
+    codes = padding.pad_to_multiple(rgb, 64).astype(np.int16) - 128
+    rows = codes.shape[0]
+    for lo, hi in [(0, rows), (0, 1), (rows - 1, rows), (3, 70), (size[0], rows)]:
+        if not 0 <= lo < hi <= rows:
+            continue
+        got = padding.padded_codes(rgb, lo, hi, 64)
+        assert got.dtype == np.int8 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, codes[lo:hi])

@@ -151,16 +151,16 @@ def test_target_runs_the_network_once(tiny_model, photo, monkeypatch):
     target = sum(len(qlic_codec.encode(photo, q, tiny_model)) for q in (1, 8)) // 2
     network = api.load_model(tiny_model).network
     calls = {"g_a": 0, "h_s": 0, "heads": 0}
-    run, heads = network._run, network.hyper_heads
+    run, heads = network._in_bands, network.hyper_heads
 
-    def counting_run(transform, x):
+    def counting_run(transform, *args):  # every transform runs in bands
         calls[transform] = calls.get(transform, 0) + 1
-        return run(transform, x)
+        return run(transform, *args)
 
     def counting_heads(acc, level):
         calls["heads"] += 1
         return heads(acc, level)
-    monkeypatch.setattr(network, "_run", counting_run)
+    monkeypatch.setattr(network, "_in_bands", counting_run)
     monkeypatch.setattr(network, "hyper_heads", counting_heads)
     assert qlic_codec.encode_to_target(photo, target_size=target, model=tiny_model).met
     assert calls["g_a"] == calls["h_a"] == calls["h_s"] == 1

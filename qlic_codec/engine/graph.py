@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelFileError
-from . import fixedpoint, schema
+from ..padding import padded_codes
+from . import bands, fixedpoint, schema
 from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
 from .schema import TRANSFORMS
 # Names of layers, ops and arrays end up in error messages: keep them short, printable and on
@@ -43,6 +44,10 @@ _GDN_SHIFT_MAX = 30
 # (stride-2 convolutions, transposed convolutions) of each transform: g_a and g_s scale by
 # 16, h_a and h_s by 4, which is what ``api.BLOCK`` and the latent shapes rely on.
 _RESAMPLING = {"g_a": (4, 0), "h_a": (2, 0), "h_s": (0, 2), "g_s": (0, 4)}
+# The analysis pads images to multiples of g_a's and h_a's downsampling together.
+_BLOCK = 64
+# Latents a head's NumPy arithmetic (int64) works on at a time.
+_HEAD_ELEMENTS = 1 << 20
 
 
 @dataclass
@@ -291,33 +296,46 @@ class IntegerNetwork:
         return self.run_layers(self.layers[transform], x)
 
     def run_layers(self, layers: list, x: np.ndarray) -> np.ndarray:
-        """Run validated layers on codes; returns the last layer's int32 accumulators."""
-        k = self.k
+        """Run validated layers on codes, whole; returns the last layer's accumulators."""
         for layer in layers:
-            op = layer["op"]
-            if op in ("conv", "deconv"):
-                args = (layer["packed"], layer["bias"])
-                if op == "conv":
-                    args += (layer["stride"], layer["pad_value"])
-                kind = "conv2d" if op == "conv" else "conv_transpose2d"
-                conv = getattr(k, kind)
-                if layer["out"] is None:
-                    return conv(x, *args)
-                leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
-                req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
-                fused = getattr(k, f"{kind}_requant", None)
-                dtype = np.int16 if layer["wide"] else np.int8
-                if fused is not None:
-                    x = fused(x, *args, *req, dtype)
-                else:  # ``reference`` specifies the fused kernels as these two steps
-                    x = k.requantize(conv(x, *args), *req).astype(dtype)
-            elif op == "gdn":
-                x = k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
-                          layer["out_max"])
-            else:
-                x = k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
-                           layer["out_max"])
-        raise AssertionError("unreachable: a transform ends with a convolution")
+            x = self._run_layer(layer, x)
+        return x
+
+    def _run_layer(self, layer: dict, x: np.ndarray) -> np.ndarray:
+        """One layer on codes: the next codes, or the int32 accumulators of a last layer."""
+        k = self.k
+        op = layer["op"]
+        if op in ("conv", "deconv"):
+            args = (layer["packed"], layer["bias"])
+            if op == "conv":
+                args += (layer["stride"], layer["pad_value"])
+            kind = "conv2d" if op == "conv" else "conv_transpose2d"
+            conv = getattr(k, kind)
+            if layer["out"] is None:
+                return conv(x, *args)
+            leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
+            req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
+            fused = getattr(k, f"{kind}_requant", None)
+            dtype = np.int16 if layer["wide"] else np.int8
+            if fused is not None:
+                return fused(x, *args, *req, dtype)
+            # ``reference`` specifies the fused kernels as these two steps
+            return k.requantize(conv(x, *args), *req).astype(dtype)
+        if op == "gdn":
+            return k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
+                         layer["out_max"])
+        return k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
+                      layer["out_max"])
+
+    def _in_bands(self, transform: str, shape: tuple, in_bytes: int, read_rows, write_rows,
+                  band_rows: int | None) -> None:
+        """Run a transform band by band (``bands.run``) on an input of ``shape`` (rows,
+        columns, channels) with ``in_bytes`` per code; ``band_rows`` None takes the band
+        height from the memory budget."""
+        layers = self.layers[transform]
+        if band_rows is None:
+            band_rows = bands.band_height(layers, *shape, in_bytes)
+        bands.run(self._run_layer, layers, shape[0], read_rows, write_rows, band_rows)
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
         mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
@@ -325,28 +343,66 @@ class IntegerNetwork:
             mult, shift = mult[level], shift[level]
         return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
 
-    def analysis(self, pixels: np.ndarray, level: int):
-        """uint8 (H, W, 3), H and W multiples of 64 -> (fixed-point y_g int32, z int32)."""
-        acc_y, z = self.analysis_accumulators(pixels)
-        return self.y_head(acc_y, level), z
+    def analysis(self, pixels: np.ndarray, level: int, band_rows: int | None = None):
+        """uint8 (H, W, 3), any size -> (fixed-point y_g int32, z int32) of the image padded
+        to multiples of 64 (``padding.pad_to_multiple``).
 
-    def analysis_accumulators(self, pixels: np.ndarray):
-        """The part of the analysis that no quality level changes: uint8 (H, W, 3) ->
-        (g_a's int32 accumulators of y (H/16, W/16, M), z int32 (H/64, W/64, N)).
+        g_a and h_a run in bands of ``band_rows`` output rows (None: as many as the memory
+        budget of ``bands.BAND_BYTES`` allows), padding the image band by band, so that no
+        tensor at the image's resolution exists; the result does not depend on the bands.
+        """
+        height, width = pixels.shape[:2]
+        rows, cols = height + -height % _BLOCK, width + -width % _BLOCK
+        M, cy, cz = self.M, self.clamps["y"], self.clamps["z"]
+        y_g = np.empty((rows // 16, cols // 16, M), np.int32)
+        ha_in = np.empty(y_g.shape, np.int8)
+
+        def heads(lo, acc_y):
+            y_g[lo: lo + len(acc_y)] = self._head(acc_y, "y", level, -cy, cy)
+            # |acc_y| < 2**31 and |offset| <= 2**30: the difference is exact in int64;
+            # clamping it to int32 only saturates codes that are already at +-127.
+            centred = np.clip(acc_y.astype(np.int64) - self.heads["ha_in.offset"],
+                              -(2**31), 2**31 - 1).astype(np.int32)
+            ha_in[lo: lo + len(acc_y)] = self._head(centred, "ha_in", None, -127, 127)
+
+        self._in_bands("g_a", (rows, cols, 3), 1,
+                       lambda a, b: padded_codes(pixels, a, b, _BLOCK), heads, band_rows)
+        z = np.empty((rows // _BLOCK, cols // _BLOCK, self.N), np.int32)
+
+        def z_head(lo, acc_z):
+            z[lo: lo + len(acc_z)] = self._head(acc_z, "z", None, -cz, cz)
+
+        self._in_bands("h_a", ha_in.shape, 1, lambda a, b: ha_in[a:b], z_head, band_rows)
+        return y_g, z
+
+    def analysis_accumulators(self, pixels: np.ndarray, band_rows: int | None = None):
+        """The part of the analysis that no quality level changes: uint8 (H, W, 3), any size
+        -> (g_a's int32 accumulators of y (H/16, W/16, M) of the padded image, z int32).
 
         The hyper-analysis reads the un-gained y, so z is the same at every level; an
-        encoder that tries several levels runs this once (``y_head`` per level).
+        encoder that tries several levels runs this once and ``y_head`` per level. It keeps
+        the accumulators whole (4 bytes per latent), where ``analysis`` keeps only y_g.
         """
-        x = (pixels.astype(np.int16) - 128).astype(np.int8)
-        acc_y = self._run("g_a", x)
-        # |acc_y| < 2**31 and |offset| <= 2**30: the difference is exact in int64; clamping it
-        # to int32 only saturates codes that are already at +-127.
-        centred = np.clip(acc_y.astype(np.int64) - self.heads["ha_in.offset"],
-                          -(2**31), 2**31 - 1).astype(np.int32)
-        ha_in = self._head(centred, "ha_in", None, -127, 127).astype(np.int8)
-        acc_z = self._run("h_a", ha_in)
+        height, width = pixels.shape[:2]
+        rows, cols = height + -height % _BLOCK, width + -width % _BLOCK
+        acc_y = np.empty((rows // 16, cols // 16, self.M), np.int32)
+        ha_in = np.empty(acc_y.shape, np.int8)
         cz = self.clamps["z"]
-        z = self._head(acc_z, "z", None, -cz, cz)
+
+        def keep(lo, acc):
+            acc_y[lo: lo + len(acc)] = acc
+            centred = np.clip(acc.astype(np.int64) - self.heads["ha_in.offset"],
+                              -(2**31), 2**31 - 1).astype(np.int32)
+            ha_in[lo: lo + len(acc)] = self._head(centred, "ha_in", None, -127, 127)
+
+        self._in_bands("g_a", (rows, cols, 3), 1,
+                       lambda a, b: padded_codes(pixels, a, b, _BLOCK), keep, band_rows)
+        z = np.empty((rows // _BLOCK, cols // _BLOCK, self.N), np.int32)
+
+        def z_head(lo, acc_z):
+            z[lo: lo + len(acc_z)] = self._head(acc_z, "z", None, -cz, cz)
+
+        self._in_bands("h_a", ha_in.shape, 1, lambda a, b: ha_in[a:b], z_head, band_rows)
         return acc_y, z
 
     def y_head(self, acc_y: np.ndarray, level: int) -> np.ndarray:
@@ -354,26 +410,97 @@ class IntegerNetwork:
         cy = self.clamps["y"]
         return self._head(acc_y, "y", level, -cy, cy)
 
-    def hyper_synthesis(self, z: np.ndarray, level: int):
-        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index int32)."""
-        return self.hyper_heads(self.hyper_accumulators(z), level)
+    @property
+    def index_dtype(self):
+        """The scale indexes' dtype: the narrowest that holds ``y_levels`` (they are stored
+        for the whole image while the symbols are coded)."""
+        return np.uint8 if self.y_levels <= 256 else np.uint16
 
-    def hyper_accumulators(self, z: np.ndarray) -> np.ndarray:
-        """z int32 (h, w, N) -> h_s's int32 accumulators (4h, 4w, 2M), the same at every
-        level (h_s predicts un-gained parameters)."""
-        cz = self.clamps["z"]
-        # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
-        z16 = np.clip(z, -cz, cz).astype(np.int16)
-        return self._run("h_s", z16)
+    def hyper_synthesis(self, z: np.ndarray, level: int, band_rows: int | None = None,
+                        means: bool = True):
+        """z int32 (h, w, N) -> (fixed-point mean_g int32 (4h, 4w, M), scale index
+        (``index_dtype``)).
+
+        h_s runs in bands (``band_rows`` as for ``analysis``): its 2M channels of int32
+        accumulators never exist whole. ``means`` False returns None for ``mean_g``
+        (``synthesis_of_symbols`` computes the means again, band by band)."""
+        index = np.empty((4 * z.shape[0], 4 * z.shape[1], self.M), self.index_dtype)
+        mean_g = np.empty(index.shape, np.int32) if means else None
+
+        def store(lo, mean_rows, index_rows):
+            if mean_g is not None:
+                mean_g[lo: lo + len(mean_rows)] = mean_rows
+            index[lo: lo + len(index_rows)] = index_rows
+
+        self.hyper_synthesis_rows(z, level, store, band_rows)
+        return mean_g, index
+
+    def hyper_synthesis_rows(self, z: np.ndarray, level: int, write_rows,
+                             band_rows: int | None = None) -> None:
+        """``hyper_synthesis`` band by band: ``write_rows(lo, mean_g, index)`` takes the rows
+        from ``lo`` on, so that a caller can use them without keeping them."""
+        z16 = self._z_codes(z)
+
+        def heads(lo, acc):
+            # A few rows at a time: the heads' copies and int64 arithmetic stay small.
+            step = max(1, _HEAD_ELEMENTS // (acc.shape[1] * self.M))
+            for a in range(0, len(acc), step):
+                write_rows(lo + a, *self._hyper_heads(acc[a: a + step], level))
+
+        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], heads, band_rows)
+
+    def hyper_accumulators(self, z: np.ndarray, band_rows: int | None = None) -> np.ndarray:
+        """z int32 (h, w, N) -> h_s's int32 accumulators (4h, 4w, 2M), whole: the same at
+        every level (h_s predicts un-gained parameters). For an encoder that tries several
+        levels and for the channel-conditional model, whose slices read them all."""
+        z16 = self._z_codes(z)
+        acc_p = np.empty((4 * z.shape[0], 4 * z.shape[1], 2 * self.M), np.int32)
+
+        def keep(lo, acc):
+            acc_p[lo: lo + len(acc)] = acc
+
+        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], keep, band_rows)
+        return acc_p
 
     def hyper_heads(self, acc: np.ndarray, level: int):
-        """h_s's accumulators -> (fixed-point mean_g int32, scale index int32) of ``level``."""
-        M, cy = self.M, self.clamps["y"]
-        mean_g = self._head(np.ascontiguousarray(acc[..., :M]), "mean", level, -cy, cy)
-        index = self.k.scale_index(np.ascontiguousarray(acc[..., M:]),
+        """h_s's accumulators -> (fixed-point mean_g int32, scale index) of ``level``."""
+        return self._hyper_heads(acc, level)
+
+    def _z_codes(self, z):
+        cz = self.clamps["z"]
+        # Decoded z comes from the stream: clamp it to the range the overflow proof assumes.
+        return np.clip(z, -cz, cz).astype(np.int16)
+
+    def _hyper_heads(self, acc, level):
+        """h_s accumulators -> (fixed-point mean_g, scale index)."""
+        index = self.k.scale_index(np.ascontiguousarray(acc[..., self.M:]),
                                    self.heads["scale.mult"], self.heads["scale.offset"][level],
                                    self.scale_shift, self.y_levels)
-        return mean_g, index
+        return self._mean_head(acc, level), index
+
+    def _mean_head(self, acc, level):
+        cy = self.clamps["y"]
+        return self._head(np.ascontiguousarray(acc[..., :self.M]), "mean", level, -cy, cy)
+
+    def code_latents(self, y_g: np.ndarray, z: np.ndarray, level: int, means: bool = False,
+                     band_rows: int | None = None):
+        """The encoder's half of the hyperprior: -> (symbols, scale index, mean_g or None).
+
+        The symbols (``symbols``) overwrite ``y_g`` band by band as h_s predicts the means,
+        so that neither the means (unless ``means``) nor a second latent tensor exists
+        whole."""
+        index = np.empty(y_g.shape, self.index_dtype)
+        mean_g = np.empty(y_g.shape, np.int32) if means else None
+
+        def code(lo, mean_rows, index_rows):  # a few rows at a time
+            rows = slice(lo, lo + len(mean_rows))
+            y_g[rows] = self.symbols(y_g[rows], mean_rows)
+            index[rows] = index_rows
+            if mean_g is not None:
+                mean_g[rows] = mean_rows
+
+        self.hyper_synthesis_rows(z, level, code, band_rows)
+        return y_g, index, mean_g
 
     def symbols(self, y_g: np.ndarray, mean_g: np.ndarray) -> np.ndarray:
         """The coded integers ``round(y_g - mean_g)`` of fixed-point latents, halves rounded
@@ -399,10 +526,66 @@ class IntegerNetwork:
         sym = np.clip(symbols.astype(np.int64), -(2**31), 2**31 - 1)
         return np.clip((sym << self.mean_bits) + mean_g, -cy, cy).astype(np.int32)
 
-    def synthesis(self, y_g: np.ndarray, level: int) -> np.ndarray:
-        """Fixed-point y_g_hat int32 (h, w, M) -> uint8 pixels (16h, 16w, 3)."""
+    def synthesis(self, y_g: np.ndarray, level: int, band_rows: int | None = None,
+                  size: tuple | None = None) -> np.ndarray:
+        """Fixed-point y_g_hat int32 (h, w, M) -> uint8 pixels (16h, 16w, 3), or cropped to
+        ``size`` (height, width) as the bands are written.
+
+        g_s runs in bands of ``band_rows`` pixel rows (None: from the memory budget of
+        ``bands.BAND_BYTES``), each written straight into the result."""
         cy, cys = self.clamps["y"], self.clamps["ys"]
-        y_g = np.clip(y_g, -cy, cy).astype(np.int32)
-        codes = self._head(y_g, "ys", level, -cys, cys).astype(np.int16)
-        acc = self._run("g_s", codes)
-        return self._head(acc, "pixel", None, 0, 255).astype(np.uint8)
+        height, width = size or (16 * y_g.shape[0], 16 * y_g.shape[1])
+        pixels = np.empty((height, width, 3), np.uint8)
+
+        def codes(a, b):
+            y = np.clip(y_g[a:b], -cy, cy).astype(np.int32)
+            return self._head(y, "ys", level, -cys, cys).astype(np.int16)
+
+        def pixel_head(lo, acc):
+            if lo < height:
+                acc = np.ascontiguousarray(acc[: height - lo, :width])
+                pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
+
+        self._in_bands("g_s", y_g.shape, 2, codes, pixel_head, band_rows)
+        return pixels
+
+    def synthesis_band_rows(self, z_shape: tuple) -> int:
+        """Pixel rows per band of the synthesis of an image whose z has ``z_shape``."""
+        h, w = 4 * z_shape[0], 4 * z_shape[1]
+        return bands.band_height(self.layers["g_s"], h, w, self.M, 2)
+
+    def synthesis_of_symbols(self, symbols: np.ndarray, mean_g: np.ndarray | None,
+                             z: np.ndarray, level: int, band_rows: int | None = None,
+                             size: tuple | None = None) -> np.ndarray:
+        """``synthesis(reconstruct(symbols, mean_g))`` band by band; with ``mean_g`` None, h_s
+        computes each band's means again from ``z``, so that they never exist whole (it
+        costs a second h_s, worth it only for images that need several bands). ``size``
+        (height, width) crops the pixels as the bands are written (``padding.crop``), so
+        that the padded image is never copied."""
+        if band_rows is None:
+            band_rows = self.synthesis_band_rows(z.shape)
+        z16 = self._z_codes(z) if mean_g is None else None
+        rows = symbols.shape[0]
+
+        def y_rows(a, b):
+            if mean_g is not None:
+                return self.reconstruct(symbols[a:b], mean_g[a:b])
+            acc = bands.run_rows(self._run_layer, self.layers["h_s"], z16.shape[0],
+                                 lambda c, d: z16[c:d], a, b)
+            return self.reconstruct(symbols[a:b], self._mean_head(acc, level))
+
+        cys = self.clamps["ys"]
+        height, width = size or (16 * rows, 16 * symbols.shape[1])
+        pixels = np.empty((height, width, 3), np.uint8)
+
+        def pixel_head(lo, acc):
+            if lo < height:
+                acc = np.ascontiguousarray(acc[: height - lo, :width])
+                pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
+
+        def codes(a, b):
+            # reconstruct() clamps to the range of the clamp in synthesis().
+            return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
+
+        bands.run(self._run_layer, self.layers["g_s"], rows, codes, pixel_head, band_rows)
+        return pixels

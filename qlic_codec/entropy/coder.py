@@ -44,6 +44,11 @@ _MAX_BITS = 32  # an excess is below 2**32
 _HEADER_SYMBOLS = 2 * (_MAX_BITS + 1)  # (bit length 0..32) x (side below / above)
 _CHUNK_BITS = 16
 _DECODE_CHUNK = 1 << 16  # symbols decoded per call (bounds the work done on garbage)
+# Above this many symbols, the positions of each table are found by scanning the indexes
+# table by table (``_scan``) instead of sorting them all at once (``_group``): a sort holds
+# an int64 position per symbol (6 bytes per pixel of the image), a scan a piece of them.
+_SORT_MAX = 1 << 22
+_SCAN_PIECE = 1 << 20  # indexes compared at a time by ``_scan``
 # Powers of two 2**0 .. 2**32: the bit length of e is the number of them that are <= e.
 _POWERS = np.left_shift(np.int64(1), np.arange(_MAX_BITS + 1, dtype=np.int64))
 _INT32 = np.iinfo(np.int32)
@@ -118,11 +123,15 @@ def _information_budget(num_words: int) -> float:
     return 32.0 * (num_words + 2) * (1 + 1e-9)
 
 
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.uint8), np.dtype(np.uint16))
+
+
 def _check_indexes(indexes: np.ndarray, tables: CdfTables) -> None:
     if not isinstance(tables, CdfTables):
         raise ValueError(f"tables must be CdfTables, got {type(tables).__name__}")
-    if not isinstance(indexes, np.ndarray) or indexes.dtype != np.int32 or indexes.ndim != 1:
-        raise ValueError("indexes must be a 1-D int32 numpy array")
+    if not isinstance(indexes, np.ndarray) or indexes.dtype not in _INDEX_DTYPES \
+            or indexes.ndim != 1:
+        raise ValueError("indexes must be a 1-D int32, uint8 or uint16 numpy array")
     if indexes.size and (indexes.min() < 0 or indexes.max() >= tables.num_tables):
         raise ValueError(f"indexes must be in [0, {tables.num_tables}), got "
                          f"[{indexes.min()}, {indexes.max()}]")
@@ -137,6 +146,33 @@ def _group(indexes: np.ndarray, num_tables: int) -> tuple[np.ndarray, list[tuple
     starts = [0] + stops[:-1]
     groups = [(t, a, b) for t, (a, b) in enumerate(zip(starts, stops)) if b > a]
     return order, groups
+
+
+def _table_counts(indexes: np.ndarray, num_tables: int) -> np.ndarray:
+    """How many positions name each table: ``np.bincount`` in pieces (it converts its whole
+    input to int64 first)."""
+    counts = np.zeros(num_tables, np.int64)
+    for a in range(0, indexes.size, _SCAN_PIECE):
+        counts += np.bincount(indexes[a: a + _SCAN_PIECE], minlength=num_tables)
+    return counts
+
+
+def _pieces(indexes: np.ndarray, num_tables: int):
+    """``(table, positions)`` for t = 0 .. T-1: the positions with ``indexes == t`` in
+    increasing order, in pieces of at most ``_DECODE_CHUNK``, in stream order (section 1 of
+    the layout). Few symbols are sorted at once; many are scanned table by table."""
+    if indexes.size <= _SORT_MAX:
+        order, groups = _group(indexes, num_tables)
+        for t, start, stop in groups:
+            for a in range(start, stop, _DECODE_CHUNK):
+                yield t, order[a: min(a + _DECODE_CHUNK, stop)]
+        return
+    for t in np.flatnonzero(_table_counts(indexes, num_tables)).tolist():
+        for a in range(0, indexes.size, _SCAN_PIECE):
+            positions = np.flatnonzero(indexes[a: a + _SCAN_PIECE] == t)
+            positions += a
+            for b in range(0, positions.size, _DECODE_CHUNK):
+                yield t, positions[b: b + _DECODE_CHUNK]
 
 
 def _chunk_widths(lengths: np.ndarray) -> np.ndarray:
@@ -196,16 +232,16 @@ def encode_segments(segments, tables: CdfTables) -> bytes:
 
 
 def _encode_segment(encoder, values, indexes, models, tables) -> None:
-    order, groups = _group(indexes, tables.num_tables)
-    grouped = values[order].astype(np.int64)
     escaped = []  # positions of escaped values, per table
-    for t, start, stop in groups:
-        symbols = grouped[start:stop] - models.offsets[t]
+    # A table's symbols coded piece by piece give the words of one call (a queue coder's
+    # state carries over), so the pieces only bound the memory.
+    for t, positions in _pieces(indexes, tables.num_tables):
+        symbols = values[positions].astype(np.int64) - models.offsets[t]
         escape = models.sizes[t] - 1
         outside = (symbols < 0) | (symbols >= escape)
         if np.any(outside):
             symbols[outside] = escape
-            escaped.append(order[start + np.flatnonzero(outside)])
+            escaped.append(positions[np.flatnonzero(outside)])
         encoder.encode(symbols.astype(np.int32), models.models[t])
 
     if escaped:
@@ -278,7 +314,7 @@ class SegmentDecoder:
         n = indexes.size
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        counts = np.bincount(indexes, minlength=tables.num_tables)
+        counts = _table_counts(indexes, tables.num_tables)
         # Before anything of size n is allocated: even the likeliest symbols cost this much.
         if self.information + float(counts @ models.min_bits) > self.budget:
             raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "
@@ -293,26 +329,22 @@ class SegmentDecoder:
 
     def _decode(self, decoder, indexes, n) -> np.ndarray:
         tables, models = self.tables, self.models
-        order, groups = _group(indexes, tables.num_tables)
-        grouped = np.empty(n, dtype=np.int64)
+        # Table values and escape symbols fit int32 (the tables' convention), escaped values
+        # are checked before they are stored.
+        values = np.empty(n, dtype=np.int32)
         escaped = []  # positions of escape symbols, per table
-        for t, start, stop in groups:
-            # In chunks, so that garbage fails after one chunk, not after the whole group.
-            for a in range(start, stop, _DECODE_CHUNK):
-                b = min(a + _DECODE_CHUNK, stop)
-                symbols = decoder.decode(models.models[t], b - a)
-                self.information += float(models.bits[t][symbols].sum())
-                if self.information > self.budget:
-                    raise CorruptStreamError(
-                        f"corrupt entropy-coded stream: it decodes to more information than "
-                        f"its {self.size} bytes can hold")
-                grouped[a:b] = symbols
-                grouped[a:b] += models.offsets[t]
-                outside = symbols == models.sizes[t] - 1
-                if np.any(outside):
-                    escaped.append(order[a + np.flatnonzero(outside)])
-        values = np.empty(n, dtype=np.int64)
-        values[order] = grouped
+        # In pieces, so that garbage fails after one piece, not after the whole table.
+        for t, positions in _pieces(indexes, tables.num_tables):
+            symbols = decoder.decode(models.models[t], positions.size)
+            self.information += float(models.bits[t][symbols].sum())
+            if self.information > self.budget:
+                raise CorruptStreamError(
+                    f"corrupt entropy-coded stream: it decodes to more information than "
+                    f"its {self.size} bytes can hold")
+            values[positions] = symbols + models.offsets[t]
+            outside = symbols == models.sizes[t] - 1
+            if np.any(outside):
+                escaped.append(positions[np.flatnonzero(outside)])
 
         if escaped:
             positions = np.sort(np.concatenate(escaped))
@@ -335,4 +367,4 @@ class SegmentDecoder:
             if np.any((v_esc < _INT32.min) | (v_esc > _INT32.max)):
                 raise CorruptStreamError("escaped value outside int32 in entropy-coded stream")
             values[positions] = v_esc
-        return values.astype(np.int32)
+        return values

@@ -162,6 +162,23 @@ def test_round_trip_gaussian_with_escapes() -> None:
     _round_trip(values.astype(np.int32), indexes, GAUSSIAN)
 
 
+def test_scanning_large_inputs_gives_the_stream_of_sorting(monkeypatch) -> None:
+    """Many symbols are grouped by table by scanning, in pieces: the same words as sorting
+    them all at once, and the same values back, for every index dtype."""
+    rng = np.random.default_rng(21)
+    n = 5000
+    indexes = rng.integers(0, 64, n).astype(np.int32)
+    indexes[:700] = 3  # a table that spans several pieces
+    scales = gaussian_scale_table()
+    values = np.rint(rng.normal(0, 3 * scales[indexes])).astype(np.int32)
+    sorted_stream = encode_symbols(values, indexes, GAUSSIAN)
+    monkeypatch.setattr(coder, "_SORT_MAX", 0)
+    monkeypatch.setattr(coder, "_SCAN_PIECE", 1000)
+    monkeypatch.setattr(coder, "_DECODE_CHUNK", 97)
+    for dtype in (np.int32, np.uint8, np.uint16):
+        assert _round_trip(values, indexes.astype(dtype), GAUSSIAN) == sorted_stream
+
+
 def test_every_escape_length_and_side() -> None:
     # Excess 0 and every power of two (and one below) on both sides of a mid-range table.
     tables = CdfTables.from_counts([np.array([1 << 22] * 4)], [0])
