@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import qlic_codec
-from qlic_codec import cli, conformance, zoo
+from qlic_codec import cli, conformance, threads, zoo
 
 FOLDER = Path(__file__).resolve().parent.parent / "conformance"
 REPO = FOLDER.parent
@@ -98,7 +98,7 @@ def test_qlic_verify_passes_here(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     ok = [line for line in lines if line.startswith("OK ")]
-    counts = {1, int(os.environ.get("NUMBA_NUM_THREADS") or len(os.sched_getaffinity(0)))}
+    counts = {1, threads.limit()}
     assert len(ok) == len(doc["streams"]) * len(kernels.available_paths()) * len(counts)
     for path in kernels.available_paths():
         assert sum(f" {path} " in line for line in ok) == len(doc["streams"]) * len(counts)
