@@ -1,4 +1,5 @@
-"""The ``qlic`` command line: ``encode``, ``decode``, ``info`` and ``batch`` (on Dask).
+"""The ``qlic`` command line: ``encode``, ``decode``, ``info``, ``verify`` (the conformance
+streams) and ``batch`` (on Dask).
 
 The contract scripts rely on:
 
@@ -246,6 +247,7 @@ def main() -> None:
       qlic decode photo.qlic              # writes photo.png
       cat a.qlic | qlic decode - -o - > a.png
       qlic info photo.qlic
+      qlic verify                         # this machine decodes exactly
 
     Exit status: 0 ok, 1 some file failed, 2 usage error, 123 internal error.
     """
@@ -527,6 +529,35 @@ def info(files: tuple[str, ...], as_json: bool, debug: bool) -> None:
     for path in files:
         report.run(_display(path), lambda path=path: info_one(path))
     ctx.exit(report.exit_code)
+
+
+@main.command()
+@click.option("--folder", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="The conformance folder.  [default: $QLIC_CONFORMANCE_DIR, else "
+                   "conformance/ in the source tree]")
+@click.option("--debug", is_flag=True, help="Print a traceback on an internal error.")
+def verify(folder: str | None, debug: bool) -> None:
+    """Check that this machine decodes the bundled models' conformance streams exactly.
+
+    Decodes every stream of the conformance folder on every kernel path this CPU has, with
+    one thread and with the default number, and compares the decoded pixels with the
+    committed MD5 and SHA-256. Prints one line per stream, path and thread count, then a
+    summary. Exit status 0 only if every decode matched; 1 if one did not, or the manifest,
+    a stream or a bundled model is missing or damaged.
+    """
+    ctx = click.get_current_context()
+    conformance = _import_codec("qlic_codec.conformance", debug)
+    _import_codec_to_run(debug)
+
+    def show(result: Any) -> None:
+        click.echo(result.line())
+
+    try:
+        report = conformance.verify(folder, on_result=show)
+    except QlicError as exc:
+        _fail_now(f"qlic: error: {_one_line(exc)}", EXIT_FAILED)
+    click.echo(f"qlic verify: {report.summary()}")
+    ctx.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 @main.group("batch", context_settings=_CONTEXT_SETTINGS)
