@@ -92,3 +92,27 @@ def test_usage_errors_write_nothing(tiny_model, photo, tmp_path, args, message):
               code=2)
     assert message in out.stderr
     assert not (tmp_path / "u.qlic").exists()
+
+
+@pytest.mark.parametrize("kilobytes", [12, 30, 60])
+def test_targets_land_within_three_percent_on_validation_photos(kilobytes):
+    """The bundled MSE model on two validation photos (768x512) at three sizes: every file
+    within 3% of its target (``quality.TOLERANCE``)."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    import qlic_codec
+    root = Path(os.environ.get("QLIC_DATA") or
+                Path(__file__).resolve().parents[2] / "shared" / "data") / "val"
+    photos = sorted(root.glob("*.png"))[:2] if root.is_dir() else []
+    if len(photos) < 2:
+        pytest.skip(f"no validation photos in {root}")
+    for path in photos:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        result = qlic_codec.encode_to_target(rgb, target_size=kilobytes * 1000, model="mse")
+        assert result.met, (path.name, len(result.data))
+        assert abs(len(result.data) - kilobytes * 1000) <= 0.03 * kilobytes * 1000
+        assert qlic_codec.decode(result.data).shape == rgb.shape
