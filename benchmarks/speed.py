@@ -312,7 +312,7 @@ def decode_stages(model_path, data, repeat):
 
     m = api.load_model(model_path)
     header, (z_stream, y_stream) = container.parse(data)
-    level = header.quality - 1
+    level = api._check_quality_stream(header, m)  # a sub-level of quality steps, not quality - 1
     # The stages of ``api._decode_streams``, each timed on its own inputs.
     z = api.decode_z_stream(m, header, z_stream)
     if m.network.cc is not None:
