@@ -18,6 +18,16 @@ JPEG 2000 run on one thread in Pillow, x265 picks its own. A codec that is missi
 with a note. Every time is the best of ``--repeat`` runs, and every ratio compares figures of
 the same run.
 
+ONNX Runtime: the same decoder network (h_s + g_s from the same latents) exported to ONNX
+(``onnx_peer.py``, height and width dynamic) and run by ONNX Runtime in fp32 and statically
+quantized to int8 with its own tools (``quantize_static``: QDQ, per-channel int8 weights,
+uint8 activations calibrated on the latents of ``--calibration-images`` crops of
+``--calibration``, the training photos). The int8 graph has the transposed convolutions
+written as sub-pixel convolutions (the same function; ONNX Runtime has no int8 transposed
+convolution on the CPU). Each graph runs in a child process with the row's intra-op threads
+and one inter-op thread; the int8 graph's image is compared with the fp32 graph's (PSNR).
+``--no-onnx`` skips it; without onnx and onnxruntime installed it is skipped with a note.
+
 GMAC/s: the multiply-accumulates of the decoder network (h_s + g_s, counted from the layer
 shapes of the model file, see ``decoder_macs``) divided by the decode time: for qlic the whole
 ``decode`` call, for PyTorch the network alone.
@@ -206,6 +216,53 @@ def child_torch(n, m, levels, zh, zw, threads, channels_last):
             "peak_self": _self_maxrss()}
 
 
+def child_onnx(graph, latents, out, threads, repeat):
+    import onnx_peer
+    with np.load(latents) as f:
+        inputs = {"z_hat": f["z_hat"], "y_hat": f["y_hat"]}
+    seconds, outputs = onnx_peer.run_session(graph, inputs, threads, repeat)
+    np.save(out, outputs[1])  # x_hat, for the int8 graph's PSNR against the fp32 one
+    return {"seconds": seconds}
+
+
+def onnx_graphs(model, level, folder, count, tmp):
+    """Paths of the fp32 and int8 ONNX decoders of ``model`` in ``tmp``: (fp32, int8).
+
+    fp32 is the network as exported; int8 is ``onnx_peer.with_phase_deconvs`` of it (the same
+    function, its transposed convolutions as sub-pixel convolutions, which ONNX Runtime runs
+    in int8) quantized by ``quantize_static`` on the latents of ``count`` training crops."""
+    sys.path.insert(0, str(HERE))
+    import onnx_peer
+    import torch
+    calibration = onnx_peer.latents(model, onnx_peer.calibration_crops(folder, count), level)
+    z, y = (torch.from_numpy(a) for a in calibration[0])
+    fp32 = onnx_peer.export_decoder(model, Path(tmp) / "decoder-fp32.onnx", z, y)
+    phases = onnx_peer.export_decoder(onnx_peer.with_phase_deconvs(model),
+                                      Path(tmp) / "decoder-phases.onnx", z, y)
+    int8 = onnx_peer.quantize_decoder(phases, Path(tmp) / "decoder-int8.onnx", calibration)
+    return fp32, int8
+
+
+def time_onnx(graphs, z_hat, y_hat, threads, repeat, tmp):
+    """{onnx_fp32_decode_s, onnx_int8_decode_s, onnx_int8_psnr_vs_fp32_db}: each graph in a
+    child process (``--child onnx``) with ``threads`` intra-op threads, or a note."""
+    sys.path.insert(0, str(HERE))
+    import onnx_peer
+    latents = Path(tmp) / "latents.npz"
+    np.savez(latents, z_hat=z_hat, y_hat=y_hat)
+    out, images = {}, {}
+    for name, graph in zip(("fp32", "int8"), graphs):
+        x_path = Path(tmp) / f"x_hat-{name}.npy"
+        r, why = run_child(["onnx", graph, latents, x_path, threads, repeat])
+        if why:
+            note(f"onnx {name}: {why}")
+            return out
+        out[f"onnx_{name}_decode_s"] = r["seconds"]
+        images[name] = np.load(x_path)
+    out["onnx_int8_psnr_vs_fp32_db"] = onnx_peer.psnr(images["int8"], images["fp32"])
+    return out
+
+
 def run_child(args):
     """Run this script with ``--child args``: its result plus its peak RSS in bytes (``peak``,
     from ``/usr/bin/time -f %M`` when GNU time is there, else the child's own VmHWM), or a
@@ -238,6 +295,9 @@ def child_main(argv):
     elif kind == "torch":
         n, m, levels, zh, zw, threads, cl = (int(v) for v in rest)
         result = child_torch(n, m, levels, zh, zw, threads, bool(cl))
+    elif kind == "onnx":
+        graph, latents, out, threads, repeat = rest
+        result = child_onnx(graph, latents, out, int(threads), int(repeat))
     else:
         raise SystemExit(f"unknown child '{kind}'")
     print(json.dumps(result), flush=True)
@@ -252,7 +312,7 @@ def decode_stages(model_path, data, repeat):
 
     m = api.load_model(model_path)
     header, (z_stream, y_stream) = container.parse(data)
-    level = header.quality - 1
+    level = api._check_quality_stream(header, m)  # a sub-level of quality steps, not quality - 1
     # The stages of ``api._decode_streams``, each timed on its own inputs.
     z = api.decode_z_stream(m, header, z_stream)
     if m.network.cc is not None:
@@ -363,6 +423,21 @@ def time_classic(spec, setting, rgb, repeat):
 
 # --------------------------------------------------------------------------- main
 
+def default_float(model_path):
+    """The float checkpoint beside the bundled model, ``models/<name>-float.pt``, if any."""
+    candidate = ROOT / "models" / f"{Path(model_path).stem}-float.pt"
+    return str(candidate) if candidate.is_file() else None
+
+
+def onnx_available():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def torch_model(manifest, checkpoint):
     import torch
     from qlic_codec.train.model import MeanScaleHyperprior
@@ -418,6 +493,21 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
               f"{r['torch_decode_gmacs']:13.1f}")
     print("('x' = PyTorch time / qlic time, >1: qlic is faster; GMAC of h_s + g_s; qlic GMAC/s "
           "over the whole decode call, PyTorch over the network alone)")
+    onnx_rows = [r for r in rows if "onnx_int8_decode_s" in r]
+    if onnx_rows:
+        print(f"\nqlic decode against the same decoder network (h_s + g_s) in ONNX Runtime; "
+              f"seconds, best of {repeat}")
+        print(f"{'size':>10} {'thr':>3} {'qlic dec':>9} {'ort fp32':>9} {'ort int8':>9} "
+              f"{'x fp32':>7} {'x int8':>7} {'int8 PSNR':>10}")
+        for r in onnx_rows:
+            print(f"{r['size']:>10} {r['threads']:>3} {r['qlic_decode_s']:9.3f} "
+                  f"{r['onnx_fp32_decode_s']:9.3f} {r['onnx_int8_decode_s']:9.3f} "
+                  f"{r['decode_speedup_vs_onnx_fp32']:7.2f} "
+                  f"{r['decode_speedup_vs_onnx_int8']:7.2f} "
+                  f"{r['onnx_int8_psnr_vs_fp32_db']:10.2f}")
+        print("('x' = ONNX Runtime time / qlic time, >1: qlic is faster; network alone for ONNX "
+              "Runtime, whole decode call for qlic; int8 PSNR: its image against the fp32 "
+              "graph's, dB)")
     print(f"\nqlic decode by stage, seconds, best of {repeat} each")
     print(f"{'size':>10} {'thr':>3} {'z entropy':>10} {'h_s':>7} {'y entropy':>10} {'g_s':>7} "
           f"{'y symbols':>10} {'ns/symbol':>10}")
@@ -472,7 +562,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="int8 model name or path (default: bundled)")
     p.add_argument("--float", dest="float_ckpt", default=None,
-                   help="float checkpoint for the PyTorch columns (default: same architecture)")
+                   help="float checkpoint for the PyTorch and ONNX columns (default: the "
+                        "model's models/<name>-float.pt, else the same architecture untrained)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(768, 512)],
                    metavar="WxH", help="image sizes, e.g. 768x512 1920x1080 (default 768x512)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -484,6 +575,13 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     p.add_argument("--no-process", action="store_true",
                    help="skip the cold and warm whole-process decode times")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip the ONNX Runtime fp32 and int8 columns")
+    p.add_argument("--calibration", default=str(ROOT.parent / "shared" / "data" / "train"),
+                   help="PNG folder whose crops calibrate the ONNX int8 graph (default: "
+                        "../shared/data/train)")
+    p.add_argument("--calibration-images", type=int, default=8,
+                   help="calibration crops (256x256, one per image; default 8)")
     p.add_argument("--json", default=str(HERE / "results" / "speed.json"))
     args = p.parse_args(argv)
     settings = dict(CLASSIC_SETTING)
@@ -500,7 +598,16 @@ def main(argv=None) -> int:
     loaded = api.load_model(args.model)
     model_path = str(loaded.path)
     manifest, arrays, _ = modelfile.read(loaded.path)
+    if args.float_ckpt is None:
+        args.float_ckpt = default_float(model_path)
     model, torch = torch_model(manifest, args.float_ckpt)
+    use_onnx = not args.no_onnx and onnx_available()
+    if not args.no_onnx and not use_onnx:
+        note("onnx or onnxruntime is not installed: no ONNX columns (pip install -e '.[bench]')")
+    onnx_tmp = tempfile.TemporaryDirectory()
+    graphs = (onnx_graphs(model.to(memory_format=torch.contiguous_format), args.quality - 1,
+                          args.calibration, args.calibration_images, onnx_tmp.name)
+              if use_onnx else None)
 
     rows, classic_rows, memory, processes = [], [], [], []
     for width, height in args.sizes:
@@ -542,6 +649,8 @@ def main(argv=None) -> int:
                         m.g_s(y_hat)
 
                     encode_net(), decode_net()
+                    if fmt_name == "nchw":  # the ONNX graphs' inputs: the same latents
+                        onnx_inputs = (z_hat.numpy().copy(), y_hat.numpy().copy())
                     row[f"torch_{fmt_name}_encode_s"] = best_of(encode_net, args.repeat)
                     row[f"torch_{fmt_name}_decode_s"] = best_of(decode_net, args.repeat)
             row["torch_encode_s"] = min(row["torch_nchw_encode_s"],
@@ -553,6 +662,11 @@ def main(argv=None) -> int:
             row["qlic_decode_gmacs"] = macs / dec / 1e9
             row["decode_stages"] = decode_stages(model_path, data, args.repeat)
             row["torch_decode_gmacs"] = macs / row["torch_decode_s"] / 1e9
+            if graphs:
+                row.update(time_onnx(graphs, *onnx_inputs, threads, args.repeat, onnx_tmp.name))
+                for name in ("fp32", "int8"):
+                    if f"onnx_{name}_decode_s" in row:
+                        row[f"decode_speedup_vs_onnx_{name}"] = row[f"onnx_{name}_decode_s"] / dec
             rows.append(row)
             print(f"{size}, {threads} thread(s): qlic decode {dec:.3f} s", file=sys.stderr,
                   flush=True)
@@ -584,10 +698,12 @@ def main(argv=None) -> int:
                 memory.append(measure_memory(manifest, model_path, data, warm, height, width,
                                              threads, cl, tmp))
 
+    onnx_tmp.cleanup()
     print_tables(rows, classic_rows, memory, processes, args.repeat, args.quality)
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "python": platform.python_version()},
            "model": str(loaded.path.name), "quality": args.quality, "repeat": args.repeat,
+           "float": Path(args.float_ckpt).name if args.float_ckpt else None,
            "rows": rows, "classic": classic_rows, "memory": memory,
            "process": processes}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
