@@ -47,6 +47,10 @@ class LoadedModel:
         return quality_grid.to_quality(self.network.levels - 1, self.quality_steps)
 
 
+ENTROPY_ARRAYS = tuple(f"entropy.{key}.{part}" for key in ("z", "y")
+                       for part in ("cdf_counts", "sizes", "offsets"))
+
+
 def _tables(arrays, key) -> CdfTables:
     try:
         t = CdfTables(arrays[f"entropy.{key}.cdf_counts"], arrays[f"entropy.{key}.sizes"],
@@ -73,6 +77,12 @@ def _build_model(manifest: dict, arrays: dict, mid: bytes, path: str) -> LoadedM
     z_tables, y_tables = _tables(arrays, "z"), _tables(arrays, "y")
     if z_tables.num_tables != network.N or y_tables.num_tables != network.y_levels:
         raise ModelFileError(f"{path}: entropy tables do not match the network")
+    # An array that nothing reads means the file was made for a reader that does more with
+    # it than this one would: refused like an unknown manifest key.
+    unread = sorted(set(arrays) - network.arrays_read - set(ENTROPY_ARRAYS))
+    if unread:
+        raise ModelFileError(f"{path}: model has an array this qlic does not use "
+                             f"({unread[0][:60]!r}); it needs a newer qlic")
     metric = manifest["metric"]  # present and known: the network checked the manifest
     # Files exported before the sub-level grid have integer levels only.
     steps = manifest.get("quality_steps", 1)

@@ -455,3 +455,21 @@ ENTRY = st.fixed_dictionaries(
        st.integers(0, 12))
 def test_fuzzed_headers(entries, payload_words):
     _unpack_or_model_error(build({"manifest": {}, "arrays": entries}, b"\0" * 8 * payload_words))
+
+
+@pytest.mark.parametrize("name", ["head.extra.mult", "g_a.0.mult", "cc.0.scale.mult"])
+def test_an_array_that_nothing_reads_is_refused(name):
+    """An array the manifest does not call for (a head this qlic does not know, an epilogue
+    for the last g_a layer, which hands out accumulators, a slice head in a plain model)
+    means the file was made for another reader: refused, as an unknown manifest key is."""
+    import numpy as np
+
+    from conftest import TINY_MODEL
+    from qlic_codec import api, modelfile
+    from qlic_codec.errors import ModelFileError
+    manifest, arrays, _ = modelfile.read(TINY_MODEL)
+    api.load_model_bytes(modelfile.pack(manifest, arrays))  # as it is: accepted
+    layer = manifest["transforms"]["g_a"][-1]["name"]
+    arrays = {**arrays, name.replace("g_a.0", layer): np.zeros(3, np.int32)}
+    with pytest.raises(ModelFileError, match="array this qlic does not use"):
+        api.load_model_bytes(modelfile.pack(manifest, arrays))

@@ -58,6 +58,24 @@ class ModelSpec:
     arrays: dict
 
 
+class _ReadArrays(dict):
+    """The model's arrays, remembering which ones the loader read: a file with an array that
+    nothing reads was made for another reader (``unread_arrays``)."""
+
+    def __init__(self, arrays) -> None:
+        super().__init__(arrays)
+        self.read: set = set()
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name, default=None):
+        if name in self:
+            self.read.add(name)
+        return super().get(name, default)
+
+
 def _array(arrays, name, dtype, shape):
     if name not in arrays:
         raise ModelFileError(f"model is missing array '{name}'")
@@ -113,19 +131,21 @@ class IntegerNetwork:
         for key, value in self.clamps.items():
             if not 1 <= value <= (2**24 if key == "y" else 32767):
                 raise ModelFileError(f"model manifest clamp '{key}' is out of range")
+        arrays = _ReadArrays(spec.arrays)
         try:
-            self.layers = {t: [self._load_layer(spec.arrays, d) for d in layer_lists[t]]
+            self.layers = {t: [self._load_layer(arrays, d) for d in layer_lists[t]]
                            for t in TRANSFORMS}
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             # A layer description without a required key, or with a value of the wrong type.
             raise ModelFileError(f"model layer description is malformed: {exc!r}") from None
-        self._load_heads(spec.arrays)
+        self._load_heads(arrays)
         self._check_chain()
         # The channel-conditional entropy model of y (``engine.slices``), when the model has one.
         self.cc = None
         if "cc" in m:
             from .slices import SliceModel
-            self.cc = SliceModel(self, m["cc"], spec.arrays)
+            self.cc = SliceModel(self, m["cc"], arrays)
+        self.arrays_read = frozenset(arrays.read)
 
     # ---------------------------------------------------------------------------------------
     # Loading and validation

@@ -71,13 +71,16 @@ def test_escapes_and_extreme_values(tiny_bytes):
     np.testing.assert_array_equal(got, values)
 
 
-@pytest.mark.parametrize("edit", ["unknown key", "unknown out key", "version 1"])
+@pytest.mark.parametrize("edit", ["unknown key", "unknown out key", "version 1",
+                                  "unknown array"])
 def test_refuses_what_the_document_refuses(tiny_bytes, edit):
     manifest, arrays, _ = modelfile.unpack(tiny_bytes)
     if edit == "unknown key":
         manifest["dither"] = 1
     elif edit == "unknown out key":
         manifest["transforms"]["g_s"][0]["out"]["round"] = "even"
+    elif edit == "unknown array":
+        arrays = {**arrays, "head.dither.mult": np.ones(3, np.int32)}
     data = bytearray(modelfile.pack(manifest, arrays))
     if edit == "version 1":
         data[8] = 1

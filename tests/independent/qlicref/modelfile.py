@@ -65,11 +65,44 @@ def read_model(data: bytes) -> Model:
     if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
         raise FormatError("arrays overlap")
     check_manifest(manifest)
+    extra = sorted(set(arrays) - expected_arrays(manifest))
+    if extra:
+        raise FormatError(f"array {extra[0]!r} is not one the manifest calls for")
     model = Model(manifest, arrays, model_id(manifest, arrays))
     if "cc" in manifest:
         from .slices import check  # imported here: slices reads this module's types
         check(model)
     return model
+
+
+# The arrays of a layer by op (FORMAT.md 2.2), those of a layer with an ``out`` added.
+_LAYER_ARRAYS = {"conv": ("weight", "bias"), "deconv": ("weight", "bias"),
+                 "gdn": ("gamma", "beta", "mult"), "igdn": ("gamma", "beta", "mult", "shift")}
+
+
+def expected_arrays(m: dict) -> set:
+    """The names of every array the manifest calls for (FORMAT.md 2.2, 2.3 and 2.6)."""
+    layers = [d for t in ("g_a", "h_a", "h_s", "g_s") for d in m["transforms"][t]]
+    cc = m.get("cc")
+    if cc:
+        layers += [d for pair in cc["networks"] for d in pair["params"] + pair["lrp"]]
+    names = set()
+    for d in layers:
+        parts = _LAYER_ARRAYS.get(d["op"], ())
+        if d["op"] in ("conv", "deconv") and d.get("out") is not None:
+            parts += ("mult", "shift")
+        names |= {f"{d['name']}.{p}" for p in parts}
+    for key in ("y", "mean", "ys", "ha_in", "z", "pixel"):
+        names |= {f"head.{key}.mult", f"head.{key}.shift"}
+    names |= {"head.ha_in.offset", "head.scale.mult", "head.scale.offset"}
+    names |= {f"entropy.{k}.{p}" for k in ("z", "y") for p in ("cdf_counts", "sizes", "offsets")}
+    if cc:
+        names |= {f"cc.{k}.{p}" for k in ("hyper", "ctx") for p in ("mult", "shift")}
+        for i in range(len(cc["slices"])):
+            names |= {f"cc.{i}.{k}.{p}" for k in ("mean", "lrp") for p in ("mult", "shift")}
+            names.add(f"cc.{i}.scale.mult")
+        names.add("cc.lrp.lut")
+    return names
 
 
 def model_id(manifest: dict, arrays: dict) -> bytes:
