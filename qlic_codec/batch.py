@@ -97,10 +97,14 @@ def plan(inputs: Iterable[str], output_dir: str, op: str, suffix: str | None = N
 
 
 def run_one(job: Job, op: str, quality: float = DEFAULT_QUALITY, model: str | None = None,
-            drop_alpha: bool = False, resume: bool = True, threads: int | None = None) -> dict:
+            drop_alpha: bool = False, resume: bool = True, threads: int | None = None,
+            target_size: int | None = None, target_bpp: float | None = None,
+            strip: bool = False) -> dict:
     """Do one job where this runs (a worker); never raises for a bad file. ``threads``: the
     kernels' threads for this file, at most what the worker has (None: the worker's
-    default)."""
+    default). ``target_size`` / ``target_bpp`` replace ``quality`` by a size target
+    (``api.encode_to_target``: the result says the quality chosen and whether the file is
+    within 3%); ``strip`` drops the metadata."""
     from . import api, fsio, imageio
     from . import threads as kernel_threads
     from .errors import QlicError
@@ -116,7 +120,17 @@ def run_one(job: Job, op: str, quality: float = DEFAULT_QUALITY, model: str | No
             # Metadata travels as it does with qlic encode / decode.
             if op == "encode":
                 rgb, metadata = imageio.load_image_and_metadata(data, drop_alpha=drop_alpha)
-                out = api.encode(rgb, quality=quality, model=model, metadata=metadata)
+                if strip:
+                    metadata = None
+                if target_size is None and target_bpp is None:
+                    out = api.encode(rgb, quality=quality, model=model, metadata=metadata)
+                else:
+                    target = api.encode_to_target(rgb, target_size=target_size,
+                                                  target_bpp=target_bpp, model=model,
+                                                  metadata=metadata)
+                    out = target.data
+                    result.update(quality=target.quality, target_bytes=target.target_bytes,
+                                  target_met=target.met)
             else:
                 rgb, metadata = api.decode_with_metadata(data, model=model)
                 out = imageio.save_image(rgb, imageio.format_for_path(job.output), metadata)
@@ -140,8 +154,8 @@ def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
         client: an existing ``dask.distributed.Client`` instead of either.
         retries: how often a task that raised is tried again (a worker's death is handled by
             the scheduler, which reschedules the task).
-        options: ``quality``, ``model``, ``drop_alpha``, ``resume``, ``threads`` for
-            ``run_one``; on a ``LocalCluster`` ``threads`` defaults to the cores divided
+        options: ``quality``, ``model``, ``drop_alpha``, ``resume``, ``threads``,
+            ``target_size``, ``target_bpp``, ``strip`` for ``run_one``; on a ``LocalCluster`` ``threads`` defaults to the cores divided
             among the workers.
     """
     try:

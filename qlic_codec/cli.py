@@ -612,14 +612,28 @@ def _cluster_options(command: Callable) -> Callable:
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...", type=click.Path())
 @click.option("-q", "--quality", type=_Quality(), default=None,
               help=f"The {_QUALITY_HELP}.  [default: {zoo.DEFAULT_QUALITY}]")
+@click.option("--target-size", type=_Size(), default=None, metavar="SIZE",
+              help="Aim every file at this many bytes (50000, 50k, 1.5M), as with qlic encode.")
+@click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="X", help="Aim every file at X bits per pixel, as --target-size.")
+@click.option("--strip", is_flag=True, help="Leave out the ICC profile, EXIF and XMP.")
 @click.option("--drop-alpha", is_flag=True,
               help="Discard a transparent alpha channel instead of refusing the image.")
 @_cluster_options
-def batch_encode(inputs: tuple[str, ...], quality: int | float | None, drop_alpha: bool,
-                 **cluster) -> None:
-    """Compress images (files, or folders walked recursively) to .qlic files on a cluster."""
+def batch_encode(inputs: tuple[str, ...], quality: int | float | None,
+                 target_size: int | None, target_bpp: float | None, strip: bool,
+                 drop_alpha: bool, **cluster) -> None:
+    """Compress images (files, or folders walked recursively) to .qlic files on a cluster.
+
+    A file that misses its size target by more than 3% is written at the nearest quality;
+    its JSON line says so ("target_met": false)."""
+    given = [name for name, value in (("-q", quality), ("--target-size", target_size),
+                                      ("--target-bpp", target_bpp)) if value is not None]
+    if len(given) > 1:
+        raise _UsageLine(f"{' and '.join(given)} exclude each other: give one")
     quality = zoo.DEFAULT_QUALITY if quality is None else quality
-    _run_on_cluster("encode", inputs, quality=quality, drop_alpha=drop_alpha, **cluster)
+    _run_on_cluster("encode", inputs, quality=quality, drop_alpha=drop_alpha,
+                    target_size=target_size, target_bpp=target_bpp, strip=strip, **cluster)
 
 
 @batch_group.command("decode")

@@ -107,3 +107,31 @@ def test_usage_errors_are_one_line_and_exit_2(photos, monkeypatch):
     assert result.stderr.splitlines() == [
         'qlic: error: qlic batch needs Dask: pip install "qlic[distributed]"']
     assert not Path("out").exists()
+
+
+def test_size_target_and_strip_on_a_cluster(photos, scheduler, tiny_model, tmp_path):
+    """--target-size as with qlic encode (each line says the quality chosen and whether the
+    file is within 3%), --strip drops the ICC profile, and -q with a target is a usage
+    error."""
+    icc = b"\x00fake icc profile" * 8
+    Image.fromarray(synthetic_photo(64, 80, seed=9)).save(photos / "a.png", icc_profile=icc)
+    whole = len(qlic_codec.encode(synthetic_photo(64, 80, seed=9), 6, tiny_model))
+    result = qlic("batch", "encode", "photos/a.png", "-o", "out", "--target-size", str(whole),
+                  "--strip", "--model", tiny_model, "--scheduler", scheduler, exit_code=0)
+    line = records(result)["a.png"]
+    assert line["status"] == "done" and line["target_bytes"] == whole
+    assert line["target_met"] and abs(line["bytes"] - whole) <= 0.03 * whole
+    info = qlic_codec.read_info((tmp_path / "out" / "a.qlic").read_bytes())
+    assert info["quality"] == line["quality"]
+    kept = qlic("batch", "encode", "photos/a.png", "-o", "kept", "-q", "4", "--model",
+                tiny_model, "--scheduler", scheduler, exit_code=0)
+    assert records(kept)["a.png"]["status"] == "done"
+    _, meta = qlic_codec.decode_with_metadata((tmp_path / "kept" / "a.qlic").read_bytes(),
+                                              model=tiny_model)
+    assert meta.icc == icc
+    _, meta = qlic_codec.decode_with_metadata((tmp_path / "out" / "a.qlic").read_bytes(),
+                                              model=tiny_model)
+    assert meta.icc is None
+    error = qlic("batch", "encode", "photos", "-o", "x", "-q", "4", "--target-bpp", "1",
+                 exit_code=2)
+    assert "exclude each other" in error.stderr
