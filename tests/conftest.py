@@ -32,6 +32,32 @@ def tiny_model() -> str:
     return str(TINY_MODEL)
 
 
+# --- kernel paths and thread counts ---------------------------------------------------------
+
+@pytest.fixture(params=["portable", "avx2", "vnni"])
+def kernel_path(request):
+    """Each multiply path of the kernels in turn (skipped where the CPU lacks it); the ids
+    are what the summary below counts."""
+    from qlic_codec.engine import kernels
+    if request.param not in kernels.available_paths():
+        pytest.skip(f"no {request.param} path on this host")
+    with kernels.use_path(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    """The kernels' thread count, 1 and 2 (skipped where Numba allows fewer)."""
+    import numba
+    n = request.param
+    if n > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    yield n
+    numba.set_num_threads(before)
+
+
 # --- which kernel paths this run exercised ---------------------------------------------------
 
 _KERNEL_PATHS = ("portable", "avx2", "vnni")

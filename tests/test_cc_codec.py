@@ -12,7 +12,7 @@ import pytest
 import qlic_codec
 from conftest import GOLDEN, synthetic_photo
 from qlic_codec import api, modelfile, slicecoding
-from qlic_codec.engine import kernels, reference
+from qlic_codec.engine import reference
 from qlic_codec.engine.graph import IntegerNetwork, ModelSpec
 from qlic_codec.errors import CorruptStreamError, ModelFileError
 
@@ -23,25 +23,6 @@ TINY_CC = GOLDEN / "tiny-cc.qlicm"
 def spec():
     manifest, arrays, _ = modelfile.read(TINY_CC)
     return manifest, arrays
-
-
-@pytest.fixture(params=["portable", "avx2", "vnni"])
-def kernel_path(request):
-    if request.param not in kernels.available_paths():
-        pytest.skip(f"no {request.param} path on this host")
-    with kernels.use_path(request.param):
-        yield request.param
-
-
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    import numba
-    if request.param > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {request.param}")
-    before = numba.get_num_threads()
-    numba.set_num_threads(request.param)
-    yield request.param
-    numba.set_num_threads(before)
 
 
 def test_tiny_model_has_slices_that_matter(spec):

@@ -29,15 +29,6 @@ REPO = FOLDER.parent
 SMALL = 10**6
 
 
-@pytest.fixture(params=["portable", "avx2", "vnni"])
-def kernel_path(request):
-    from qlic_codec.engine import kernels
-    if request.param not in kernels.available_paths():
-        pytest.skip(f"no {request.param} path on this host")
-    with kernels.use_path(request.param):
-        yield request.param
-
-
 def _entries():
     if not (FOLDER / "manifest.json").is_file():
         pytest.fail("missing conformance/manifest.json; run python -m qlic_codec.conformance "

@@ -15,16 +15,6 @@ import qlic_codec
 from conftest import GOLDEN, synthetic_photo
 
 
-@pytest.fixture(params=["portable", "avx2", "vnni"])
-def kernel_path(request):
-    """Every kernel path must produce the golden bytes (the portable one on any machine)."""
-    from qlic_codec.engine import kernels
-    if request.param not in kernels.available_paths():
-        pytest.skip(f"no {request.param} path on this host")
-    with kernels.use_path(request.param):
-        yield request.param
-
-
 REGENERATE = "python tests/golden/generate.py"
 
 

@@ -371,14 +371,42 @@ class IntegerNetwork:
         budget of ``bands.BAND_BYTES`` allows), padding the image band by band, so that no
         tensor at the image's resolution exists; the result does not depend on the bands.
         """
-        height, width = pixels.shape[:2]
-        rows, cols = height + -height % _BLOCK, width + -width % _BLOCK
-        M, cy, cz = self.M, self.clamps["y"], self.clamps["z"]
-        y_g = np.empty((rows // 16, cols // 16, M), np.int32)
-        ha_in = np.empty(y_g.shape, np.int8)
+        cy = self.clamps["y"]
+        y_g = np.empty(self._latent_shape(pixels), np.int32)
 
         def heads(lo, acc_y):
             y_g[lo: lo + len(acc_y)] = self._head(acc_y, "y", level, -cy, cy)
+
+        return y_g, self._analyse_in_bands(pixels, heads, band_rows)
+
+    def analysis_accumulators(self, pixels: np.ndarray, band_rows: int | None = None):
+        """The part of the analysis that no quality level changes: uint8 (H, W, 3), any size
+        -> (g_a's int32 accumulators of y (H/16, W/16, M) of the padded image, z int32).
+
+        The hyper-analysis reads the un-gained y, so z is the same at every level; an
+        encoder that tries several levels runs this once and ``y_head`` per level. It keeps
+        the accumulators whole (4 bytes per latent), where ``analysis`` keeps only y_g.
+        """
+        acc_y = np.empty(self._latent_shape(pixels), np.int32)
+
+        def keep(lo, acc):
+            acc_y[lo: lo + len(acc)] = acc
+
+        return acc_y, self._analyse_in_bands(pixels, keep, band_rows)
+
+    def _latent_shape(self, pixels):
+        height, width = pixels.shape[:2]
+        return (-(-height // _BLOCK) * 4, -(-width // _BLOCK) * 4, self.M)
+
+    def _analyse_in_bands(self, pixels, take_acc_y, band_rows) -> np.ndarray:
+        """g_a then h_a in bands; ``take_acc_y(lo, acc_y)`` gets g_a's accumulators from row
+        ``lo`` on as they come. Returns z."""
+        rows, cols = (-(-n // _BLOCK) * _BLOCK for n in pixels.shape[:2])
+        cz = self.clamps["z"]
+        ha_in = np.empty(self._latent_shape(pixels), np.int8)
+
+        def heads(lo, acc_y):
+            take_acc_y(lo, acc_y)
             # |acc_y| < 2**31 and |offset| <= 2**30: the difference is exact in int64;
             # clamping it to int32 only saturates codes that are already at +-127.
             centred = np.clip(acc_y.astype(np.int64) - self.heads["ha_in.offset"],
@@ -393,37 +421,7 @@ class IntegerNetwork:
             z[lo: lo + len(acc_z)] = self._head(acc_z, "z", None, -cz, cz)
 
         self._in_bands("h_a", ha_in.shape, 1, lambda a, b: ha_in[a:b], z_head, band_rows)
-        return y_g, z
-
-    def analysis_accumulators(self, pixels: np.ndarray, band_rows: int | None = None):
-        """The part of the analysis that no quality level changes: uint8 (H, W, 3), any size
-        -> (g_a's int32 accumulators of y (H/16, W/16, M) of the padded image, z int32).
-
-        The hyper-analysis reads the un-gained y, so z is the same at every level; an
-        encoder that tries several levels runs this once and ``y_head`` per level. It keeps
-        the accumulators whole (4 bytes per latent), where ``analysis`` keeps only y_g.
-        """
-        height, width = pixels.shape[:2]
-        rows, cols = height + -height % _BLOCK, width + -width % _BLOCK
-        acc_y = np.empty((rows // 16, cols // 16, self.M), np.int32)
-        ha_in = np.empty(acc_y.shape, np.int8)
-        cz = self.clamps["z"]
-
-        def keep(lo, acc):
-            acc_y[lo: lo + len(acc)] = acc
-            centred = np.clip(acc.astype(np.int64) - self.heads["ha_in.offset"],
-                              -(2**31), 2**31 - 1).astype(np.int32)
-            ha_in[lo: lo + len(acc)] = self._head(centred, "ha_in", None, -127, 127)
-
-        self._in_bands("g_a", (rows, cols, 3), 1,
-                       lambda a, b: padded_codes(pixels, a, b, _BLOCK), keep, band_rows)
-        z = np.empty((rows // _BLOCK, cols // _BLOCK, self.N), np.int32)
-
-        def z_head(lo, acc_z):
-            z[lo: lo + len(acc_z)] = self._head(acc_z, "z", None, -cz, cz)
-
-        self._in_bands("h_a", ha_in.shape, 1, lambda a, b: ha_in[a:b], z_head, band_rows)
-        return acc_y, z
+        return z
 
     def y_head(self, acc_y: np.ndarray, level: int) -> np.ndarray:
         """g_a's accumulators -> fixed-point y_g = y * gain of ``level`` (int32)."""

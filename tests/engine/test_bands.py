@@ -4,13 +4,12 @@ API with the tiny model and a shipped one."""
 
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 
 from conftest import synthetic_photo
 from qlic_codec import api, modelfile
-from qlic_codec.engine import bands, kernels, reference
+from qlic_codec.engine import bands, reference
 from qlic_codec.engine.graph import IntegerNetwork, ModelSpec
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "qlic-mse.qlicm"
@@ -80,24 +79,6 @@ def tiny_net(tiny_model):
     return IntegerNetwork(ModelSpec(*modelfile.read(tiny_model)[:2]))
 
 
-@pytest.fixture(params=["portable", "avx2", "vnni"])
-def path(request):
-    if request.param not in kernels.available_paths():
-        pytest.skip(f"no {request.param} path on this host")
-    with kernels.use_path(request.param):
-        yield request.param
-
-
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    n = request.param
-    if n > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    yield n
-    numba.set_num_threads(before)
-
 
 def _whole_and_banded(net, pixels, level, band_rows):
     """Every stage of the codec run whole and in bands of ``band_rows``: pairs of results."""
@@ -133,7 +114,7 @@ def _assert_pairs_equal(pairs):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[1]}x{s[0]}")
-def test_bands_equal_the_whole_image(tiny_net, path, threads, size):
+def test_bands_equal_the_whole_image(tiny_net, kernel_path, threads, size):
     pixels = synthetic_photo(*size, seed=sum(size))
     for band_rows in (1, 3):
         _assert_pairs_equal(_whole_and_banded(tiny_net, pixels, 2, band_rows))

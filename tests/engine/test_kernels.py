@@ -16,7 +16,6 @@ import types
 import zlib
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 
@@ -203,24 +202,10 @@ print(test_kernels._digest(test_kernels._suite(kernels)))
 """
 
 
-@pytest.fixture(params=["portable", "avx2", "vnni"])
-def path(request):
-    """The multiply path of the convolution and GDN kernels."""
-    if request.param not in kernels.available_paths():
-        pytest.skip(f"no {request.param} path on this host")
-    with kernels.use_path(request.param):
-        yield request.param
-
-
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    n = request.param
-    if n > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip(f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} < {n}")
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    yield n
-    numba.set_num_threads(before)
+@pytest.fixture
+def path(kernel_path):
+    """The multiply path of the convolution and GDN kernels (``conftest.kernel_path``)."""
+    return kernel_path
 
 
 # --- convolutions -----------------------------------------------------------------------------
