@@ -24,6 +24,23 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
+def tiny_cc_float_model():
+    """A tiny float channel-conditional model (N=8, M=12, two levels, slices 2, 4, 6) with
+    large gains and random last layers in its slice networks, so that every slice network
+    moves the means, the tables and the latent (a new model's last layers start at zero)."""
+    import torch
+
+    from qlic_codec.train.slices import ChannelConditionalHyperprior
+    torch.manual_seed(5)
+    model = ChannelConditionalHyperprior(N=8, M=12, levels=2, slices=(2, 4, 6), hidden=8).eval()
+    with torch.no_grad():
+        model.log_gain.add_(2.0)
+        for ctx in model.contexts:
+            for net in (ctx.params, ctx.lrp):
+                torch.nn.init.normal_(net[-1].weight, std=0.2)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     """Path of the committed tiny model (random weights with large gains, N=16, M=24)."""

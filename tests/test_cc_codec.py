@@ -171,15 +171,8 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def tiny_cc_float():
-    from qlic_codec.train.slices import ChannelConditionalHyperprior
-    torch.manual_seed(5)
-    model = ChannelConditionalHyperprior(N=8, M=12, levels=2, slices=(2, 4, 6), hidden=8).eval()
-    with torch.no_grad():
-        model.log_gain.add_(2.0)
-        for ctx in model.contexts:
-            for net in (ctx.params, ctx.lrp):
-                torch.nn.init.normal_(net[-1].weight, std=0.2)
-    return model
+    from conftest import tiny_cc_float_model
+    return tiny_cc_float_model()
 
 
 def test_simulation_without_quantization_is_the_float_model(tiny_cc_float):

@@ -40,18 +40,10 @@ def test_same_pixels_as_qlic(cc_bytes, size, quality):
 def test_other_slices_same_pixels_as_qlic(tmp_path):
     """Three uneven slices of 12 channels (the golden model has four of 24): the slice count
     and sizes come from the file, not from a fixed layout."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from conftest import tiny_cc_float_model
     from qlic_codec.quantize.export import export
-    from qlic_codec.train.slices import ChannelConditionalHyperprior
-    torch.manual_seed(5)
-    model = ChannelConditionalHyperprior(N=8, M=12, levels=2, slices=(2, 4, 6), hidden=8).eval()
-    with torch.no_grad():
-        # Large gains and random last layers, so that every slice network moves the means,
-        # the tables and the latent (an untrained model's last layers start near zero).
-        model.log_gain.add_(2.0)
-        for ctx in model.contexts:
-            for net in (ctx.params, ctx.lrp):
-                torch.nn.init.normal_(net[-1].weight, std=0.2)
+    model = tiny_cc_float_model()
     path = tmp_path / "cc-3.qlicm"
     export(model, [synthetic_photo(64, 64, s) for s in range(2)], path, {"metric": "mse"},
            scale_max=32.0)
