@@ -25,20 +25,12 @@ LeakyReLU), so every kernel path runs them.
 import numpy as np
 
 from ..errors import ModelFileError
+# graph imports this module only inside IntegerNetwork, so it is whole by then.
+from .graph import _array, _check_range
 
 # A model with more slices than this is refused: each slice is a sequential decoding step.
 MAX_SLICES = 64
 LUT_SIZE = 255
-
-
-def _array(arrays, name, dtype, shape):
-    from .graph import _array as graph_array  # one loader for every array of the model
-    return graph_array(arrays, name, dtype, shape)
-
-
-def _check_range(name, a, lo, hi):
-    if a.size and (a.min() < lo or a.max() > hi):
-        raise ModelFileError(f"array '{name}' has values outside {lo}..{hi}")
 
 
 class SliceModel:
@@ -133,10 +125,9 @@ class SliceState:
         net, h = model.net, model.heads
         self.model, self.level = model, level
         M = net.M
-        self.acc_mean = np.ascontiguousarray(acc_p[..., :M])
         self.acc_scale = np.ascontiguousarray(acc_p[..., M:])
-        self.hyper_mean_g = net._head(self.acc_mean, "mean", level, -net.clamps["y"],
-                                      net.clamps["y"])
+        self.hyper_mean_g = net._head(np.ascontiguousarray(acc_p[..., :M]), "mean", level,
+                                      -net.clamps["y"], net.clamps["y"])
         hyper = net.k.requantize(acc_p, h["hyper.mult"], h["hyper.shift"], 0, 0, -127, 127)
         self.hyper = hyper.astype(np.int8)
         shape = acc_p.shape[:2] + (M,)

@@ -56,19 +56,17 @@ def upgrade_format_1(path: Path) -> bool:
     Format 2 has format 1's layout and requires ``head.ha_in.offset``, which format 1 read
     as zeros when it was missing; the file's ``card`` and every other key stay as they are.
     """
-    import hashlib
     import struct
 
     import numpy as np
 
     from qlic_codec import modelfile
+    from qlic_codec.quantize.regrid import read_any_format
 
-    data = bytearray(path.read_bytes())
+    data = path.read_bytes()
     if struct.unpack_from("<I", data, 8)[0] != 1:
         return False
-    struct.pack_into("<I", data, 8, 2)
-    body = bytes(data[:-32])
-    manifest, arrays, _ = modelfile.unpack(body + hashlib.sha256(body).digest(), str(path))
+    manifest, arrays = read_any_format(data, str(path))
     arrays.setdefault("head.ha_in.offset", np.zeros(int(manifest["M"]), np.int32))
     modelfile.write(path, manifest, arrays)
     return True
