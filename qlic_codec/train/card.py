@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_float_model
+from .checkpoint import load_float_model, model_config
 from .data import default_data_root, load_folder
 from .loop import validate
 
@@ -25,27 +25,53 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardware: str) -> str:
-    lines = [f"# {path.name}", "",
-             "Variable-rate mean-scale hyperprior (N=128, M=192, simplified GDN, gain units), "
-             "float weights stored as fp16.", "",
-             "## Training", ""]
+def architecture(config: dict) -> str:
+    """One sentence naming the model a ``model_config`` describes."""
+    shape = f"N={config['N']}, M={config['M']}, simplified GDN, gain units"
+    if config.get("slices"):
+        split = ", ".join(str(n) for n in config["slices"])
+        extra = ", a checkerboard in each slice" if config.get("checkerboard") else ""
+        return (f"Variable-rate mean-scale hyperprior with a channel-conditional entropy model "
+                f"of `y` (slices {split}, latent residual prediction, slice networks "
+                f"{config.get('hidden')} wide{extra}; {shape}), float weights stored as fp16.")
+    return f"Variable-rate mean-scale hyperprior ({shape}), float weights stored as fp16."
+
+
+def data_line(meta: dict, train_photos: int) -> str:
+    share = meta.get("wide_share")
+    mix = ("" if share is None else
+           f"; the film scans, city architecture and scenes drawn for {share:.0%} of the crops")
+    return (f"- data: `../shared/data/train` ({train_photos} photos), random crops and "
+            f"flips{mix}")
+
+
+def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardware: str,
+           config: dict | None = None, train_photos: int = 0,
+           wide_rows: list[dict] | None = None) -> str:
+    config = config or {"N": 128, "M": 192}
+    lines = [f"# {path.name}", "", architecture(config), "", "## Training", ""]
     for key in ("metric", "lambdas", "steps", "batch", "crop", "wall_seconds"):
         if key in meta:
             lines.append(f"- {key}: {meta[key]}")
     lines += ["- optimiser: Adam, gradient norm clipped at 1.0",
-              "- data: `../shared/data/train` (128 photos), random crops and flips",
+              data_line(meta, train_photos),
               f"- hardware: {hardware}", ""]
     if history:
         last = history[-1]
         lines += [f"Last logged training window: step {last['step']}, loss {last['loss']:.4g}, "
                   f"bpp {last['bpp']:.4g}, lr {last['lr']:.3g}.", ""]
-    lines += ["## Validation (`../shared/data/val`, 11 photos, 768x512)", "",
-              "Estimated from the model's likelihoods (no entropy coder), float model.", "",
-              "| level | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['level']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} |")
-    lines += ["", "Reproduce: `python -m qlic_codec.train --validate " + str(path) + "`", ""]
+    for name, table in (("val", rows), ("val-wide", wide_rows)):
+        if not table:
+            continue
+        lines += [f"## Validation (`../shared/data/{name}`, {table[0].get('images', '?')} "
+                  "photos)", "",
+                  "Estimated from the model's likelihoods (no entropy coder), float model.", "",
+                  "| level | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
+        for r in table:
+            lines.append(f"| {r['level']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
+                         f"{r['ms_ssim']:.4f} |")
+        lines.append("")
+    lines += ["Reproduce: `python -m qlic_codec.train --validate " + str(path) + "`", ""]
     return "\n".join(lines)
 
 
@@ -70,16 +96,24 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args(argv)
     model, meta = load_float_model(args.checkpoint)
-    rows = validate(model, load_folder(Path(args.data or default_data_root()) / "val"))
+    root = Path(args.data or default_data_root())
+    tables = {}
+    for name in ("val", "val-wide"):
+        if (root / name).is_dir():
+            images = load_folder(root / name)
+            tables[name] = [dict(r, images=len(images)) for r in validate(model, images)]
+    rows, wide_rows = tables.get("val", []), tables.get("val-wide")
+    train_photos = len(list((root / "train").glob("*.png")))
     history = []
     if args.run:
         blob = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
         history = blob["state"]["history"]
     hardware = args.hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, fp32"
-    text = render(Path(args.checkpoint), meta, rows, history, hardware)
+    text = render(Path(args.checkpoint), meta, rows, history, hardware,
+                  config=model_config(model), train_photos=train_photos, wide_rows=wide_rows)
     Path(args.output).write_text(text)
     Path(args.output).with_suffix(".json").write_text(json.dumps(
-        {"meta": card_meta(meta), "val": rows}, indent=1) + "\n")
+        {"meta": card_meta(meta), **tables}, indent=1) + "\n")
     print(text)
     return 0
 

@@ -308,6 +308,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     save()
     meta = {"metric": cfg.metric, "lambdas": list(lambdas_list), "steps": state["step"],
             "batch": cfg.batch, "crop": cfg.crop, "wall_seconds": round(state["wall_seconds"])}
+    if cfg.wide_share is not None:
+        meta["wide_share"] = cfg.wide_share
     save_float_model(model.to(memory_format=torch.contiguous_format), run_dir / "model_fp16.pt",
                      meta)
     return state
