@@ -4,6 +4,7 @@ against the classic codecs, all measured in one run.
     python benchmarks/speed.py                       # 768x512, 1 and 2 threads
     python benchmarks/speed.py --sizes 768x512 1920x1080 3840x2160 --threads 1 2 --repeat 5
     python benchmarks/speed.py --model PATH.qlicm --codecs jpeg webp --no-memory
+    python benchmarks/speed.py --baseline OLD.qlicm --codecs none --no-onnx  # two models, turn about
 
 Images: the first PNG of ``../shared/data/val`` beside the repository, resized (Lanczos) to
 each ``--sizes`` WIDTHxHEIGHT (a synthetic photo when that folder is missing).
@@ -80,6 +81,18 @@ def best_of(fn, repeat):
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def interleaved_best(fns, repeat):
+    """Best time of each function, the functions taking turns in every round, so that a busy
+    machine's slow spells fall on all of them alike."""
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t)
+    return [min(t) for t in times]
 
 
 def parse_size(text):
@@ -554,6 +567,19 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
         print("('x' = PyTorch fp32 / qlic, >1: qlic uses less)")
 
 
+def print_baseline(rows, name, repeat):
+    print(f"\nqlic against the baseline model {name}, the same image, turn about; seconds, best "
+          f"of {repeat}")
+    print(f"{'size':>10} {'thr':>3} {'bpp':>6} {'base bpp':>8} {'enc':>7} {'base enc':>9} "
+          f"{'dec':>7} {'base dec':>9} {'enc/base':>9} {'dec/base':>9}")
+    for r in rows:
+        print(f"{r['size']:>10} {r['threads']:>3} {r['bpp']:6.3f} {r['baseline_bpp']:8.3f} "
+              f"{r['qlic_encode_s']:7.3f} {r['baseline_encode_s']:9.3f} "
+              f"{r['qlic_decode_s']:7.3f} {r['baseline_decode_s']:9.3f} "
+              f"{r['encode_vs_baseline']:9.2f} {r['decode_vs_baseline']:9.2f}")
+    print("(time of --model / time of --baseline: below 1, --model is faster)")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--child"]:
@@ -582,6 +608,9 @@ def main(argv=None) -> int:
                         "../shared/data/train)")
     p.add_argument("--calibration-images", type=int, default=8,
                    help="calibration crops (256x256, one per image; default 8)")
+    p.add_argument("--baseline", default=None,
+                   help="a second int8 model (name or path) whose encode and decode are timed "
+                        "beside --model's on the same image, turn about")
     p.add_argument("--json", default=str(HERE / "results" / "speed.json"))
     args = p.parse_args(argv)
     settings = dict(CLASSIC_SETTING)
@@ -597,6 +626,7 @@ def main(argv=None) -> int:
 
     loaded = api.load_model(args.model)
     model_path = str(loaded.path)
+    baseline_path = str(api.load_model(args.baseline).path) if args.baseline else None
     manifest, arrays, _ = modelfile.read(loaded.path)
     if args.float_ckpt is None:
         args.float_ckpt = default_float(model_path)
@@ -623,11 +653,27 @@ def main(argv=None) -> int:
             set_codec_threads(threads)
             data = qlic_codec.encode(image, args.quality, model_path)  # warm-up + compile
             qlic_codec.decode(data, model_path)
-            enc = best_of(lambda: qlic_codec.encode(image, args.quality, model_path), args.repeat)
-            dec = best_of(lambda: qlic_codec.decode(data, model_path), args.repeat)
-            row = {"size": size, "threads": threads, "qlic_encode_s": enc, "qlic_decode_s": dec,
-                   "bytes": len(data), "bpp": 8 * len(data) / (width * height),
-                   "decoder_gmac": macs / 1e9}
+            row = {"size": size, "threads": threads}
+            if baseline_path is None:
+                enc = best_of(lambda: qlic_codec.encode(image, args.quality, model_path),
+                              args.repeat)
+                dec = best_of(lambda: qlic_codec.decode(data, model_path), args.repeat)
+            else:
+                base = qlic_codec.encode(image, args.quality, baseline_path)
+                qlic_codec.decode(base, baseline_path)
+                enc, base_enc = interleaved_best(
+                    [lambda: qlic_codec.encode(image, args.quality, model_path),
+                     lambda: qlic_codec.encode(image, args.quality, baseline_path)], args.repeat)
+                dec, base_dec = interleaved_best(
+                    [lambda: qlic_codec.decode(data, model_path),
+                     lambda: qlic_codec.decode(base, baseline_path)], args.repeat)
+                row.update(baseline_encode_s=base_enc, baseline_decode_s=base_dec,
+                           baseline_bpp=8 * len(base) / (width * height),
+                           decode_vs_baseline=dec / base_dec,
+                           encode_vs_baseline=enc / base_enc)
+            row.update({"qlic_encode_s": enc, "qlic_decode_s": dec,
+                        "bytes": len(data), "bpp": 8 * len(data) / (width * height),
+                        "decoder_gmac": macs / 1e9})
             level = torch.tensor([float(args.quality - 1)])
             with torch.no_grad():
                 for fmt_name, fmt in (("nchw", torch.contiguous_format),
@@ -700,9 +746,12 @@ def main(argv=None) -> int:
 
     onnx_tmp.cleanup()
     print_tables(rows, classic_rows, memory, processes, args.repeat, args.quality)
+    if baseline_path:
+        print_baseline(rows, Path(baseline_path).name, args.repeat)
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "python": platform.python_version()},
            "model": str(loaded.path.name), "quality": args.quality, "repeat": args.repeat,
+           "baseline": Path(baseline_path).name if baseline_path else None,
            "float": Path(args.float_ckpt).name if args.float_ckpt else None,
            "rows": rows, "classic": classic_rows, "memory": memory,
            "process": processes}
