@@ -79,3 +79,15 @@ def test_tiny_model_file():
     manifest, arrays, _ = modelfile.read(ROOT / "tests" / "golden" / "tiny-mse.qlicm")
     n, m = manifest["N"], manifest["M"]
     assert _speed().decoder_macs(manifest, arrays, 200, 300) == _expected(n, m, 4, 5)
+
+
+def test_baseline_timing_takes_turns_and_keeps_each_best(monkeypatch):
+    """``--baseline``: the two models' calls alternate in every round, and each gets its own
+    best time."""
+    speed = _speed()
+    order = []
+    clock = iter([0.0, 3.0, 3.0, 4.0, 10.0, 12.0, 12.0, 12.5])
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
+    best = speed.interleaved_best([lambda: order.append("a"), lambda: order.append("b")], 2)
+    assert order == ["a", "b", "a", "b"]
+    assert best == [2.0, 0.5]
