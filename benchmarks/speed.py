@@ -75,12 +75,7 @@ MIB = 1024 * 1024
 
 
 def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return interleaved_best([fn], repeat)[0]
 
 
 def interleaved_best(fns, repeat):

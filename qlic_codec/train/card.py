@@ -45,10 +45,9 @@ def data_line(meta: dict, train_photos: int) -> str:
             f"flips{mix}")
 
 
-def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardware: str,
-           config: dict | None = None, train_photos: int = 0,
-           wide_rows: list[dict] | None = None) -> str:
-    config = config or {"N": 128, "M": 192}
+def render(path: Path, meta: dict, tables: dict[str, list[dict]], history: list[dict],
+           hardware: str, config: dict, train_photos: int) -> str:
+    """The card's text; ``tables`` maps a validation folder's name to its rows per level."""
     lines = [f"# {path.name}", "", architecture(config), "", "## Training", ""]
     for key in ("metric", "lambdas", "steps", "batch", "crop", "wall_seconds"):
         if key in meta:
@@ -60,9 +59,7 @@ def render(path: Path, meta: dict, rows: list[dict], history: list[dict], hardwa
         last = history[-1]
         lines += [f"Last logged training window: step {last['step']}, loss {last['loss']:.4g}, "
                   f"bpp {last['bpp']:.4g}, lr {last['lr']:.3g}.", ""]
-    for name, table in (("val", rows), ("val-wide", wide_rows)):
-        if not table:
-            continue
+    for name, table in tables.items():
         lines += [f"## Validation (`../shared/data/{name}`, {table[0].get('images', '?')} "
                   "photos)", "",
                   "Estimated from the model's likelihoods (no entropy coder), float model.", "",
@@ -102,15 +99,14 @@ def main(argv=None) -> int:
         if (root / name).is_dir():
             images = load_folder(root / name)
             tables[name] = [dict(r, images=len(images)) for r in validate(model, images)]
-    rows, wide_rows = tables.get("val", []), tables.get("val-wide")
     train_photos = len(list((root / "train").glob("*.png")))
     history = []
     if args.run:
         blob = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
         history = blob["state"]["history"]
     hardware = args.hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, fp32"
-    text = render(Path(args.checkpoint), meta, rows, history, hardware,
-                  config=model_config(model), train_photos=train_photos, wide_rows=wide_rows)
+    text = render(Path(args.checkpoint), meta, tables, history, hardware,
+                  config=model_config(model), train_photos=train_photos)
     Path(args.output).write_text(text)
     Path(args.output).with_suffix(".json").write_text(json.dumps(
         {"meta": card_meta(meta), **tables}, indent=1) + "\n")

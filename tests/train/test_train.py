@@ -337,14 +337,15 @@ def test_card_describes_the_architecture_data_and_both_validation_sets():
     from qlic_codec.train.card import render
     rows = [{"level": 1, "bpp": 0.1, "psnr": 25.0, "ms_ssim": 0.86, "images": 11}]
     wide = [{"level": 1, "bpp": 0.13, "psnr": 23.6, "ms_ssim": 0.80, "images": 18}]
-    text = render(Path("m.pt"), {"metric": "mse", "wide_share": 0.5}, rows, [], "cpu",
+    text = render(Path("m.pt"), {"metric": "mse", "wide_share": 0.5},
+                  {"val": rows, "val-wide": wide}, [], "cpu",
                   config={"N": 128, "M": 192, "slices": [16, 16, 32, 64, 64], "hidden": 96},
-                  train_photos=358, wide_rows=wide)
+                  train_photos=358)
     assert "channel-conditional" in text and "slices 16, 16, 32, 64, 64" in text
     assert "(358 photos)" in text and "50% of the crops" in text
     assert "`../shared/data/val`, 11 photos" in text
     assert "`../shared/data/val-wide`, 18 photos" in text and "| 1 | 0.1300 | 23.60 |" in text
-    plain = render(Path("m.pt"), {"metric": "mse"}, rows, [], "cpu",
+    plain = render(Path("m.pt"), {"metric": "mse"}, {"val": rows}, [], "cpu",
                    config={"N": 128, "M": 192}, train_photos=128)
     assert "channel-conditional" not in plain and "val-wide" not in plain
     assert "(128 photos), random crops and flips\n" in plain
