@@ -1,4 +1,5 @@
-"""Entropy coding of integer symbols with exact integer tables: the only constriction user.
+"""Entropy coding of integer symbols with exact integer tables: constriction encodes, the
+compiled decoder of ``rangedecoder`` decodes.
 
 Stream layout (one ``constriction.stream.queue`` range-coder stream, 32-bit words written
 little-endian):
@@ -32,18 +33,18 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
-from qlic_codec.entropy.tables import PRECISION, TOTAL, CdfTables
+from qlic_codec.entropy import rangedecoder
+from qlic_codec.entropy.tables import TOTAL, CdfTables
 from qlic_codec.errors import CorruptStreamError
 
 _Categorical = constriction.stream.model.Categorical
 _Uniform = constriction.stream.model.Uniform
 _RangeEncoder = constriction.stream.queue.RangeEncoder
-_RangeDecoder = constriction.stream.queue.RangeDecoder
 
 _MAX_BITS = 32  # an excess is below 2**32
 _HEADER_SYMBOLS = 2 * (_MAX_BITS + 1)  # (bit length 0..32) x (side below / above)
 _CHUNK_BITS = 16
-_DECODE_CHUNK = 1 << 16  # symbols decoded per call (bounds the work done on garbage)
+_DECODE_CHUNK = 1 << 16  # symbols encoded per call (bounds the memory of a piece)
 # Above this many symbols, the positions of each table are found by scanning the indexes
 # table by table (``_scan``) instead of sorting them all at once (``_group``): a sort holds
 # an int64 position per symbol (6 bytes per pixel of the image), a scan a piece of them.
@@ -51,11 +52,6 @@ _SORT_MAX = 1 << 22
 _SCAN_PIECE = 1 << 20  # indexes compared at a time by ``_scan``
 # Powers of two 2**0 .. 2**32: the bit length of e is the number of them that are <= e.
 _POWERS = np.left_shift(np.int64(1), np.arange(_MAX_BITS + 1, dtype=np.int64))
-_INT32 = np.iinfo(np.int32)
-
-# Everything constriction raises on bad compressed data (AssertionError for an invalid
-# point, ValueError for bad arguments), plus what our own index arithmetic could raise.
-_CODER_ERRORS = (AssertionError, KeyError, ValueError, RuntimeError, IndexError, OverflowError)
 
 
 def exact_categorical(counts: np.ndarray) -> constriction.stream.model.Categorical:
@@ -91,11 +87,6 @@ class _TableModels:
         self.offsets = tables.offsets.astype(np.int64)
         self.models = [exact_categorical(tables.cdf_counts[t, :size])
                        for t, size in enumerate(tables.sizes.tolist())]
-        # Information content -log2(count / 2**24) of each symbol, and each table's minimum:
-        # the decoder's plausibility bound (see ``_information_budget``).
-        self.bits = [PRECISION - np.log2(tables.cdf_counts[t, :size].astype(np.float64))
-                     for t, size in enumerate(tables.sizes.tolist())]
-        self.min_bits = np.array([b.min() for b in self.bits], dtype=np.float64)
 
 
 _MODEL_CACHE: weakref.WeakKeyDictionary[CdfTables, _TableModels] = weakref.WeakKeyDictionary()
@@ -107,20 +98,6 @@ def _models_for(tables: CdfTables) -> _TableModels:
         models = _TableModels(tables)
         _MODEL_CACHE[tables] = models
     return models
-
-
-def _information_budget(num_words: int) -> float:
-    """The most information (in bits) that ``num_words`` words of our encoder can carry.
-
-    The range coder keeps a 64-bit range of at least 2**32 after each renormalisation and
-    emits one word per 2**32 it shrinks, each symbol shrinking it by at least its
-    probability. So coding symbols of information ``I = sum(-log2 p)`` emits at least
-    ``I / 32 - 1`` words before the seal: a stream of ``W`` words never carries more than
-    ``32 * (W + 1)`` bits. The extra word and 1e-9 relative cover float rounding. A decoder
-    that has decoded more information than this is reading garbage (or an empty stream
-    claiming a huge image), whatever the symbols: refusing it is exact, not a heuristic.
-    """
-    return 32.0 * (num_words + 2) * (1 + 1e-9)
 
 
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.uint8), np.dtype(np.uint16))
@@ -285,9 +262,10 @@ def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.nd
 
 
 class SegmentDecoder:
-    """Decodes the segments of an ``encode_segments`` stream one at a time, in order.
+    """Decodes the segments of an ``encode_segments`` stream one at a time, in order, with the
+    compiled decoder of ``rangedecoder``.
 
-    The information budget (see ``_information_budget``) covers the whole stream: every
+    The information budget (``_information_units_budget``) covers the whole stream: every
     segment's symbols count against the same words, so garbage fails however it is split.
 
     Raises:
@@ -296,75 +274,65 @@ class SegmentDecoder:
 
     def __init__(self, data: bytes, tables: CdfTables) -> None:
         self.tables = tables
-        self.models = _models_for(tables)
+        self.layout = _decoder_tables(tables)
         data = bytes(data)
         if len(data) % 4:
             raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is not a "
                                      "whole number of 32-bit words")
         self.size = len(data)
         self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        self.budget = _information_budget(self.words.size)
-        self.information = 0.0
-        self._decoder = None
+        self.budget = _information_units_budget(self.words.size)
+        self.state = rangedecoder.new_state(self.words)
 
     def decode(self, indexes: np.ndarray) -> np.ndarray:
         """The next segment's values: int32[n] for int32[n] table indexes."""
-        tables, models = self.tables, self.models
-        _check_indexes(indexes, tables)
+        t = self.layout
+        _check_indexes(indexes, self.tables)
         n = indexes.size
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        counts = _table_counts(indexes, tables.num_tables)
+        counts = _table_counts(indexes, self.tables.num_tables)
         # Before anything of size n is allocated: even the likeliest symbols cost this much.
-        if self.information + float(counts @ models.min_bits) > self.budget:
+        if int(self.state[4]) + int(counts @ t.min_info) > self.budget:
             raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "
                                      f"for {n} more symbols")
-        try:
-            if self._decoder is None:
-                self._decoder = _RangeDecoder(self.words)
-            return self._decode(self._decoder, indexes, n)
-        except _CODER_ERRORS as exc:
-            raise CorruptStreamError(
-                f"corrupt entropy-coded stream ({type(exc).__name__})") from exc
-
-    def _decode(self, decoder, indexes, n) -> np.ndarray:
-        tables, models = self.tables, self.models
-        # Table values and escape symbols fit int32 (the tables' convention), escaped values
-        # are checked before they are stored.
         values = np.empty(n, dtype=np.int32)
-        escaped = []  # positions of escape symbols, per table
-        # In pieces, so that garbage fails after one piece, not after the whole table.
-        for t, positions in _pieces(indexes, tables.num_tables):
-            symbols = decoder.decode(models.models[t], positions.size)
-            self.information += float(models.bits[t][symbols].sum())
-            if self.information > self.budget:
-                raise CorruptStreamError(
-                    f"corrupt entropy-coded stream: it decodes to more information than "
-                    f"its {self.size} bytes can hold")
-            values[positions] = symbols + models.offsets[t]
-            outside = symbols == models.sizes[t] - 1
-            if np.any(outside):
-                escaped.append(positions[np.flatnonzero(outside)])
-
-        if escaped:
-            positions = np.sort(np.concatenate(escaped))
-            header = decoder.decode(_header_model(), positions.size).astype(np.int64)
-            lengths, side = header >> 1, header & 1
-            if np.any((header < 0) | (lengths > _MAX_BITS)):
-                raise CorruptStreamError("escape bit length above 32 in entropy-coded stream")
-            widths = _chunk_widths(lengths)
-            flat = widths.ravel()
-            keep = flat > 0
-            chunks = np.zeros(flat.size, dtype=np.int64)
-            if np.any(keep):
-                chunks[keep] = decoder.decode(_Uniform(), (1 << flat[keep]).astype(np.int32))
-            chunks = chunks.reshape(-1, 2)
-            lead = np.where(lengths > 0, np.left_shift(1, np.maximum(lengths - 1, 0)), 0)
-            excess = lead | chunks[:, 0] | (chunks[:, 1] << _CHUNK_BITS)
-            o_esc = models.offsets[indexes[positions]]
-            last = o_esc + models.sizes[indexes[positions]] - 1
-            v_esc = np.where(side == 1, last + excess, o_esc - 1 - excess)
-            if np.any((v_esc < _INT32.min) | (v_esc > _INT32.max)):
-                raise CorruptStreamError("escaped value outside int32 in entropy-coded stream")
-            values[positions] = v_esc
+        status = rangedecoder.decode_sequence(
+            self.words, self.state, np.ascontiguousarray(indexes), t.cdf, t.sizes, t.offsets,
+            t.info, self.budget, _HEADER_CDF, _HEADER_INFO, values)
+        if status != rangedecoder.OK:
+            raise CorruptStreamError(rangedecoder.MESSAGES[status])
         return values
+
+
+_HEADER_CDF = rangedecoder.escape_header_cdf()
+_HEADER_INFO = rangedecoder.information_units(np.diff(_HEADER_CDF))
+_DECODER_CACHE: weakref.WeakKeyDictionary[CdfTables, rangedecoder.Tables] = \
+    weakref.WeakKeyDictionary()
+
+
+def _decoder_tables(tables: CdfTables) -> rangedecoder.Tables:
+    if not isinstance(tables, CdfTables):
+        raise ValueError(f"tables must be CdfTables, got {type(tables).__name__}")
+    layout = _DECODER_CACHE.get(tables)
+    if layout is None:
+        tables.validate("entropy tables")
+        layout = rangedecoder.Tables(tables)
+        _DECODER_CACHE[tables] = layout
+    return layout
+
+
+def _information_units_budget(num_words: int) -> int:
+    """The most information that ``num_words`` words of our encoder can carry, in the
+    decoder's units of ``2**-16`` bit.
+
+    The range coder keeps a 64-bit range of at least 2**32 after each renormalisation and
+    emits one word per 2**32 it shrinks, each symbol shrinking it by at least its
+    probability. So coding symbols of information ``I = sum(-log2 p)`` emits at least
+    ``I / 32 - 1`` words before the seal: a stream of ``W`` words never carries more than
+    ``32 * (W + 1)`` bits (one more word is allowed here). The decoder counts each symbol's
+    information rounded down (``rangedecoder.information_units``), so a decoder that has
+    counted more than this is reading garbage (or an empty stream claiming a huge image),
+    whatever the symbols: refusing it is exact, not a heuristic.
+    """
+    return (32 * (num_words + 2)) << rangedecoder.INFO_BITS
