@@ -288,9 +288,8 @@ def _encode(rgb, quality, model, metadata, reconstruct):
     # no padded copy of the image and no second latent tensor.
     y_g, z = net.analysis(np.ascontiguousarray(rgb), level)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
-    if net.cc is not None:  # the slices read all of h_s's accumulators
-        y_stream, y_g_dec = slicecoding.encode_y(net, m.y_tables, y_g,
-                                                 net.hyper_accumulators(z), level)
+    if net.cc is not None:  # slice by slice, h_s handing its accumulators over in bands
+        y_stream, y_g_dec = slicecoding.encode_y(net, m.y_tables, y_g, None, level, z)
     else:
         y_sym, index, mean_g = net.code_latents(y_g, z, level, means=reconstruct)
         y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
@@ -365,8 +364,7 @@ def _decode_streams(m: LoadedModel, header: container.Header, level: int,
     # The decoder's stages, in order; benchmarks/speed.py times each of them.
     z = decode_z_stream(m, header, z_stream)
     if m.network.cc is not None:
-        y_g_dec = slicecoding.decode_y(m.network, m.y_tables, y_stream,
-                                       m.network.hyper_accumulators(z), level)
+        y_g_dec = slicecoding.decode_y(m.network, m.y_tables, y_stream, z, level)
         return m.network.synthesis(y_g_dec, level, size=(header.height, header.width))
     # The means of h_s are kept while they are small beside a band's budget (a quarter of it:
     # images up to about 8 megapixels, at 3 bytes per pixel); a larger image computes them

@@ -10,10 +10,12 @@ import numpy as np
 from .entropy import coder
 
 
-def encode_y(network, y_tables, y_g: np.ndarray, acc_p: np.ndarray, level: int):
-    """``(y stream, y_g_dec)``: the coded slices and the latent the synthesis reads."""
+def encode_y(network, y_tables, y_g: np.ndarray, acc_p: np.ndarray | None, level: int,
+             z: np.ndarray | None = None):
+    """``(y stream, y_g_dec)``: the coded slices and the latent the synthesis reads, from
+    h_s's accumulators ``acc_p`` kept whole, or (``acc_p`` None) from ``z``."""
     cc = network.cc
-    state = cc.start(acc_p, level)
+    state = cc.start(acc_p, level) if acc_p is not None else cc.start_from_z(z, level)
     segments = []
     for i, (a, n) in enumerate(zip(cc.starts, cc.sizes)):
         mean_g, index = state.parameters(i)
@@ -23,10 +25,11 @@ def encode_y(network, y_tables, y_g: np.ndarray, acc_p: np.ndarray, level: int):
     return coder.encode_segments(segments, y_tables), state.y_g_dec
 
 
-def decode_y(network, y_tables, y_stream: bytes, acc_p: np.ndarray, level: int) -> np.ndarray:
-    """The latent ``y_g_dec`` that the synthesis reads, from the ``y`` stream."""
+def decode_y(network, y_tables, y_stream: bytes, z: np.ndarray, level: int) -> np.ndarray:
+    """The latent ``y_g_dec`` that the synthesis reads, from the ``y`` stream and the decoded
+    ``z`` (h_s runs here, in bands)."""
     cc = network.cc
-    state = cc.start(acc_p, level)
+    state = cc.start_from_z(z, level)
     reader = coder.SegmentDecoder(y_stream, y_tables)
     for i in range(len(cc.sizes)):
         mean_g, index = state.parameters(i)

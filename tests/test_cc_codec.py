@@ -56,7 +56,7 @@ def test_reference_and_numba_kernels_agree(spec, kernel_path, threads, level):
     for name, net in (("fast", fast), ("slow", slow)):
         acc_p = net.hyper_accumulators(z)
         stream, y_dec = slicecoding.encode_y(net, m.y_tables, y_g, acc_p, level)
-        decoded = slicecoding.decode_y(net, m.y_tables, stream, acc_p, level)
+        decoded = slicecoding.decode_y(net, m.y_tables, stream, z, level)
         runs[name] = (stream, y_dec, decoded, net.synthesis(decoded, level))
     assert runs["fast"][0] == runs["slow"][0]
     for a, b in zip(runs["fast"][1:], runs["slow"][1:]):
@@ -64,6 +64,32 @@ def test_reference_and_numba_kernels_agree(spec, kernel_path, threads, level):
         np.testing.assert_array_equal(a, b)
     # The decoder rebuilds exactly what the encoder reconstructed.
     np.testing.assert_array_equal(runs["fast"][1], runs["fast"][2])
+
+
+def test_the_state_from_z_in_bands_is_the_state_from_whole_accumulators(spec, monkeypatch):
+    """h_s handing its accumulators over a row at a time, in bands of a few rows, gives the
+    slices what the whole accumulators give: the same stream and latent."""
+    from qlic_codec.engine import bands, slices
+    net = IntegerNetwork(ModelSpec(*spec))
+    m = api.load_model(str(TINY_CC))
+    y_g, z = net.analysis(synthetic_photo(200, 136, seed=5), 4)
+    whole = slicecoding.encode_y(net, m.y_tables, y_g, net.hyper_accumulators(z), 4)
+    monkeypatch.setattr(slices, "_ROW_ELEMENTS", 1)  # one latent row at a time
+    monkeypatch.setattr(bands, "BAND_BYTES", 1)  # h_s in the smallest bands
+    banded = slicecoding.encode_y(net, m.y_tables, y_g, None, 4, z)
+    assert banded[0] == whole[0]
+    np.testing.assert_array_equal(banded[1], whole[1])
+    np.testing.assert_array_equal(slicecoding.decode_y(net, m.y_tables, whole[0], z, 4),
+                                  whole[1])
+
+
+def test_a_finished_slice_lets_go_of_what_h_s_predicted_for_it(spec):
+    net = IntegerNetwork(ModelSpec(*spec))
+    y_g, z = net.analysis(synthetic_photo(64, 128, seed=6), 2)
+    state = net.cc.start_from_z(z, 2)
+    mean, _ = state.parameters(0)
+    state.finish(0, net.reconstruct(net.symbols(np.ascontiguousarray(y_g[..., :4]), mean), mean))
+    assert state.parts[0] is None and all(p is not None for p in state.parts[1:])
 
 
 def test_round_trip_is_deterministic_and_matches_the_encoders_reconstruction():

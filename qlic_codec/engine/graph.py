@@ -480,6 +480,19 @@ class IntegerNetwork:
         self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], keep, band_rows)
         return acc_p
 
+    def hyper_accumulator_rows(self, z: np.ndarray, write_rows, elements: int,
+                               band_rows: int | None = None) -> None:
+        """``hyper_accumulators`` band by band: ``write_rows(lo, acc)`` takes the rows from
+        ``lo`` on, at most ``elements`` int32 at a time, so that they never exist whole."""
+        z16 = self._z_codes(z)
+
+        def pieces(lo, acc):
+            step = max(1, elements // (acc.shape[1] * acc.shape[2]))
+            for a in range(0, len(acc), step):
+                write_rows(lo + a, acc[a: a + step])
+
+        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], pieces, band_rows)
+
     def hyper_heads(self, acc: np.ndarray, level: int):
         """h_s's accumulators -> (fixed-point mean_g int32, scale index) of ``level``."""
         return self._hyper_heads(acc, level)

@@ -112,33 +112,65 @@ class SliceModel:
     # ---------------------------------------------------------------------------------------
 
     def start(self, acc_p: np.ndarray, level: int) -> "SliceState":
-        """The state of coding ``y`` slice by slice from the hyper-synthesis' accumulators."""
-        return SliceState(self, acc_p, level)
+        """The state of coding ``y`` slice by slice from the hyper-synthesis' accumulators,
+        whole (an encoder that tries several levels keeps them)."""
+        state = SliceState(self, acc_p.shape[:2], level)
+        step = max(1, _ROW_ELEMENTS // (acc_p.shape[1] * acc_p.shape[2]))
+        for lo in range(0, acc_p.shape[0], step):
+            state.take_rows(lo, acc_p[lo: lo + step])
+        return state
+
+    def start_from_z(self, z: np.ndarray, level: int) -> "SliceState":
+        """The same state from ``z``: h_s runs in bands and hands its accumulators over a
+        few rows at a time, so that they never exist whole (6 bytes per pixel)."""
+        state = SliceState(self, (4 * z.shape[0], 4 * z.shape[1]), level)
+        self.net.hyper_accumulator_rows(z, state.take_rows, _ROW_ELEMENTS)
+        return state
+
+
+# Accumulators turned into a slice state at a time (int32 elements): the int64 arithmetic of
+# the heads on them stays a few MiB.
+_ROW_ELEMENTS = 1 << 20
 
 
 class SliceState:
     """One image's slices in coding order: ``parameters(i)`` gives the mean and table index
     of slice ``i`` from what is decoded so far, ``finish(i, y_g_hat)`` adds its residual and
-    makes its context codes. Encoder and decoder run the same calls in the same order."""
+    makes its context codes. Encoder and decoder run the same calls in the same order.
 
-    def __init__(self, model: SliceModel, acc_p: np.ndarray, level: int) -> None:
-        net, h = model.net, model.heads
+    What h_s predicts is kept per slice (its hyper codes, int8, its hyper mean and its scale
+    accumulators, int32: 10 bytes per channel and latent position) and let go when the slice
+    is finished, so it shrinks as ``y_g_dec`` fills (4 bytes per channel)."""
+
+    def __init__(self, model: SliceModel, shape: tuple, level: int) -> None:
         self.model, self.level = model, level
-        M = net.M
-        self.acc_scale = np.ascontiguousarray(acc_p[..., M:])
-        self.hyper_mean_g = net._head(np.ascontiguousarray(acc_p[..., :M]), "mean", level,
-                                      -net.clamps["y"], net.clamps["y"])
-        hyper = net.k.requantize(acc_p, h["hyper.mult"], h["hyper.shift"], 0, 0, -127, 127)
-        self.hyper = hyper.astype(np.int8)
-        shape = acc_p.shape[:2] + (M,)
-        self.ctx = np.zeros(shape, np.int8)
-        self.y_g_dec = np.zeros(shape, np.int32)
+        M = model.net.M
+        h, w = shape
+        # Per slice: [hyper codes of its means and of its log-scales (2n), hyper mean_g (n),
+        # scale accumulators (n)], filled by ``take_rows``.
+        self.parts = [[np.empty((h, w, 2 * n), np.int8), np.empty((h, w, n), np.int32),
+                       np.empty((h, w, n), np.int32)] for n in model.sizes]
+        self.ctx = np.zeros((h, w, M), np.int8)
+        self.y_g_dec = np.zeros((h, w, M), np.int32)
+
+    def take_rows(self, lo: int, acc: np.ndarray) -> None:
+        """h_s's accumulators (rows, w, 2M) of latent rows ``lo ..``: their codes, means and
+        scale accumulators go to each slice."""
+        model, net, h = self.model, self.model.net, self.model.heads
+        M, rows = net.M, slice(lo, lo + len(acc))
+        mean_g = net._head(np.ascontiguousarray(acc[..., :M]), "mean", self.level,
+                           -net.clamps["y"], net.clamps["y"])
+        hyper = net.k.requantize(np.ascontiguousarray(acc), h["hyper.mult"], h["hyper.shift"],
+                                 0, 0, -127, 127)
+        for (codes, mean, scale), a, n in zip(self.parts, model.starts, model.sizes):
+            codes[rows, :, :n] = hyper[..., a:a + n]
+            codes[rows, :, n:] = hyper[..., M + a:M + a + n]
+            mean[rows] = mean_g[..., a:a + n]
+            scale[rows] = acc[..., M + a:M + a + n]
 
     def _support(self, i):
-        a, n = self.model.starts[i], self.model.sizes[i]
-        M = self.model.net.M
-        return np.concatenate([self.hyper[..., a:a + n], self.hyper[..., M + a:M + a + n],
-                               self.ctx[..., :a]], axis=2)
+        a = self.model.starts[i]
+        return np.concatenate([self.parts[i][0], self.ctx[..., :a]], axis=2)
 
     def _ctx_codes(self, y_g, part):
         h = self.model.heads
@@ -151,16 +183,15 @@ class SliceState:
         """Slice ``i``'s fixed-point mean (int32) and entropy table index (int32), (h, w, n)."""
         model, net, h = self.model, self.model.net, self.model.heads
         a, n = model.starts[i], model.sizes[i]
+        _, hyper_mean_g, acc_scale = self.parts[i]
         acc_d = net.run_layers(model.params[i], self._support(i))
         cy = net.clamps["y"]
         d_mean = net.k.requantize(np.ascontiguousarray(acc_d[..., :n]),
                                   h[f"{i}.mean.mult"][self.level],
                                   h[f"{i}.mean.shift"][self.level], 0, 0, -cy, cy)
-        mean_g = np.clip(self.hyper_mean_g[..., a:a + n].astype(np.int64) + d_mean,
-                         -cy, cy).astype(np.int32)
+        mean_g = np.clip(hyper_mean_g.astype(np.int64) + d_mean, -cy, cy).astype(np.int32)
         index = net.k.scale_index_sum(
-            np.ascontiguousarray(self.acc_scale[..., a:a + n]),
-            np.ascontiguousarray(net.heads["scale.mult"][a:a + n]),
+            acc_scale, np.ascontiguousarray(net.heads["scale.mult"][a:a + n]),
             np.ascontiguousarray(acc_d[..., n:]), h[f"{i}.scale.mult"],
             np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n]),
             net.scale_shift, net.y_levels)
@@ -168,12 +199,14 @@ class SliceState:
 
     def finish(self, i: int, y_g_hat: np.ndarray) -> None:
         """Record slice ``i``'s reconstruction ``y_g_hat`` (int32, (h, w, n)): its latent
-        residual is added, and its context codes are made for the slices after it."""
+        residual is added, and its context codes are made for the slices after it. What h_s
+        predicted for the slice is let go."""
         model, net, h = self.model, self.model.net, self.model.heads
         a, n = model.starts[i], model.sizes[i]
         part = slice(a, a + n)
         own = self._ctx_codes(y_g_hat, part)
         acc_r = net.run_layers(model.lrp[i], np.concatenate([self._support(i), own], axis=2))
+        self.parts[i] = None
         code = net.k.requantize(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], 0, 0, -127, 127)
         cy = net.clamps["y"]
         dec = np.clip(y_g_hat.astype(np.int64) + h["lut"][code + 127], -cy, cy).astype(np.int32)
