@@ -1,5 +1,5 @@
 """Entropy coding of integer symbols with exact integer tables: constriction encodes, the
-compiled decoder of ``rangedecoder`` decodes.
+compiled decoder of ``engine.rangedecoder`` decodes.
 
 Stream layout (one ``constriction.stream.queue`` range-coder stream, 32-bit words written
 little-endian):
@@ -33,7 +33,7 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
-from qlic_codec.entropy import rangedecoder
+from qlic_codec.engine import rangedecoder
 from qlic_codec.entropy.tables import TOTAL, CdfTables
 from qlic_codec.errors import CorruptStreamError
 
@@ -263,7 +263,7 @@ def decode_symbols(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.nd
 
 class SegmentDecoder:
     """Decodes the segments of an ``encode_segments`` stream one at a time, in order, with the
-    compiled decoder of ``rangedecoder``.
+    compiled decoder of ``engine.rangedecoder``.
 
     The information budget (``_information_units_budget``) covers the whole stream: every
     segment's symbols count against the same words, so garbage fails however it is split.

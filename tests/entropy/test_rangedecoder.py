@@ -6,7 +6,8 @@ import constriction
 import numpy as np
 import pytest
 
-from qlic_codec.entropy import coder, rangedecoder
+from qlic_codec.engine import rangedecoder
+from qlic_codec.entropy import coder
 from qlic_codec.entropy.tables import (CdfTables, build_gaussian_tables, counts_from_pmf,
                                        gaussian_scale_table)
 from qlic_codec.errors import CorruptStreamError

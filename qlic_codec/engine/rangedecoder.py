@@ -1,7 +1,8 @@
 """The range decoder of ``docs/FORMAT.md`` 4.1 and the layout of 4.3, compiled: one call
 decodes a whole sequence (table symbols, escape headers, escape bits) without the GIL.
 
-It reads the streams that constriction's ``queue.RangeEncoder`` writes (``coder``), and gives
+It reads the streams that constriction's ``queue.RangeEncoder`` writes
+(``entropy.coder``), and gives
 the values constriction's ``RangeDecoder`` gives, symbol for symbol
 (``tests/entropy/test_rangedecoder.py``). Decoding was constriction's before; one call per
 table and per piece from Python, a sort of the positions and the bookkeeping around them made
@@ -18,10 +19,10 @@ above the exact one and a stream the exact check accepts is accepted here.
 
 import numpy as np
 
-from ..engine import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
+from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
 from numba import njit
 
-from ..engine.cpu import JIT
+from .cpu import JIT
 
 PRECISION = 24
 INFO_BITS = 16  # information is counted in units of 2**-16 bit
