@@ -43,7 +43,8 @@ model loading and a warm-up decode of a 64x64 image). Measured once per size, at
 ``--threads``.
 
 Decode stages: the same decode split into z entropy decoding, h_s, y entropy decoding (with
-the y symbols' count and nanoseconds per symbol) and g_s, each the best of ``--repeat``.
+the y symbols' count and nanoseconds per symbol) and g_s, each the best of ``--repeat``; for
+a channel-conditional model also g_s layer by layer.
 
 Whole process: wall time of ``python -m qlic_codec.cli decode`` writing a PNG, cold (a fresh
 ``NUMBA_CACHE_DIR``: imports, model loading and compiling every kernel, as on the first run of
@@ -340,21 +341,69 @@ def decode_stages(model_path, data, repeat):
 
 
 def _slice_decode_stages(m, header, level, z, z_stream, y_stream, repeat):
-    """``decode_stages`` of a channel-conditional model: its y stage decodes the slices one
-    after another, each slice's networks then its symbols (``slicecoding.decode_y``)."""
+    """``decode_stages`` of a channel-conditional model: h_s (with the heads that split its
+    output into the slices' inputs), then the slices one after another (each slice's
+    networks, its symbols, its residual), of which the symbols' range decoding alone is
+    ``y_symbols_s``; and g_s."""
     from qlic_codec import api, slicecoding
+    from qlic_codec.entropy import coder
 
-    acc_p = m.network.hyper_accumulators(z)
-    y_g = slicecoding.decode_y(m.network, m.y_tables, y_stream, acc_p, level)
+    net = m.network
+
+    class TimedReader(coder.SegmentDecoder):
+        seconds = 0.0
+
+        def decode(self, indexes):
+            start = time.perf_counter()
+            try:
+                return super().decode(indexes)
+            finally:
+                TimedReader.seconds += time.perf_counter() - start
+
+    slices, symbols = [], []
+    for _ in range(repeat):
+        state = net.cc.start_from_z(z, level)
+        TimedReader.seconds = 0.0
+        start = time.perf_counter()
+        y_g = slicecoding.decode_slices(net, TimedReader(y_stream, m.y_tables), state)
+        slices.append(time.perf_counter() - start)
+        symbols.append(TimedReader.seconds)
     out = {
         "z_entropy_s": best_of(lambda: api.decode_z_stream(m, header, z_stream), repeat),
-        "h_s_s": best_of(lambda: m.network.hyper_accumulators(z), repeat),
-        "y_slices_s": best_of(lambda: slicecoding.decode_y(m.network, m.y_tables, y_stream,
-                                                           acc_p, level), repeat),
-        "g_s_s": best_of(lambda: m.network.synthesis(y_g, level), repeat),
+        "h_s_s": best_of(lambda: net.cc.start_from_z(z, level), repeat),
+        "y_slices_s": min(slices),
+        "y_symbols_s": min(symbols),
+        "g_s_s": best_of(lambda: net.synthesis(y_g, level), repeat),
+        "g_s_layers_s": layer_times(net, lambda: net.synthesis(y_g, level), repeat),
         "y_symbols": int(y_g.size), "z_symbols": int(z.size),
     }
+    out["y_entropy_ns_per_symbol"] = 1e9 * out["y_symbols_s"] / out["y_symbols"]
     return out
+
+
+def layer_times(net, run, repeat):
+    """Seconds of each layer over one ``run()`` (all its bands), best of ``repeat`` per layer:
+    the network's layer runner is wrapped on this instance only, for these runs."""
+    best = {}
+    for _ in range(repeat):
+        spent = {}
+
+        def timed(layer, x, _run=type(net)._run_layer):
+            start = time.perf_counter()
+            try:
+                return _run(net, layer, x)
+            finally:
+                spent[layer["name"]] = spent.get(layer["name"], 0.0) + \
+                    time.perf_counter() - start
+
+        net._run_layer = timed
+        try:
+            run()
+        finally:
+            del net._run_layer
+        for name, seconds in spent.items():
+            best[name] = min(best.get(name, seconds), seconds)
+    return best
 
 
 def process_times(model_path, data, threads, repeat, tmp):
@@ -523,13 +572,25 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
         d = r["decode_stages"]
         if "y_slices_s" in d:  # channel-conditional: slice networks and symbols interleave
             print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
-                  f"{d['y_slices_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} {'-':>10}")
+                  f"{d['y_slices_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
+                  f"{d['y_entropy_ns_per_symbol']:10.1f}")
             continue
         print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
               f"{d['y_entropy_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
               f"{d['y_entropy_ns_per_symbol']:10.1f}")
     print("(y entropy: range decoding of every y symbol with its table, escapes included; with "
-          "a channel-conditional model, the slices' networks and symbols together)")
+          "a channel-conditional model, the slices' networks, symbols and residuals together, "
+          "h_s with the heads that hand its output to the slices, and ns/symbol the range "
+          "decoding alone)")
+    layered = [r for r in rows if r["decode_stages"].get("g_s_layers_s")]
+    if layered:
+        names = list(layered[0]["decode_stages"]["g_s_layers_s"])
+        print(f"\ng_s by layer, milliseconds over all bands, best of {repeat} each")
+        print(f"{'size':>10} {'thr':>3} " + " ".join(f"{n:>7}" for n in names))
+        for r in layered:
+            t = r["decode_stages"]["g_s_layers_s"]
+            print(f"{r['size']:>10} {r['threads']:>3} " +
+                  " ".join(f"{1e3 * t.get(n, 0.0):7.1f}" for n in names))
     if processes:
         print(f"\nwhole 'qlic decode' process (PNG written), seconds; cold = empty kernel "
               f"cache, warm = best of {repeat}")

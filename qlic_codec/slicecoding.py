@@ -28,10 +28,14 @@ def encode_y(network, y_tables, y_g: np.ndarray, acc_p: np.ndarray | None, level
 def decode_y(network, y_tables, y_stream: bytes, z: np.ndarray, level: int) -> np.ndarray:
     """The latent ``y_g_dec`` that the synthesis reads, from the ``y`` stream and the decoded
     ``z`` (h_s runs here, in bands)."""
-    cc = network.cc
-    state = cc.start_from_z(z, level)
-    reader = coder.SegmentDecoder(y_stream, y_tables)
-    for i in range(len(cc.sizes)):
+    state = network.cc.start_from_z(z, level)
+    return decode_slices(network, coder.SegmentDecoder(y_stream, y_tables), state)
+
+
+def decode_slices(network, reader, state) -> np.ndarray:
+    """``decode_y`` from its slice state on: each slice's networks, then its symbols from
+    ``reader`` (a ``coder.SegmentDecoder``), then its residual."""
+    for i in range(len(network.cc.sizes)):
         mean_g, index = state.parameters(i)
         symbols = reader.decode(index.reshape(-1)).reshape(index.shape)
         state.finish(i, network.reconstruct(symbols, mean_g))
