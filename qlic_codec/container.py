@@ -79,10 +79,12 @@ FORMAT_VERSION = 2
 # bands of bounded memory (``engine.bands``), so decoding needs memory in proportion to the
 # pixels only for the latents and the decoded image: about 6 bytes per padded pixel plus
 # some 300 MiB with a plain hyperprior (the MS-SSIM model), about 2 GiB at this limit; the
-# channel-conditional MSE model, whose slice networks are not banded yet, needs about 29
-# bytes per pixel, about 8 GiB here (``benchmarks/README.md``). So this limit is what bounds the decoder's memory; lower it (``--max-pixels``) on small
-# machines. A file whose entropy streams are too short
-# for the pixels it claims is refused before those buffers exist (``entropy.coder``).
+# channel-conditional MSE model, which keeps what h_s predicts for each slice until the slice
+# is decoded and runs its slice networks on the whole latent, needs about 19 bytes per
+# pixel, about 5 GiB here (``benchmarks/README.md``). So this limit is what bounds the
+# decoder's memory; lower it (``--max-pixels``) on small machines. A file whose entropy
+# streams are too short for the pixels it claims is refused before those buffers exist
+# (``entropy.coder``).
 DEFAULT_MAX_PIXELS = 2**28
 MAX_STREAMS = 8
 # The position of a name is its code in the file; append new metrics, never reorder.
