@@ -25,6 +25,7 @@ LeakyReLU), so every kernel path runs them.
 import numpy as np
 
 from ..errors import ModelFileError
+from . import bands
 # graph imports this module only inside IntegerNetwork, so it is whole by then.
 from .graph import _array, _check_range
 
@@ -168,9 +169,26 @@ class SliceState:
             mean[rows] = mean_g[..., a:a + n]
             scale[rows] = acc[..., M + a:M + a + n]
 
-    def _support(self, i):
+    def _support_rows(self, i, lo, hi):
+        """Rows ``lo .. hi - 1`` of slice ``i``'s support: its hyper codes, then the context
+        codes of the slices before it."""
         a = self.model.starts[i]
-        return np.concatenate([self.parts[i][0], self.ctx[..., :a]], axis=2)
+        return np.concatenate([self.parts[i][0][lo:hi], self.ctx[lo:hi, :, :a]], axis=2)
+
+    def _run_in_bands(self, layers, channels, read_rows, write_rows):
+        """A slice network over all latent rows, in bands whose activations fit the engine's
+        budget (``bands``): its activations never exist whole on a large image, and a small
+        one runs as one band."""
+        h, w = self.ctx.shape[:2]
+        band = bands.band_height(layers, h, w, channels, 1)
+
+        def pieces(lo, acc):
+            # A few rows at a time: the heads' int64 arithmetic stays a few MiB.
+            step = max(1, _ROW_ELEMENTS // (acc.shape[1] * acc.shape[2]))
+            for a in range(0, len(acc), step):
+                write_rows(lo + a, acc[a: a + step])
+
+        bands.run(self.model.net._run_layer, layers, h, read_rows, pieces, band)
 
     def _ctx_codes(self, y_g, part):
         h = self.model.heads
@@ -184,17 +202,24 @@ class SliceState:
         model, net, h = self.model, self.model.net, self.model.heads
         a, n = model.starts[i], model.sizes[i]
         _, hyper_mean_g, acc_scale = self.parts[i]
-        acc_d = net.run_layers(model.params[i], self._support(i))
         cy = net.clamps["y"]
-        d_mean = net.k.requantize(np.ascontiguousarray(acc_d[..., :n]),
-                                  h[f"{i}.mean.mult"][self.level],
-                                  h[f"{i}.mean.shift"][self.level], 0, 0, -cy, cy)
-        mean_g = np.clip(hyper_mean_g.astype(np.int64) + d_mean, -cy, cy).astype(np.int32)
-        index = net.k.scale_index_sum(
-            acc_scale, np.ascontiguousarray(net.heads["scale.mult"][a:a + n]),
-            np.ascontiguousarray(acc_d[..., n:]), h[f"{i}.scale.mult"],
-            np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n]),
-            net.scale_shift, net.y_levels)
+        mean_g = np.empty(acc_scale.shape, np.int32)
+        index = np.empty(acc_scale.shape, np.int32)
+        scale_mult = np.ascontiguousarray(net.heads["scale.mult"][a:a + n])
+        scale_offset = np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n])
+
+        def heads(lo, acc_d):
+            rows = slice(lo, lo + len(acc_d))
+            d_mean = net.k.requantize(np.ascontiguousarray(acc_d[..., :n]),
+                                      h[f"{i}.mean.mult"][self.level],
+                                      h[f"{i}.mean.shift"][self.level], 0, 0, -cy, cy)
+            mean_g[rows] = np.clip(hyper_mean_g[rows].astype(np.int64) + d_mean, -cy, cy)
+            index[rows] = net.k.scale_index_sum(
+                acc_scale[rows], scale_mult, np.ascontiguousarray(acc_d[..., n:]),
+                h[f"{i}.scale.mult"], scale_offset, net.scale_shift, net.y_levels)
+
+        self._run_in_bands(model.params[i], 2 * n + a,
+                           lambda lo, hi: self._support_rows(i, lo, hi), heads)
         return mean_g, index
 
     def finish(self, i: int, y_g_hat: np.ndarray) -> None:
@@ -205,10 +230,21 @@ class SliceState:
         a, n = model.starts[i], model.sizes[i]
         part = slice(a, a + n)
         own = self._ctx_codes(y_g_hat, part)
-        acc_r = net.run_layers(model.lrp[i], np.concatenate([self._support(i), own], axis=2))
-        self.parts[i] = None
-        code = net.k.requantize(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], 0, 0, -127, 127)
         cy = net.clamps["y"]
-        dec = np.clip(y_g_hat.astype(np.int64) + h["lut"][code + 127], -cy, cy).astype(np.int32)
-        self.y_g_dec[..., part] = dec
-        self.ctx[..., part] = self._ctx_codes(dec, part)
+
+        def read(lo, hi):
+            return np.concatenate([self._support_rows(i, lo, hi), own[lo:hi]], axis=2)
+
+        def residual(lo, acc_r):
+            # The network reads the context codes of the slices before this one only, so
+            # this slice's may be written as the bands go.
+            rows = slice(lo, lo + len(acc_r))
+            code = net.k.requantize(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], 0, 0,
+                                    -127, 127)
+            dec = np.clip(y_g_hat[rows].astype(np.int64) + h["lut"][code + 127], -cy, cy
+                          ).astype(np.int32)
+            self.y_g_dec[rows, :, part] = dec
+            self.ctx[rows, :, part] = self._ctx_codes(dec, part)
+
+        self._run_in_bands(model.lrp[i], 3 * n + a, read, residual)
+        self.parts[i] = None
