@@ -198,13 +198,14 @@ class SliceState:
                                            ).astype(np.int8)
 
     def parameters(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Slice ``i``'s fixed-point mean (int32) and entropy table index (int32), (h, w, n)."""
+        """Slice ``i``'s fixed-point mean (int32) and entropy table index (the network's
+        ``index_dtype``, uint8 for up to 256 tables), (h, w, n)."""
         model, net, h = self.model, self.model.net, self.model.heads
         a, n = model.starts[i], model.sizes[i]
         _, hyper_mean_g, acc_scale = self.parts[i]
         cy = net.clamps["y"]
         mean_g = np.empty(acc_scale.shape, np.int32)
-        index = np.empty(acc_scale.shape, np.int32)
+        index = np.empty(acc_scale.shape, net.index_dtype)
         scale_mult = np.ascontiguousarray(net.heads["scale.mult"][a:a + n])
         scale_offset = np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n])
 
