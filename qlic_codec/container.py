@@ -80,8 +80,7 @@ FORMAT_VERSION = 2
 # pixels only for the latents and the decoded image: about 6 bytes per padded pixel plus
 # some 300 MiB with a plain hyperprior (the MS-SSIM model), about 2 GiB at this limit; the
 # channel-conditional MSE model, which keeps what h_s predicts for each slice until the slice
-# is decoded and runs its slice networks on the whole latent, needs about 19 bytes per
-# pixel, about 5 GiB here (``benchmarks/README.md``). So this limit is what bounds the
+# is decoded, needs about 18 bytes per pixel, about 5 GiB here (``benchmarks/README.md``). So this limit is what bounds the
 # decoder's memory; lower it (``--max-pixels``) on small machines. A file whose entropy
 # streams are too short for the pixels it claims is refused before those buffers exist
 # (``entropy.coder``).
