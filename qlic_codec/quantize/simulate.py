@@ -280,7 +280,8 @@ class SimulatedPoints:
         if not self.quants:
             return x
         q = self.quants[name]
-        if part is not None:
+        # A quantizer left out (``benchmarks/quant.py``'s ablation) is any other callable.
+        if part is not None and isinstance(q, activations.ActQuant):
             q = activations.ActQuant(q.range[part], q.power[part], q.offset[part], q.bits)
         return q(x)
 
