@@ -2,14 +2,16 @@
 
     python benchmarks/training_curve.py models/qlic-mse-losses.csv
     python benchmarks/training_curve.py runs/mse6/losses.csv --plot benchmarks/figures/training.png
+    python benchmarks/training_curve.py runs/msssim-cc/losses.csv --metric ms-ssim
 
-For every step at which the run validated, the PSNR BD-rate of the float model (rates
-estimated from its likelihoods) against the first validation in the file, on each validation
-set, and the training loss per level averaged since the previous validation. The slope of the
-last few points says what more steps would give.
+For every step at which the run validated, the PSNR (or MS-SSIM, in dB as ``rd.py`` has
+it) BD-rate of the float model (rates estimated from its likelihoods) against the first
+validation in the file, on each validation set. The slope of the last few points says what
+more steps would give.
 """
 
 import argparse
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -19,13 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bdrate import bd_rate  # noqa: E402
 
 
-def curves(rows):
-    """{split: [(step, [(bpp, psnr) per level])]} for the validation sets, in step order."""
+def quality(row, metric):
+    """The row's quality in dB: its PSNR, or its MS-SSIM as -10 log10(1 - MS-SSIM)."""
+    if metric == "psnr":
+        return float(row["psnr"])
+    return -10 * math.log10(max(1e-12, 1 - float(row["ms_ssim"])))
+
+
+def curves(rows, metric="psnr"):
+    """{split: [(step, [(bpp, quality) per level])]} for the validation sets, in step order."""
     points = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r["split"] != "train":
             points[r["split"]][int(r["step"])][int(r["level"])] = (float(r["bpp"]),
-                                                                    float(r["psnr"]))
+                                                                    quality(r, metric))
     return {split: [(step, [by_level[lv] for lv in sorted(by_level)])
                     for step, by_level in sorted(steps.items())]
             for split, steps in points.items()}
@@ -47,11 +56,13 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", type=Path)
     p.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
+    p.add_argument("--metric", choices=("psnr", "ms-ssim"), default="psnr",
+                   help="the quality of the BD-rate (default PSNR)")
     args = p.parse_args(argv)
     import csv
     with open(args.csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    series = curves(rows)
+    series = curves(rows, "psnr" if args.metric == "psnr" else "ms_ssim")
     if not series:
         raise SystemExit(f"{args.csv} has no validation rows")
     table = {split: dict(bd_against_first(s)) for split, s in series.items()}
@@ -71,7 +82,8 @@ def main(argv=None):
             xs = sorted(table[s])
             ax.plot(xs, [table[s][x] for x in xs], marker="o", label=s)
         ax.set_xlabel("training step")
-        ax.set_ylabel(f"PSNR BD-rate vs step {steps[0]} (%)")
+        name = "PSNR" if args.metric == "psnr" else "MS-SSIM"
+        ax.set_ylabel(f"{name} BD-rate vs step {steps[0]} (%)")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
