@@ -33,7 +33,6 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
-from qlic_codec.engine import rangedecoder
 from qlic_codec.entropy.tables import TOTAL, CdfTables
 from qlic_codec.errors import CorruptStreamError
 
@@ -275,6 +274,7 @@ class SegmentDecoder:
     def __init__(self, data: bytes, tables: CdfTables) -> None:
         self.tables = tables
         self.layout = _decoder_tables(tables)
+        rangedecoder = _rangedecoder()
         data = bytes(data)
         if len(data) % 4:
             raise CorruptStreamError(f"entropy-coded stream of {len(data)} bytes is not a "
@@ -286,7 +286,7 @@ class SegmentDecoder:
 
     def decode(self, indexes: np.ndarray) -> np.ndarray:
         """The next segment's values: int32[n] for int32[n] table indexes."""
-        t = self.layout
+        t, rangedecoder = self.layout, _rangedecoder()
         _check_indexes(indexes, self.tables)
         n = indexes.size
         if n == 0:
@@ -299,25 +299,37 @@ class SegmentDecoder:
         values = np.empty(n, dtype=np.int32)
         status = rangedecoder.decode_sequence(
             self.words, self.state, np.ascontiguousarray(indexes), t.cdf, t.sizes, t.offsets,
-            t.info, self.budget, _HEADER_CDF, _HEADER_INFO, values)
+            t.info, self.budget, *_header_model_arrays(), values)
         if status != rangedecoder.OK:
             raise CorruptStreamError(rangedecoder.MESSAGES[status])
         return values
 
 
-_HEADER_CDF = rangedecoder.escape_header_cdf()
-_HEADER_INFO = rangedecoder.information_units(np.diff(_HEADER_CDF))
-_DECODER_CACHE: weakref.WeakKeyDictionary[CdfTables, rangedecoder.Tables] = \
-    weakref.WeakKeyDictionary()
+def _rangedecoder():
+    """The compiled decoder, imported when a stream is first decoded: it loads Numba, which
+    ``qlic info`` and the encoder's entropy coding never need."""
+    from qlic_codec.engine import rangedecoder
+    return rangedecoder
 
 
-def _decoder_tables(tables: CdfTables) -> rangedecoder.Tables:
+@lru_cache(maxsize=1)
+def _header_model_arrays():
+    """The escape-header model's cumulative counts and information, for the decoder."""
+    rangedecoder = _rangedecoder()
+    cdf = rangedecoder.escape_header_cdf()
+    return cdf, rangedecoder.information_units(np.diff(cdf))
+
+
+_DECODER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _decoder_tables(tables: CdfTables):
     if not isinstance(tables, CdfTables):
         raise ValueError(f"tables must be CdfTables, got {type(tables).__name__}")
     layout = _DECODER_CACHE.get(tables)
     if layout is None:
         tables.validate("entropy tables")
-        layout = rangedecoder.Tables(tables)
+        layout = _rangedecoder().Tables(tables)
         _DECODER_CACHE[tables] = layout
     return layout
 
@@ -335,4 +347,4 @@ def _information_units_budget(num_words: int) -> int:
     counted more than this is reading garbage (or an empty stream claiming a huge image),
     whatever the symbols: refusing it is exact, not a heuristic.
     """
-    return (32 * (num_words + 2)) << rangedecoder.INFO_BITS
+    return (32 * (num_words + 2)) << _rangedecoder().INFO_BITS
