@@ -141,6 +141,16 @@ def band_height(layers: list, rows: int, width: int, channels: int, in_bytes: in
     return best
 
 
+def in_pieces(write_rows, elements: int):
+    """``write_rows(lo, acc)`` taking at most ``elements`` accumulators (and at least one row)
+    at a time: what a band's heads do with its rows (int64 arithmetic, copies) stays small."""
+    def pieces(lo, acc):
+        step = max(1, elements // (acc.shape[1] * acc.shape[2]))
+        for a in range(0, len(acc), step):
+            write_rows(lo + a, acc[a: a + step])
+    return pieces
+
+
 def run_rows(run_layer, layers: list, rows: int, read_rows, lo: int, hi: int) -> np.ndarray:
     """The last layer's accumulators of output rows ``[lo, hi)`` of a transform with ``rows``
     input rows, computed from the input rows they need (``read_rows(a, b)``: rows ``[a, b)``

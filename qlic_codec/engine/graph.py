@@ -485,13 +485,8 @@ class IntegerNetwork:
         """``hyper_accumulators`` band by band: ``write_rows(lo, acc)`` takes the rows from
         ``lo`` on, at most ``elements`` int32 at a time, so that they never exist whole."""
         z16 = self._z_codes(z)
-
-        def pieces(lo, acc):
-            step = max(1, elements // (acc.shape[1] * acc.shape[2]))
-            for a in range(0, len(acc), step):
-                write_rows(lo + a, acc[a: a + step])
-
-        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b], pieces, band_rows)
+        self._in_bands("h_s", z16.shape, 2, lambda a, b: z16[a:b],
+                       bands.in_pieces(write_rows, elements), band_rows)
 
     def hyper_heads(self, acc: np.ndarray, level: int):
         """h_s's accumulators -> (fixed-point mean_g int32, scale index) of ``level``."""

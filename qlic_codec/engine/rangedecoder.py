@@ -150,20 +150,20 @@ def _advance(words, pos, lower, rng, point, scale, left, prob):
 
 
 @njit(**JIT)
-def decode_sequence(words, state, indexes, cdf, sizes, offsets, info, budget, header_cdf,
-                    header_info, values):
+def decode_sequence(words, state, indexes, table_counts, cdf, sizes, offsets, info, budget,
+                    header_cdf, header_info, values):
     """Decode one sequence of FORMAT.md 4.3 into ``values`` (int32, one per index) from
     ``state`` (``new_state``), which it advances. Returns a status code (``OK`` ...).
 
     Positions are grouped by table with a counting sort (stable: increasing position within
-    a table); the escapes are found again in increasing position from the symbols."""
+    a table) from ``table_counts``, how many indexes name each table (the caller has them
+    for its budget check); the escapes are found again in increasing position from the
+    symbols."""
     n = indexes.size
     T = sizes.size
-    counts = np.zeros(T + 1, np.int64)
-    for i in range(n):
-        counts[indexes[i] + 1] += 1
+    counts = np.zeros(T + 1, np.int64)  # counts[t]: where table t's positions start
     for t in range(T):
-        counts[t + 1] += counts[t]
+        counts[t + 1] = counts[t] + table_counts[t]
     order = np.empty(n, np.int32)
     fill = counts[:T].copy()
     for i in range(n):

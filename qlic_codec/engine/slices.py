@@ -116,9 +116,7 @@ class SliceModel:
         """The state of coding ``y`` slice by slice from the hyper-synthesis' accumulators,
         whole (an encoder that tries several levels keeps them)."""
         state = SliceState(self, acc_p.shape[:2], level)
-        step = max(1, _ROW_ELEMENTS // (acc_p.shape[1] * acc_p.shape[2]))
-        for lo in range(0, acc_p.shape[0], step):
-            state.take_rows(lo, acc_p[lo: lo + step])
+        bands.in_pieces(state.take_rows, _ROW_ELEMENTS)(0, acc_p)
         return state
 
     def start_from_z(self, z: np.ndarray, level: int) -> "SliceState":
@@ -181,14 +179,8 @@ class SliceState:
         one runs as one band."""
         h, w = self.ctx.shape[:2]
         band = bands.band_height(layers, h, w, channels, 1)
-
-        def pieces(lo, acc):
-            # A few rows at a time: the heads' int64 arithmetic stays a few MiB.
-            step = max(1, _ROW_ELEMENTS // (acc.shape[1] * acc.shape[2]))
-            for a in range(0, len(acc), step):
-                write_rows(lo + a, acc[a: a + step])
-
-        bands.run(self.model.net._run_layer, layers, h, read_rows, pieces, band)
+        bands.run(self.model.net._run_layer, layers, h, read_rows,
+                  bands.in_pieces(write_rows, _ROW_ELEMENTS), band)
 
     def _ctx_codes(self, y_g, part):
         h = self.model.heads

@@ -298,8 +298,8 @@ class SegmentDecoder:
                                      f"for {n} more symbols")
         values = np.empty(n, dtype=np.int32)
         status = rangedecoder.decode_sequence(
-            self.words, self.state, np.ascontiguousarray(indexes), t.cdf, t.sizes, t.offsets,
-            t.info, self.budget, *_header_model_arrays(), values)
+            self.words, self.state, np.ascontiguousarray(indexes), counts, t.cdf, t.sizes,
+            t.offsets, t.info, self.budget, *_header_model_arrays(), values)
         if status != rangedecoder.OK:
             raise CorruptStreamError(rangedecoder.MESSAGES[status])
         return values
