@@ -4,7 +4,7 @@ Layout (little-endian)::
 
     offset  size  field
     0       8     magic b"QLICMDL\\0"
-    8       4     format version (u32), currently 2
+    8       4     format version (u32), currently 3 (2 is read too)
     12      4     length J of the JSON header (u32)
     16      J     JSON: {"manifest": {...}, "arrays": {name: {"dtype", "shape", "offset"}}}
     16+J    pad   zeros up to a multiple of 8
@@ -24,8 +24,10 @@ normative description of this layout.
 Versions: format 1 changed meaning twice without a new number (the fixed-point means of
 ``mean_bits``, then the mean-removed input of the hyper-analysis, ``head.ha_in.offset``) and
 let a reader ignore keys it did not know, so an older qlic could decode a newer model to
-wrong pixels. Format 2 refuses unknown keys at every level and requires that offset. A
-reader refuses every version but its own.
+wrong pixels. Format 2 refuses unknown keys at every level and requires that offset.
+Format 3 adds one key, ``cc.ctx_max`` (context codes of the channel-conditional model wider
+than 8 bits); a format-2 file is a format-3 file without it, so this reader reads both, and
+refuses a format-2 file that holds it and every other version. Files are written in format 3.
 """
 
 import functools
@@ -40,7 +42,9 @@ from .engine.graph import NAME_PATTERN
 from .errors import ModelFileError
 
 MAGIC = b"QLICMDL\0"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Format 2 is format 3 without `cc.ctx_max`.
+READABLE_VERSIONS = (2, 3)
 MAX_JSON = 1 << 24
 MAX_FILE = 1 << 30
 _DTYPES = {"int8", "uint8", "int16", "int32", "int64"}
@@ -114,7 +118,7 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
     magic, version, json_len = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise ModelFileError(f"{source}: not a qlic model file (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(f"{source}: model format {version} is not supported by this qlic "
                              f"(format {FORMAT_VERSION}); re-export the model or upgrade qlic")
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
@@ -130,6 +134,10 @@ def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
             raise TypeError("manifest and arrays must be objects")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{source}: malformed header: {exc}") from None
+    cc = manifest.get("cc")
+    if version < 3 and isinstance(cc, dict) and "ctx_max" in cc:
+        raise ModelFileError(f"{source}: model format {version} cannot hold 'cc.ctx_max' "
+                             "(a format-3 key); the file is corrupt")
     start = _PREFIX.size + json_len
     start += -start % 8
     payload = memoryview(data)[start:-32]

@@ -17,6 +17,8 @@ from qlic_codec.engine.graph import IntegerNetwork, ModelSpec
 from qlic_codec.errors import CorruptStreamError, ModelFileError
 
 TINY_CC = GOLDEN / "tiny-cc.qlicm"
+# The same kind of model with 12-bit context codes (model format 3, ``cc.ctx_max`` 2047).
+TINY_CC12 = GOLDEN / "tiny-cc12.qlicm"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,51 @@ def test_reference_and_numba_kernels_agree(spec, kernel_path, threads, level):
         np.testing.assert_array_equal(a, b)
     # The decoder rebuilds exactly what the encoder reconstructed.
     np.testing.assert_array_equal(runs["fast"][1], runs["fast"][2])
+
+
+@pytest.fixture(scope="module")
+def spec12():
+    manifest, arrays, _ = modelfile.read(TINY_CC12)
+    return manifest, arrays
+
+
+def _slice_run(net, y_g, z, level):
+    """Encode and decode y slice by slice; the state's context codes after the last one."""
+    tables = api.load_model(str(TINY_CC12)).y_tables
+    stream, y_dec = slicecoding.encode_y(net, tables, y_g, net.hyper_accumulators(z), level)
+    decoded = slicecoding.decode_y(net, tables, stream, z, level)
+    state = net.cc.start(net.hyper_accumulators(z), level)
+    for i, (a, n) in enumerate(zip(net.cc.starts, net.cc.sizes)):
+        mean, _ = state.parameters(i)
+        state.finish(i, net.reconstruct(net.symbols(np.ascontiguousarray(y_g[..., a:a + n]),
+                                                    mean), mean))
+    return stream, y_dec, decoded, state.ctx
+
+
+@pytest.mark.parametrize("level", [0, 7])
+def test_wide_context_codes_are_used_and_bit_exact(spec12, kernel_path, threads, level):
+    """12-bit context codes: int16, beyond the 8-bit range where the latent is large, and
+    every kernel path (whose slice networks then multiply int16 inputs) gives the reference
+    kernels' stream, latent and context codes."""
+    fast = IntegerNetwork(ModelSpec(*spec12))
+    slow = IntegerNetwork(ModelSpec(*spec12), kernels=reference)
+    assert fast.cc.ctx_max == 2047
+    y_g, z = fast.analysis(synthetic_photo(64, 128, seed=3), level)
+    runs = [_slice_run(net, y_g, z, level) for net in (fast, slow)]
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1:], runs[1][1:]):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(runs[0][1], runs[0][2])
+    ctx = runs[0][3]
+    assert ctx.dtype == np.int16 and 127 < np.abs(ctx).max() <= 2047
+
+
+def test_wide_context_codes_round_trip_through_the_api():
+    image = synthetic_photo(70, 131, seed=11)
+    for quality in (1, 8):
+        data, pixels = api.encode_and_reconstruct(image, quality, str(TINY_CC12))
+        np.testing.assert_array_equal(qlic_codec.decode(data, str(TINY_CC12)), pixels)
 
 
 def test_the_state_from_z_in_bands_is_the_state_from_whole_accumulators(spec, monkeypatch):
@@ -183,6 +230,31 @@ def test_malformed_cc_sections_are_refused(spec, edit, match):
         IntegerNetwork(_edited(spec, edit), kernels=reference)
 
 
+def _set_ctx_max(value):
+    def edit(m, a):
+        m["cc"]["ctx_max"] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit,match", [
+    (_set_ctx_max(126), "ctx_max must be in 127..2047"),
+    (_set_ctx_max(4095), "ctx_max must be in 127..2047"),
+    (_set_ctx_max(True), "malformed"),
+    # A network that reads context codes must declare their range; slice 0's parameter
+    # network reads hyper codes only.
+    (_layer(1, "params", 0, "in_max", 127), "does not fit"),
+    (_layer(0, "lrp", 0, "in_max", 2046), "does not fit"),
+], ids=["ctx_max-126", "ctx_max-4095", "ctx_max-bool", "params-in_max", "lrp-in_max"])
+def test_malformed_wide_context_sections_are_refused(spec12, edit, match):
+    with pytest.raises(ModelFileError, match=match):
+        IntegerNetwork(_edited(spec12, edit), kernels=reference)
+
+
+def test_slice_0_parameters_read_hyper_codes_only(spec12):
+    m = _edited(spec12, _layer(0, "params", 0, "in_max", 127))
+    assert IntegerNetwork(m, kernels=reference).cc.ctx_max == 2047
+
+
 def test_missing_cc_array_is_refused(spec):
     def drop(m, a):
         del a["cc.2.lrp.mult"]
@@ -264,7 +336,8 @@ def _engine(path, photo, quality):
     return pixels.astype(np.int64), np.concatenate(symbols, axis=2).astype(np.int64), y_g_dec
 
 
-def test_engine_matches_its_simulation(tiny_cc_float, tmp_path):
+@pytest.mark.parametrize("ctx_bits", [8, 12])
+def test_engine_matches_its_simulation(tiny_cc_float, tmp_path, ctx_bits):
     """As for the plain hyperprior (``test_quantize._assert_engine_matches_simulation``): the
     same pictures within one code per pixel, y symbols within one and rarely different. The
     slices add one more way for a code to flip (a neighbouring context code changes the next
@@ -275,10 +348,22 @@ def test_engine_matches_its_simulation(tiny_cc_float, tmp_path):
     from qlic_codec.quantize.export import export
     images = [synthetic_photo(128, 128, s) for s in range(3)]
     path = tmp_path / "cc.qlicm"
-    export(tiny_cc_float, images, path, {"metric": "mse"}, scale_max=32.0)
     variant = simulate.Variant("shipped", ("channel", "uniform"), acts="max", per_channel=True,
                                mean_removed=True, tables=True, fold=True)
     sim = simulate.build(tiny_cc_float, variant, images)
+    if ctx_bits == 8:
+        export(tiny_cc_float, images, path, {"metric": "mse"}, scale_max=32.0)
+    else:
+        # The simulation's quantizers with 12-bit context codes (as the fine-tune trains
+        # them), the weights folded again with their finer steps, and the export of the same.
+        from qlic_codec.quantize.activations import ActQuant
+        quants = dict(sim.quants)
+        q = quants["cc.ctx"]
+        quants["cc.ctx"] = ActQuant(q.range, q.power, q.offset, 12)
+        weights = simulate.quantize_weights(tiny_cc_float, *variant.weights, quants=quants)
+        sim = simulate.SimulatedModel(weights, quants, tables=True)
+        export(tiny_cc_float, images, path, {"metric": "mse"}, scale_max=32.0, learned=quants)
+        assert modelfile.read(path)[0]["cc"]["ctx_max"] == 2047
     photo = synthetic_photo(64, 64, 9)
     for quality in (1, 2):
         x_sim, y_sim, dec_sim = _simulated(sim, photo, quality)

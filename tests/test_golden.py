@@ -19,7 +19,9 @@ REGENERATE = "python tests/golden/generate.py"
 
 
 GOLDEN_SETS = {"hyperprior": ("tiny-mse.qlicm", "expected.json"),
-               "channel-conditional": ("tiny-cc.qlicm", "expected-cc.json")}
+               "channel-conditional": ("tiny-cc.qlicm", "expected-cc.json"),
+               "channel-conditional, 12-bit context": ("tiny-cc12.qlicm",
+                                                       "expected-cc12.json")}
 
 
 def _golden_files(kind="hyperprior"):

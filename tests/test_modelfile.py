@@ -196,12 +196,28 @@ def test_bad_magic():
     rejects(reseal(b"\x89PNG\r\n\x1a\n" + bytes(data[8:])), "bad magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, 1, 4, 2**32 - 1])
 def test_wrong_version(version):
     data = bytearray(small_model())
     struct.pack_into("<I", data, 8, version)
     message = rejects(reseal(bytes(data)), f"model format {version} is not supported")
     assert "re-export" in message and "upgrade" in message
+
+
+def test_files_are_written_in_format_3_and_format_2_is_read():
+    data = small_model()
+    assert struct.unpack_from("<I", data, 8)[0] == modelfile.FORMAT_VERSION == 3
+    older = bytearray(data)
+    struct.pack_into("<I", older, 8, 2)
+    assert modelfile.unpack(reseal(bytes(older)))[2] == modelfile.unpack(data)[2]
+
+
+def test_format_2_cannot_hold_the_format_3_key():
+    """Format 2 is format 3 without ``cc.ctx_max``: a format-2 file holding it is refused,
+    the same file in format 3 reaches the checks after the header."""
+    header = {"manifest": {"cc": {"ctx_max": 2047}}, "arrays": {}}
+    rejects(build(header, version=2), "format 2 cannot hold 'cc.ctx_max'")
+    assert modelfile.unpack(build(header, version=3))[0]["cc"]["ctx_max"] == 2047
 
 
 @pytest.mark.parametrize("where", [-33, -40, 16, 20])

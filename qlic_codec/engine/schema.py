@@ -1,4 +1,4 @@
-"""The keys a version-2 model manifest may hold, at every level, and their JSON types.
+"""The keys a version-3 model manifest may hold, at every level, and their JSON types.
 
 A reader that met a key it does not know could only guess what it changes, and a wrong guess
 is wrong pixels; so every key outside this schema is refused, wherever it is, except inside
@@ -43,8 +43,9 @@ LAYERS = {
 }
 OUT = {"lo": ("int", True), "hi": ("int", True), "leaky": ("bool", False)}
 # The channel-conditional entropy model (``engine.slices``): channels per slice, and per slice
-# its parameter and latent-residual networks as layer lists.
-CC = {"slices": ("list", True), "networks": ("list", True)}
+# its parameter and latent-residual networks as layer lists, and (format 3) the largest
+# context code (127 when absent: 8-bit codes).
+CC = {"slices": ("list", True), "networks": ("list", True), "ctx_max": ("int", False)}
 CC_NETWORKS = {"params": ("list", True), "lrp": ("list", True)}
 
 

@@ -6,7 +6,7 @@ The float model is ``train.slices``; ``quantize.export_slices`` makes this secti
 
     acc_p (h_s accumulators, 2M) --cc.hyper--> int8 hyper codes (mean, log-scale), level-free
     support = [hyper codes of the slice's mean channels, of its log-scale channels,
-               ctx codes of slices 0..i-1]                                       (int8)
+               ctx codes of slices 0..i-1]          (int8; int16 with wide ctx codes)
     support --params net (3x3, 1x1, 1x1; 8-bit hidden codes)--> acc_d (2n)
         mean_g  = head.mean[q](acc_p) + cc.i.mean[q](acc_d[:n])                  (fixed point)
         index   = round((acc_p_scale * head.scale.mult + acc_d[n:] * cc.i.scale.mult
@@ -15,7 +15,12 @@ The float model is ``train.slices``; ``quantize.export_slices`` makes this secti
     y_g_hat = symbol * 2**mean_bits + mean_g
     [support, cc.ctx[q](y_g_hat)] --residual net--> acc_r (n) --cc.i.lrp--> int8 code r
     y_g_dec = y_g_hat + cc.lrp.lut[r + 127]        (0.5 * tanh of the code, fixed point)
-    ctx codes of the slice = cc.ctx[q](y_g_dec)                                  (int8)
+    ctx codes of the slice = cc.ctx[q](y_g_dec)          (codes in -ctx_max .. ctx_max)
+
+The context codes are 8-bit (``ctx_max`` 127, int8) or, from model format 3, up to 12-bit
+(int16): at high rates the decoded slices carry more than 8 bits that the later slices can
+use, and the networks that read them run at 1/256 of the pixels, so the slower int16
+multiplies of their first layers cost little.
 
 ``y_g_dec`` of all slices is what the synthesis reads (through ``head.ys``). The networks are
 ordinary ``conv`` layers of the engine (stride 1, zero padding, requantizing epilogues with
@@ -28,6 +33,7 @@ from ..errors import ModelFileError
 from . import bands
 # graph imports this module only inside IntegerNetwork, so it is whole by then.
 from .graph import _array, _check_range
+from .reference import WIDE_CODE_MAX
 
 # A model with more slices than this is refused: each slice is a sequential decoding step.
 MAX_SLICES = 64
@@ -51,6 +57,10 @@ class SliceModel:
             raise ModelFileError("model 'cc' section needs one pair of networks per slice")
         self.sizes = sizes
         self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.ctx_max = cc.get("ctx_max", 127)
+        if not 127 <= self.ctx_max <= WIDE_CODE_MAX:
+            raise ModelFileError(f"model 'cc' ctx_max must be in 127..{WIDE_CODE_MAX}")
+        self.ctx_dtype = np.int8 if self.ctx_max == 127 else np.int16
         self.params, self.lrp = [], []
         try:
             for i, d in enumerate(nets):
@@ -59,8 +69,9 @@ class SliceModel:
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ModelFileError(f"model 'cc' layer description is malformed: {exc!r}") from None
         for i, (a, n) in enumerate(zip(self.starts, sizes)):
-            self._check_network(self.params[i], 2 * n + a, 2 * n)
-            self._check_network(self.lrp[i], 3 * n + a, n)
+            # Every network reads context codes, except slice 0's parameter network.
+            self._check_network(self.params[i], 2 * n + a, 2 * n, self.ctx_max if a else 127)
+            self._check_network(self.lrp[i], 3 * n + a, n, self.ctx_max)
         h = {}
         for key, shape in (("hyper", (2 * M,)), ("ctx", (L, M))):
             h[f"{key}.mult"] = _array(arrays, f"cc.{key}.mult", np.int32, shape)
@@ -85,9 +96,9 @@ class SliceModel:
         self.heads = h
 
     @staticmethod
-    def _check_network(layers, cin, cout):
-        """A slice network: int8 codes in, stride-1 convolutions, int8 hidden codes, and the
-        last layer's accumulators out."""
+    def _check_network(layers, cin, cout, in_max):
+        """A slice network: codes up to ``in_max`` in, stride-1 convolutions, int8 hidden
+        codes, and the last layer's accumulators out."""
         if not layers:
             raise ModelFileError("model 'cc' has an empty slice network")
         channels = cin
@@ -97,7 +108,7 @@ class SliceModel:
                 raise ModelFileError(f"layer '{name}': slice networks are stride-1 "
                                      "convolutions with zero padding")
             wcout, _, _, wcin = layer["weight"].shape
-            if wcin != channels or layer["in_max"] < 127:
+            if wcin != channels or layer["in_max"] < (in_max if j == 0 else 127):
                 raise ModelFileError(f"layer '{name}' does not fit its input")
             final = j == len(layers) - 1
             if (layer["out"] is None) != final:
@@ -149,7 +160,7 @@ class SliceState:
         # scale accumulators (n)], filled by ``take_rows``.
         self.parts = [[np.empty((h, w, 2 * n), np.int8), np.empty((h, w, n), np.int32),
                        np.empty((h, w, n), np.int32)] for n in model.sizes]
-        self.ctx = np.zeros((h, w, M), np.int8)
+        self.ctx = np.zeros((h, w, M), model.ctx_dtype)
         self.y_g_dec = np.zeros((h, w, M), np.int32)
 
     def take_rows(self, lo: int, acc: np.ndarray) -> None:
@@ -171,14 +182,16 @@ class SliceState:
         """Rows ``lo .. hi - 1`` of slice ``i``'s support: its hyper codes, then the context
         codes of the slices before it."""
         a = self.model.starts[i]
+        if not a:  # hyper codes alone stay int8, whatever the context codes' width
+            return self.parts[i][0][lo:hi]
         return np.concatenate([self.parts[i][0][lo:hi], self.ctx[lo:hi, :, :a]], axis=2)
 
-    def _run_in_bands(self, layers, channels, read_rows, write_rows):
+    def _run_in_bands(self, layers, channels, in_bytes, read_rows, write_rows):
         """A slice network over all latent rows, in bands whose activations fit the engine's
         budget (``bands``): its activations never exist whole on a large image, and a small
         one runs as one band."""
         h, w = self.ctx.shape[:2]
-        band = bands.band_height(layers, h, w, channels, 1)
+        band = bands.band_height(layers, h, w, channels, in_bytes)
         bands.run(self.model.net._run_layer, layers, h, read_rows,
                   bands.in_pieces(write_rows, _ROW_ELEMENTS), band)
 
@@ -186,8 +199,9 @@ class SliceState:
         h = self.model.heads
         mult, shift = h["ctx.mult"][self.level, part], h["ctx.shift"][self.level, part]
         return self.model.net.k.requantize(np.ascontiguousarray(y_g), np.ascontiguousarray(mult),
-                                           np.ascontiguousarray(shift), 0, 0, -127, 127
-                                           ).astype(np.int8)
+                                           np.ascontiguousarray(shift), 0, 0,
+                                           -self.model.ctx_max, self.model.ctx_max
+                                           ).astype(self.model.ctx_dtype)
 
     def parameters(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Slice ``i``'s fixed-point mean (int32) and entropy table index (the network's
@@ -212,6 +226,7 @@ class SliceState:
                 h[f"{i}.scale.mult"], scale_offset, net.scale_shift, net.y_levels)
 
         self._run_in_bands(model.params[i], 2 * n + a,
+                           self.ctx.itemsize if a else 1,
                            lambda lo, hi: self._support_rows(i, lo, hi), heads)
         return mean_g, index
 
@@ -239,5 +254,5 @@ class SliceState:
             self.y_g_dec[rows, :, part] = dec
             self.ctx[rows, :, part] = self._ctx_codes(dec, part)
 
-        self._run_in_bands(model.lrp[i], 3 * n + a, read, residual)
+        self._run_in_bands(model.lrp[i], 3 * n + a, self.ctx.itemsize, read, residual)
         self.parts[i] = None

@@ -61,8 +61,9 @@ class ActQuant:
     range: np.ndarray  # (C,)
     power: np.ndarray  # (C,) codebook exponent, 1 = uniform
     offset: np.ndarray  # (C,)
-    # Code width: 8 for every tensor the engine runs; 16 only in simulation, to measure what
-    # wider codes for one tensor would recover.
+    # Code width: 8, or 12 where the engine takes wider codes (what a GDN reads or writes,
+    # the context codes of a channel-conditional model); 16 only in simulation, to measure
+    # what wider codes for one tensor would recover.
     bits: int = 8
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

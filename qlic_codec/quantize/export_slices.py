@@ -2,9 +2,9 @@
 
 Quantized as the rest of the model: int8 weights per output channel with the input codes'
 steps folded in, 8-bit activations with per-channel ranges (``cc.hyper``: the hyper mean and
-log-scale; ``cc.ctx``: the decoded un-gained latent; the hidden layers of every slice
-network), fixed-point heads, and ``tanh`` as a look-up table over the residual network's
-8-bit output on ``[-LRP_RANGE, LRP_RANGE]``.
+log-scale; ``cc.ctx``: the decoded un-gained latent, 8-bit or, when the fine-tune trained it
+so, 12-bit; the hidden layers of every slice network), fixed-point heads, and ``tanh`` as a
+look-up table over the residual network's 8-bit output on ``[-LRP_RANGE, LRP_RANGE]``.
 """
 
 import numpy as np
@@ -17,13 +17,17 @@ def build_networks(b, model) -> tuple[list, dict]:
     their arrays) and their output units: ``({"params", "lrp"} per slice, units)``."""
     if getattr(model, "checkerboard", False):
         raise ValueError("the integer engine has no checkerboard inside slices")
+    if b.act_max("cc.hyper") != 127:
+        raise ValueError("the hyper codes that the slice networks read are 8-bit")
     networks, units = [], {}
     for i, ctx in enumerate(model.contexts):
         pair = {}
         for kind, seq, lrp in (("params", ctx.params, False), ("lrp", ctx.lrp, True)):
             prefix = f"cc.{i}.{'r' if lrp else 'p'}"  # the names ``simulate.networks`` gives
-            in_scale = input_step(b.quants, slice_inputs(model, i, lrp))
-            layers = b.transform(prefix, seq, in_scale, 127)
+            pieces = slice_inputs(model, i, lrp)
+            in_scale = input_step(b.quants, pieces)
+            in_max = max(b.act_max(name) for name, _ in pieces)
+            layers = b.transform(prefix, seq, in_scale, in_max)
             pair[kind] = layers
             units[prefix] = b.acc_scale[layers[-1]["name"]]
         networks.append(pair)
@@ -64,6 +68,9 @@ def build_heads(b, model, networks, units, gains, unit_p, slopes, scale_shift,
     codes = np.arange(-127, 128) * (LRP_RANGE / 127.0)
     arrays["cc.lrp.lut"] = np.round(0.5 * np.tanh(codes) * fraction).astype(np.int32)
     section = {"slices": [int(n) for n in model.slices], "networks": networks}
+    ctx_max = b.act_max("cc.ctx")
+    if ctx_max != 127:  # 8-bit context codes keep the manifest (and id) of model format 2
+        section["ctx_max"] = int(ctx_max)
     return section, arrays
 
 

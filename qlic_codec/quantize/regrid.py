@@ -41,8 +41,8 @@ def _is_per_level(name: str) -> bool:
 
 
 def read_any_format(data: bytes, source: str) -> tuple[dict, dict]:
-    """Manifest and arrays of a format-1 or format-2 model file (format 1: its seal is
-    checked, then it is read as format 2, whose layout is the same)."""
+    """Manifest and arrays of a model file of any format (format 1: its seal is checked,
+    then it is read as the current format, whose layout is the same)."""
     if len(data) < 48:
         raise ModelFileError(f"{source}: too short to be a qlic model file")
     if struct.unpack_from("<I", data, 8)[0] == 1:

@@ -95,9 +95,40 @@ def make_tiny_cc_model(path: Path) -> None:
                                  "test model"}, scale_max=32.0)
 
 
+def make_tiny_cc12_model(path: Path) -> None:
+    """The tiny channel-conditional model with 12-bit context codes (model format 3): its
+    activation ranges are fitted as the exporter fits them, then ``cc.ctx`` gets 12 bits, as
+    ``finetune --wide-tensors cc.ctx --wide-bits 12`` trains them."""
+    import torch
+
+    from conftest import synthetic_photo
+    from qlic_codec.quantize import simulate
+    from qlic_codec.quantize.activations import ActQuant
+    from qlic_codec.quantize.export import export
+    from qlic_codec.train.slices import ChannelConditionalHyperprior
+
+    torch.manual_seed(1234)
+    model = ChannelConditionalHyperprior(N=16, M=24, levels=8, slices=(4, 4, 8, 8),
+                                         hidden=8).eval()
+    with torch.no_grad():
+        model.log_gain.add_(3.0)
+        for ctx in model.contexts:
+            for net in (ctx.params, ctx.lrp):
+                torch.nn.init.normal_(net[-1].weight, std=0.3)
+    images = [synthetic_photo(128, 128, seed) for seed in range(3)]
+    quants = simulate.fit_quants(simulate.collect(model, images), "max", per_channel=True,
+                                 mean_removed=True)
+    q = quants["cc.ctx"]
+    quants["cc.ctx"] = ActQuant(q.range, q.power, q.offset, 12)
+    export(model, images, path, {"metric": "mse", "source": "tiny random channel-conditional "
+                                 "test model, 12-bit context codes"}, scale_max=32.0,
+           learned=quants)
+
+
 # Golden model files, their makers and the expectations computed from them.
 MODELS = {"tiny-mse.qlicm": (make_tiny_model, "expected.json"),
-          "tiny-cc.qlicm": (make_tiny_cc_model, "expected-cc.json")}
+          "tiny-cc.qlicm": (make_tiny_cc_model, "expected-cc.json"),
+          "tiny-cc12.qlicm": (make_tiny_cc12_model, "expected-cc12.json")}
 
 
 def expected_outputs(model_path: Path) -> dict:

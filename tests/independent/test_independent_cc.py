@@ -11,6 +11,7 @@ from container2 import as_format_2
 from qlic_codec import modelfile
 
 TINY_CC = GOLDEN / "tiny-cc.qlicm"
+TINY_CC12 = GOLDEN / "tiny-cc12.qlicm"  # 12-bit context codes (model format 3)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,13 @@ SIZES = [(1, 1), (33, 47), (64, 64), (70, 130)]
 def test_same_pixels_as_qlic(cc_bytes, size, quality):
     image = synthetic_photo(*size, seed=size[0] + size[1])
     _same_pixels(TINY_CC, cc_bytes, image, quality)
+
+
+@pytest.mark.parametrize("quality", [1, 4.5, 8])
+def test_wide_context_codes_same_pixels_as_qlic(quality):
+    model_bytes = TINY_CC12.read_bytes()
+    assert qlicref.read_model(model_bytes).manifest["cc"]["ctx_max"] == 2047
+    _same_pixels(TINY_CC12, model_bytes, synthetic_photo(70, 130, seed=4), quality)
 
 
 def test_other_slices_same_pixels_as_qlic(tmp_path):
@@ -110,6 +118,36 @@ def test_refuses_what_the_document_refuses(cc_bytes, edit):
     EDITS[edit](manifest, arrays)
     with pytest.raises(qlicref.FormatError):
         qlicref.read_model(modelfile.pack(manifest, arrays))
+
+
+WIDE_EDITS = {
+    "ctx_max below 127": _set(("cc", "ctx_max"), 100),
+    "ctx_max above 2047": _set(("cc", "ctx_max"), 2048),
+    "ctx_max not an integer": _set(("cc", "ctx_max"), 2047.0),
+    "a context-reading layer declares 8-bit input": _set(
+        ("cc", "networks", 1, "params", 0, "in_max"), 127),
+    "the residual network declares 8-bit input": _set(
+        ("cc", "networks", 0, "lrp", 0, "in_max"), 127),
+}
+
+
+@pytest.mark.parametrize("edit", WIDE_EDITS)
+def test_refuses_what_the_document_refuses_of_wide_context_codes(edit):
+    manifest, arrays, _ = modelfile.read(TINY_CC12)
+    arrays = dict(arrays)
+    WIDE_EDITS[edit](manifest, arrays)
+    with pytest.raises(qlicref.FormatError):
+        qlicref.read_model(modelfile.pack(manifest, arrays))
+
+
+def test_format_2_cannot_hold_ctx_max():
+    import hashlib
+    import struct
+    data = bytearray(TINY_CC12.read_bytes())
+    struct.pack_into("<I", data, 8, 2)
+    body = bytes(data[:-32])
+    with pytest.raises(qlicref.FormatError, match="format-2"):
+        qlicref.read_model(body + hashlib.sha256(body).digest())
 
 
 def test_reads_the_golden_model_and_its_id(cc_bytes):

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"QLICMDL\0"
-VERSION = 2
+VERSION = 3
+# Format 2 is format 3 without cc.ctx_max (FORMAT.md 1.1).
+VERSIONS = (2, 3)
 DTYPES = ("int8", "uint8", "int16", "int32", "int64")
 
 
@@ -32,7 +34,7 @@ def read_model(data: bytes) -> Model:
     if len(data) < 16 + 32 or data[:8] != MAGIC:
         raise FormatError("not a model file")
     version, json_len = struct.unpack_from("<II", data, 8)
-    if version != VERSION:
+    if version not in VERSIONS:
         raise FormatError(f"model format {version} is not supported")
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise FormatError("SHA-256 mismatch")
@@ -65,6 +67,8 @@ def read_model(data: bytes) -> Model:
     if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
         raise FormatError("arrays overlap")
     check_manifest(manifest)
+    if version == 2 and "ctx_max" in manifest.get("cc", {}):
+        raise FormatError("cc.ctx_max in a format-2 model")
     extra = sorted(set(arrays) - expected_arrays(manifest))
     if extra:
         raise FormatError(f"array {extra[0]!r} is not one the manifest calls for")
@@ -146,7 +150,7 @@ LAYER = {"conv": CONV, "deconv": CONV,
          "gdn": {"name": "str!", "op": "str!", "shift": "int!", "out_max": "int"},
          "igdn": {"name": "str!", "op": "str!", "out_max": "int"}}
 OUT = {"lo": "int!", "hi": "int!", "leaky": "bool"}
-CC = {"slices": "list!", "networks": "list!"}
+CC = {"slices": "list!", "networks": "list!", "ctx_max": "int"}
 CC_NETWORK = {"params": "list!", "lrp": "list!"}
 
 

@@ -14,6 +14,7 @@ from .symbols import Tables, decode_segment, stream_decoder
 MAX_SLICES = 64
 LUT_SIZE = 255
 CODE_MAX = 127
+CTX_MAX_LIMIT = 2047
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,7 +29,7 @@ def _array(arrays, name, dtype, shape, lo, hi):
     return a
 
 
-def _check_network(arrays, descriptions, cin, cout, where):
+def _check_network(arrays, descriptions, cin, cout, in_max, where):
     if not descriptions:
         raise FormatError(f"{where} is empty")
     channels = cin
@@ -38,7 +39,8 @@ def _check_network(arrays, descriptions, cin, cout, where):
         if d["op"] != "conv" or d.get("stride", 2) != 1 or d.get("pad_value", 0) != 0:
             raise FormatError(f"{where}: layer {name!r} is not a stride-1 zero-padded conv")
         w = arrays.get(f"{name}.weight")
-        if w is None or w.ndim != 4 or w.shape[3] != channels or d["in_max"] < CODE_MAX:
+        needed = in_max if j == 0 else CODE_MAX
+        if w is None or w.ndim != 4 or w.shape[3] != channels or d["in_max"] < needed:
             raise FormatError(f"{where}: layer {name!r} does not fit its input")
         out = d.get("out")
         if (out is None) != last:
@@ -60,20 +62,30 @@ def check(model) -> None:
         raise FormatError(f"cc slices {sizes!r:.60} do not split the {M} channels of y")
     if len(cc["networks"]) != len(sizes):
         raise FormatError("cc needs one pair of networks per slice")
+    ctx_max = ctx_limit(m)
+    if not CODE_MAX <= ctx_max <= CTX_MAX_LIMIT:
+        raise FormatError(f"cc ctx_max {ctx_max} is outside {CODE_MAX}..{CTX_MAX_LIMIT}")
     mult, shift = (0, 2**31 - 1), (1, 62)
     for key, shape in (("hyper", (2 * M,)), ("ctx", (L, M))):
         _array(arrays, f"cc.{key}.mult", "int32", shape, *mult)
         _array(arrays, f"cc.{key}.shift", "int32", shape, *shift)
     for i, (a, n) in enumerate(zip(starts(sizes), sizes)):
         pair = cc["networks"][i]
-        _check_network(arrays, pair["params"], 2 * n + a, 2 * n, f"cc network {i} params")
-        _check_network(arrays, pair["lrp"], 3 * n + a, n, f"cc network {i} lrp")
+        # Slice 0's params network reads hyper codes only; every other reads context codes.
+        _check_network(arrays, pair["params"], 2 * n + a, 2 * n,
+                       ctx_max if a else CODE_MAX, f"cc network {i} params")
+        _check_network(arrays, pair["lrp"], 3 * n + a, n, ctx_max, f"cc network {i} lrp")
         for key, shape in (("mean", (L, n)), ("lrp", (n,))):
             _array(arrays, f"cc.{i}.{key}.mult", "int32", shape, *mult)
             _array(arrays, f"cc.{i}.{key}.shift", "int32", shape, *shift)
         _array(arrays, f"cc.{i}.scale.mult", "int64", (n,), -(2**30), 2**30)
     half = 2 ** max(m["mean_bits"] - 1, 0)
     _array(arrays, "cc.lrp.lut", "int32", (LUT_SIZE,), -half, half)
+
+
+def ctx_limit(m):
+    """The largest context code: ``cc.ctx_max``, 127 when absent (FORMAT.md 2.6)."""
+    return m["cc"].get("ctx_max", CODE_MAX)
 
 
 def starts(sizes):
@@ -84,12 +96,12 @@ def starts(sizes):
 # ---------------------------------------------------------------------------------------------
 # Decoding y (FORMAT.md 3.11)
 
-def _codes(model, key, acc, level, channels):
-    """An 8-bit code head of ``cc``: ``requantize`` by ``cc.<key>`` to -127..127."""
+def _codes(model, key, acc, level, channels, limit=CODE_MAX):
+    """A code head of ``cc``: ``requantize`` by ``cc.<key>`` to -limit..limit."""
     mult, shift = model.arrays[f"cc.{key}.mult"], model.arrays[f"cc.{key}.shift"]
     if level is not None:
         mult, shift = mult[level], shift[level]
-    return layers.requantize(acc, mult[channels], shift[channels], -CODE_MAX, CODE_MAX)
+    return layers.requantize(acc, mult[channels], shift[channels], -limit, limit)
 
 
 def decode_y(model, y_stream: bytes, acc_p: np.ndarray, level: int) -> np.ndarray:
@@ -97,7 +109,7 @@ def decode_y(model, y_stream: bytes, acc_p: np.ndarray, level: int) -> np.ndarra
     ``acc_p`` (h, w, 2M) and the y stream, slice by slice."""
     m, arrays = model.manifest, model.arrays
     M, cy = m["M"], m["clamps"]["y"]
-    sizes = m["cc"]["slices"]
+    sizes, ctx_max = m["cc"]["slices"], ctx_limit(m)
     tables = Tables(arrays, "y")
     decoder = stream_decoder(y_stream)
     # Step 1: the level-free hyper codes, and the hyper-synthesis' means of every channel.
@@ -127,11 +139,12 @@ def decode_y(model, y_stream: bytes, acc_p: np.ndarray, level: int) -> np.ndarra
         # Step 6: the latent residual, from the support and the slice's own context codes.
         acc_r = network.run_layers(
             model, nets["lrp"],
-            np.concatenate([support, _codes(model, "ctx", y_g_hat, level, own)], axis=2))
+            np.concatenate([support, _codes(model, "ctx", y_g_hat, level, own, ctx_max)],
+                           axis=2))
         r = _codes(model, f"{i}.lrp", acc_r, None, slice(None))
         dec = np.clip(y_g_hat + arrays["cc.lrp.lut"][r + CODE_MAX].astype(np.int64), -cy, cy)
         y_g_dec[..., own] = dec
         # Step 7: the context codes the later slices read.
-        ctx[..., own] = _codes(model, "ctx", dec, level, own)
+        ctx[..., own] = _codes(model, "ctx", dec, level, own, ctx_max)
     return y_g_dec
 
