@@ -425,14 +425,42 @@ def _check_quality_stream(header: container.Header, m: LoadedModel) -> int:
 
 
 def read_info(data: bytes) -> dict:
-    """Header fields of a ``.qlic`` stream (validated, without decoding).
+    """Header fields of a ``.qlic`` stream (validated, without decoding), or, for a ``.qlicm``
+    model file, ``read_model_info``.
 
     ``quality`` is a number (5, or 4.5 between levels); ``metadata`` maps each metadata
     field the file carries (``icc``, ``exif``, ``xmp``) to its size in bytes.
     """
-    header, _ = container.parse(bytes(data), max_pixels=2**62)
+    data = bytes(data)
+    if data.startswith(modelfile.MAGIC):
+        return read_model_info(data)
+    header, _ = container.parse(data, max_pixels=2**62)
     return {"width": header.width, "height": header.height, "quality": header.quality,
             "metric": header.metric, "model_hash": header.model_hash.hex(),
             "bytes": len(data), "bpp": 8.0 * len(data) / (header.width * header.height),
             "stream_lengths": list(header.stream_lengths),
             "metadata": Metadata.from_chunks(header.chunks).sizes()}
+
+
+def read_model_info(data: bytes) -> dict:
+    """What a ``.qlicm`` model file holds: its format, id (what streams name), metric, quality
+    levels, widths and entropy model (``kind`` is ``"model"``). The file's structure and seal
+    are checked; its layers are checked when the model is loaded, not here."""
+    data = bytes(data)
+    manifest, _, mid = modelfile.unpack(data, "model file")
+    info = {"kind": "model", "format": int.from_bytes(data[8:12], "little"),
+            "model_id": mid.hex(), "metric": manifest.get("metric"),
+            "levels": manifest.get("levels"), "quality_steps": manifest.get("quality_steps", 1),
+            "top_quality": None,
+            "N": manifest.get("N"), "M": manifest.get("M"), "bytes": len(data)}
+    levels, steps = info["levels"], info["quality_steps"]
+    if isinstance(levels, int) and isinstance(steps, int) and levels >= 1 and steps >= 1:
+        info["top_quality"] = quality_grid.to_quality(levels - 1, steps)
+    cc = manifest.get("cc")
+    if isinstance(cc, dict):
+        ctx_max = cc.get("ctx_max", 127)
+        info.update(entropy_model="channel-conditional", slices=cc.get("slices"),
+                    context_bits=ctx_max.bit_length() + 1 if isinstance(ctx_max, int) else None)
+    else:
+        info["entropy_model"] = "hyperprior"
+    return info

@@ -512,7 +512,10 @@ def decode(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per file.")
 @click.option("--debug", is_flag=True, help="Print a traceback on an internal error.")
 def info(files: tuple[str, ...], as_json: bool, debug: bool) -> None:
-    """Show the header of .qlic files without decoding them ('-' reads stdin)."""
+    """Show the header of .qlic files without decoding them ('-' reads stdin).
+
+    Given a .qlicm model file, shows what it is: format, id, metric, levels, entropy model.
+    """
     ctx = click.get_current_context()
     if files.count(STDIO) > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
@@ -863,7 +866,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
+def _describe_model(fields: dict[str, Any]) -> str:
+    parts = [f"qlic model, format {fields.get('format')}", f"id {fields.get('model_id')}",
+             str(fields.get("metric")),
+             f"quality 1 to {fields.get('top_quality')} in steps of "
+             f"1/{fields.get('quality_steps')}",
+             f"N={fields.get('N')} M={fields.get('M')}"]
+    if fields.get("entropy_model") == "channel-conditional":
+        slices = fields.get("slices")
+        sizes = "+".join(str(n) for n in slices) if isinstance(slices, list) else str(slices)
+        parts.append(f"channel-conditional (slices {sizes}, "
+                     f"{fields.get('context_bits')}-bit context codes)")
+    else:
+        parts.append("hyperprior")
+    parts.append(f"{fields.get('bytes')} bytes")
+    return ", ".join(parts)
+
+
 def _describe(fields: dict[str, Any]) -> str:
+    if fields.get("kind") == "model":
+        return _describe_model(fields)
     parts = [f"{fields.get('width')}x{fields.get('height')}"]
     parts.append(f"quality {fields.get('quality')} ({fields.get('metric')})")
     parts.append(f"{fields.get('bytes')} bytes")

@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 MAGIC = b"QLIC"
+_MODEL_MAGIC = b"QLICMDL\0"  # modelfile.MAGIC, not imported: this module stands alone
 FORMAT_VERSION = 2
 # 2**28 pixels is a 16384 x 16384 image: far beyond normal photos. The transforms run in
 # bands of bounded memory (``engine.bands``), so decoding needs memory in proportion to the
@@ -334,6 +335,10 @@ def _check_start(view: memoryview) -> None:
     # or a stray text file), not a truncated one.
     if size == 0 or bytes(view[:4]) != MAGIC[: min(size, 4)]:
         raise CorruptStreamError("not a qlic file (bad magic)")
+    # A model file shares the first four bytes; its fifth would read as format 77.
+    if bytes(view[:8]) == _MODEL_MAGIC:
+        raise CorruptStreamError("a qlic model file (.qlicm), not an image; pass it with "
+                                 "--model")
     if size < 5:
         raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
     version = view[4]

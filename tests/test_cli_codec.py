@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import qlic_codec
+from qlic_codec import modelfile
 from conftest import synthetic_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +90,24 @@ def test_decode_keeps_scipy_out_and_restores_the_import_system(tiny_model, tmp_p
                          text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False True", out.stderr
     assert (tmp_path / "a.png").is_file()
+
+
+def test_info_describes_a_model_file_and_decode_refuses_one(tmp_path):
+    """``qlic info`` on a ``.qlicm`` says what the model is (a model file shares the stream's
+    first four bytes, so it used to read as a stream of format 77); ``qlic decode`` refuses
+    it in one line and writes nothing."""
+    from conftest import GOLDEN
+    model = GOLDEN / "tiny-cc12.qlicm"
+    out = qlic("info", str(model), "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["kind"] == "model" and record["format"] == 3
+    assert record["model_id"] == modelfile.read(model)[2].hex()
+    assert (record["entropy_model"], record["slices"], record["context_bits"]) == (
+        "channel-conditional", [4, 4, 8, 8], 12)
+    assert (record["top_quality"], record["quality_steps"]) == (8, 16)
+    plain = qlic("info", str(GOLDEN / "tiny-mse.qlicm"), cwd=tmp_path)
+    assert plain.returncode == 0 and "hyperprior" in plain.stdout and "quality 1 to 8" in plain.stdout
+    dec = qlic("decode", str(model), "-o", "x.png", cwd=tmp_path)
+    assert dec.returncode == 1 and "model file" in dec.stderr and "Traceback" not in dec.stderr
+    assert len(dec.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
