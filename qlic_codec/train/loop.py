@@ -192,6 +192,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
             weights["log_gain"] = retarget_log_gains(weights["log_gain"], init_lambdas,
                                                      lambdas_list)
             log(f"quality table moved from {list(init_lambdas)} to {list(lambdas_list)}")
+        own = model.state_dict()
+        if any(k.startswith("contexts.") and (k not in own or own[k].shape != v.shape)
+               for k, v in weights.items()):
+            # A channel-conditional checkpoint with another split of y: its transforms carry
+            # over, and the slice networks start again at zero output, as from a plain one.
+            weights = {k: v for k, v in weights.items() if not k.startswith("contexts.")}
+            log("the slice networks of the initial model do not fit this split: they start "
+                "fresh")
         missing, unexpected = model.load_state_dict(weights, strict=False)
         # A channel-conditional model starts from a plain hyperprior's transforms; its slice
         # networks start at zero output (see train.slices). Nothing else may be missing.

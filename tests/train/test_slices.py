@@ -109,3 +109,24 @@ def test_trains_from_a_plain_checkpoint_and_saves_its_slices(tmp_path, data_root
     assert isinstance(model, ChannelConditionalHyperprior)
     assert model.slices == SLICES and model.hidden == 6
     assert any(p.abs().sum() > 0 for p in model.contexts[1].params[-1].parameters())
+
+
+def test_another_split_starts_from_a_channel_conditional_checkpoints_transforms(tmp_path,
+                                                                             data_root):  # noqa: F811
+    """Eight even slices from a checkpoint with ELIC's uneven ones: the transforms carry over,
+    the slice networks start fresh (zero output), nothing else is lost."""
+    _, cc = _models()
+    with torch.no_grad():  # trained slice networks, so that starting fresh shows
+        for ctx in cc.contexts:
+            torch.nn.init.normal_(ctx.params[-1].weight, std=0.2)
+    save_float_model(cc, tmp_path / "cc.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    run, lines = tmp_path / "run", []
+    train(config(run, data_root, steps=0, slices=(3, 3, 3, 3), slice_hidden=6,
+                 init_from=str(tmp_path / "cc.pt")), log=lines.append)
+    assert any("start fresh" in line for line in lines)
+    model, _ = load_float_model(run / "model_fp16.pt")
+    assert model.slices == (3, 3, 3, 3)
+    for name, value in cc.g_s.state_dict().items():
+        torch.testing.assert_close(model.g_s.state_dict()[name], value.half().float())
+    assert all(float(p.detach().abs().sum()) == 0
+               for ctx in model.contexts for p in ctx.params[-1].parameters())
