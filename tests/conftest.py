@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic photo generator and the tiny golden model."""
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,20 @@ def tiny_cc_float_model():
             for net in (ctx.params, ctx.lrp):
                 torch.nn.init.normal_(net[-1].weight, std=0.2)
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_not_ignored():
+    """The tests that press Ctrl-C need children that do not ignore it. A shell without job
+    control starts a background command with SIGINT ignored, the children inherit that, and
+    Python then never raises KeyboardInterrupt (which is right for a background job); a
+    handled SIGINT in this process goes back to the default action in each child instead."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")
