@@ -72,14 +72,12 @@ def upgrade_format_1(path: Path) -> bool:
     return True
 
 
-def make_tiny_cc_model(path: Path) -> None:
-    """A tiny channel-conditional model: the tiny model's transforms, four slices, and slice
-    networks whose last layers are random instead of zero, so that every slice's mean, scale
-    and latent residual depend on the slices before it."""
+def _tiny_cc_float_model():
+    """The tiny model's transforms, four slices, and slice networks whose last layers are
+    random instead of zero, so that every slice's mean, scale and latent residual depend on
+    the slices before it."""
     import torch
 
-    from conftest import synthetic_photo
-    from qlic_codec.quantize.export import export
     from qlic_codec.train.slices import ChannelConditionalHyperprior
 
     torch.manual_seed(1234)
@@ -90,31 +88,30 @@ def make_tiny_cc_model(path: Path) -> None:
         for ctx in model.contexts:
             for net in (ctx.params, ctx.lrp):
                 torch.nn.init.normal_(net[-1].weight, std=0.3)
+    return model
+
+
+def make_tiny_cc_model(path: Path) -> None:
+    """A tiny channel-conditional model (``_tiny_cc_float_model``), 8-bit context codes."""
+    from conftest import synthetic_photo
+    from qlic_codec.quantize.export import export
+
     images = [synthetic_photo(128, 128, seed) for seed in range(3)]
-    export(model, images, path, {"metric": "mse", "source": "tiny random channel-conditional "
-                                 "test model"}, scale_max=32.0)
+    export(_tiny_cc_float_model(), images, path, {
+        "metric": "mse", "source": "tiny random channel-conditional test model"},
+        scale_max=32.0)
 
 
 def make_tiny_cc12_model(path: Path) -> None:
-    """The tiny channel-conditional model with 12-bit context codes (model format 3): its
-    activation ranges are fitted as the exporter fits them, then ``cc.ctx`` gets 12 bits, as
-    ``finetune --wide-tensors cc.ctx --wide-bits 12`` trains them."""
-    import torch
-
+    """The same with 12-bit context codes (model format 3): its activation ranges are fitted
+    as the exporter fits them, then ``cc.ctx`` gets 12 bits, as ``finetune --wide-tensors
+    cc.ctx --wide-bits 12`` trains them."""
     from conftest import synthetic_photo
     from qlic_codec.quantize import simulate
     from qlic_codec.quantize.activations import ActQuant
     from qlic_codec.quantize.export import export
-    from qlic_codec.train.slices import ChannelConditionalHyperprior
 
-    torch.manual_seed(1234)
-    model = ChannelConditionalHyperprior(N=16, M=24, levels=8, slices=(4, 4, 8, 8),
-                                         hidden=8).eval()
-    with torch.no_grad():
-        model.log_gain.add_(3.0)
-        for ctx in model.contexts:
-            for net in (ctx.params, ctx.lrp):
-                torch.nn.init.normal_(net[-1].weight, std=0.3)
+    model = _tiny_cc_float_model()
     images = [synthetic_photo(128, 128, seed) for seed in range(3)]
     quants = simulate.fit_quants(simulate.collect(model, images), "max", per_channel=True,
                                  mean_removed=True)
