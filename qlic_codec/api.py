@@ -448,7 +448,7 @@ def read_model_info(data: bytes) -> dict:
     are checked; its layers are checked when the model is loaded, not here."""
     data = bytes(data)
     manifest, _, mid = modelfile.unpack(data, "model file")
-    info = {"kind": "model", "format": int.from_bytes(data[8:12], "little"),
+    info = {"kind": "model", "format": modelfile.format_version(data),
             "model_id": mid.hex(), "metric": manifest.get("metric"),
             "levels": manifest.get("levels"), "quality_steps": manifest.get("quality_steps", 1),
             "top_quality": None,

@@ -107,6 +107,11 @@ def model_id(manifest: dict, arrays: dict) -> bytes:
     return h.digest()[:8]
 
 
+def format_version(data: bytes) -> int:
+    """The format version a model file declares (``unpack`` checks it)."""
+    return _PREFIX.unpack_from(data)[1]
+
+
 def unpack(data: bytes, source: str = "model") -> tuple[dict, dict, bytes]:
     """Validate and parse a packed model.
 

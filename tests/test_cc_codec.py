@@ -250,9 +250,14 @@ def test_malformed_wide_context_sections_are_refused(spec12, edit, match):
         IntegerNetwork(_edited(spec12, edit), kernels=reference)
 
 
-def test_slice_0_parameters_read_hyper_codes_only(spec12):
-    m = _edited(spec12, _layer(0, "params", 0, "in_max", 127))
-    assert IntegerNetwork(m, kernels=reference).cc.ctx_max == 2047
+def test_only_the_networks_that_read_context_codes_declare_their_range(spec12):
+    """The exporter gives slice 0's parameter network (hyper codes only) an 8-bit input and
+    every other network the context codes' 12-bit one, and the loader takes exactly that."""
+    first = [(i, kind, pair[kind][0]["in_max"])
+             for i, pair in enumerate(spec12[0]["cc"]["networks"]) for kind in ("params", "lrp")]
+    assert first[0] == (0, "params", 127)
+    assert all(in_max == 2047 for _, _, in_max in first[1:])
+    assert IntegerNetwork(ModelSpec(*spec12), kernels=reference).cc.ctx_max == 2047
 
 
 def test_missing_cc_array_is_refused(spec):

@@ -193,8 +193,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                                                      lambdas_list)
             log(f"quality table moved from {list(init_lambdas)} to {list(lambdas_list)}")
         own = model.state_dict()
-        if any(k.startswith("contexts.") and (k not in own or own[k].shape != v.shape)
-               for k, v in weights.items()):
+        if cfg.slices and any(k.startswith("contexts.") and (k not in own or
+                                                             own[k].shape != v.shape)
+                              for k, v in weights.items()):
             # A channel-conditional checkpoint with another split of y: its transforms carry
             # over, and the slice networks start again at zero output, as from a plain one.
             weights = {k: v for k, v in weights.items() if not k.startswith("contexts.")}

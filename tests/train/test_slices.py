@@ -130,3 +130,12 @@ def test_another_split_starts_from_a_channel_conditional_checkpoints_transforms(
         torch.testing.assert_close(model.g_s.state_dict()[name], value.half().float())
     assert all(float(p.detach().abs().sum()) == 0
                for ctx in model.contexts for p in ctx.params[-1].parameters())
+
+
+def test_a_plain_model_is_not_initialised_from_slice_networks(tmp_path, data_root):  # noqa: F811
+    """Without --slices a channel-conditional checkpoint does not fit: refused, not cut."""
+    _, cc = _models()
+    save_float_model(cc, tmp_path / "cc.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    with pytest.raises(ValueError, match="does not fit this model"):
+        train(config(tmp_path / "run", data_root, steps=0, init_from=str(tmp_path / "cc.pt")),
+              log=lambda line: None)
