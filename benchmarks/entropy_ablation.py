@@ -41,6 +41,9 @@ CANDIDATES = {
     "even8": {"slices": (24,) * 8},
     "elic5": {"slices": (16, 16, 32, 64, 64)},
     "elic5-checkerboard": {"slices": (16, 16, 32, 64, 64), "checkerboard": True},
+    # A wider latent: the trained 192 channels carry over and 128 new ones start where they
+    # change nothing but the rate (train.widen), so 1,500 steps test how fast they pay.
+    "m320-even8": {"slices": (40,) * 8, "M": 320},
 }
 
 
@@ -113,7 +116,7 @@ def run(args):
                           steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
                           lr_drop_at=2.0, checkpoint_minutes=10, init_from=args.init,
                           lambdas=tuple(args.lambdas), seed=args.seed,
-                          slices=options.get("slices", ()),
+                          slices=options.get("slices", ()), M=options.get("M", 192),
                           checkerboard=options.get("checkerboard", False))
         train(cfg, log=lambda s: print(f"[{name}] {s}", flush=True))
 

@@ -14,6 +14,7 @@ from .data import CropSampler, load_folder, to_tensor, wide_share_weights
 from .losslog import LossLog
 from .metrics import ms_ssim, psnr
 from .model import MeanScaleHyperprior, MSE_LAMBDAS, MSSSIM_LAMBDAS, retarget_log_gains
+from .widen import latent_channels, widen
 
 
 @dataclass
@@ -193,6 +194,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
                                                      lambdas_list)
             log(f"quality table moved from {list(init_lambdas)} to {list(lambdas_list)}")
         own = model.state_dict()
+        if latent_channels(weights) != cfg.M:
+            # A wider latent (the M=320 candidate): the trained channels carry over, the new
+            # ones start where they change nothing but the rate (train.widen).
+            log(f"latent widened from M={latent_channels(weights)} to M={cfg.M}")
+            weights = widen(weights, own)
         if cfg.slices and any(k.startswith("contexts.") and (k not in own or
                                                              own[k].shape != v.shape)
                               for k, v in weights.items()):

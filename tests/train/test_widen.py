@@ -1,0 +1,71 @@
+"""A wider latent from a trained model (``train.widen``): the wider model reconstructs exactly
+what the trained one did, its new channels can learn, and training starts from it."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import LAMBDAS, config, data_root  # noqa: E402,F401  (fixture)
+from qlic_codec.train.checkpoint import load_float_model, save_float_model  # noqa: E402
+from qlic_codec.train.loop import train  # noqa: E402
+from qlic_codec.train.model import MeanScaleHyperprior  # noqa: E402
+from qlic_codec.train.slices import ChannelConditionalHyperprior  # noqa: E402
+from qlic_codec.train.widen import latent_channels, widen  # noqa: E402
+
+
+def _trained_and_wide(M2=20):
+    torch.manual_seed(0)
+    narrow = MeanScaleHyperprior(8, 12, levels=2)
+    with torch.no_grad():  # biases away from their zero init, so that each one is checked
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wide = MeanScaleHyperprior(8, M2, levels=2)
+    wide.load_state_dict(widen(narrow.state_dict(), wide.state_dict()))
+    return narrow.eval(), wide.eval()
+
+
+def test_the_wider_model_reconstructs_what_the_trained_one_did():
+    narrow, wide = _trained_and_wide()
+    assert latent_channels(wide.state_dict()) == 20
+    x = torch.rand(2, 3, 64, 64)
+    level = torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        a, b = narrow(x, level), wide(x, level)
+        torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-5)
+        # The old channels' likelihoods are the same; the new ones add rate, and only that.
+        torch.testing.assert_close(b["likelihoods"]["y"][:, :12], a["likelihoods"]["y"],
+                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(b["likelihoods"]["z"], a["likelihoods"]["z"], rtol=0,
+                                   atol=1e-5)
+
+
+def test_the_new_channels_get_gradients_on_both_sides():
+    """With the readers' weights at zero, the writers' are random: a step moves both."""
+    _, wide = _trained_and_wide()
+    wide.train()
+    out = wide(torch.rand(2, 3, 64, 64), torch.tensor([0.0, 1.0]))
+    loss = out["x_hat"].square().mean() - out["likelihoods"]["y"].log().mean()
+    loss.backward()
+    assert wide.g_s[0].weight.grad[12:].abs().sum() > 0
+    assert wide.g_a[6].weight.grad[12:].abs().sum() > 0
+    assert wide.h_s[4].weight.grad[:, 18:].abs().sum() > 0
+
+
+def test_a_narrower_latent_is_refused():
+    narrow, wide = _trained_and_wide()
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen(wide.state_dict(), narrow.state_dict())
+
+
+def test_training_starts_a_wider_channel_conditional_model_from_a_trained_one(tmp_path,
+                                                                            data_root):  # noqa: F811
+    narrow, _ = _trained_and_wide()
+    save_float_model(narrow, tmp_path / "m12.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    run, lines = tmp_path / "run", []
+    train(config(run, data_root, steps=0, M=20, slices=(5, 5, 5, 5), slice_hidden=6,
+                 init_from=str(tmp_path / "m12.pt")), log=lines.append)
+    assert any("widened from M=12 to M=20" in line for line in lines)
+    model, _ = load_float_model(run / "model_fp16.pt")
+    assert isinstance(model, ChannelConditionalHyperprior) and model.M == 20
+    torch.testing.assert_close(model.g_a[6].weight[:12], narrow.g_a[6].weight.half().float())
+    assert float(model.g_s[0].weight.detach()[12:].abs().sum()) == 0
