@@ -5,19 +5,30 @@ What depends on ``M`` (``train.model.MeanScaleHyperprior``): g_a's last layer (i
 g_s's first layer and h_a's first layer (their inputs), h_s's hidden widths (``M`` and
 ``3M/2``) and its output (means then log-scales, ``2M``), and the gain vectors.
 
-The old channels keep their weights. The new ones must not change what the trained model
-computes, yet must be able to learn:
-- the layers that read a new channel (g_s's and h_a's first layers, h_s's inner layers) get
-  zero weights for it, so the output is the old model's;
-- the layers that write a new channel keep the fresh model's random weights, so the new
-  latents and hidden channels are not zero and their readers' weights get gradients (with
-  both sides at zero the new channels would stay at zero);
-- the new latents' predicted means start at 0 and their log-scales at the mean of the old
-  channels' biases, and their gains at the mean of the old ones per level.
+The old channels keep their weights. The new ones must change neither what the trained model
+reconstructs nor, much, its rate, yet must be able to learn:
+- the new latents are written with g_a's fresh random weights scaled down
+  (``NEW_LATENT_GAIN``): they round to their predicted mean, 0, so the synthesis, whose
+  fresh random weights read them, reconstructs what the trained model did, and gradients
+  reach both sides through the rounding's straight-through estimate (with either side at
+  zero, both would stay there);
+- their gains start at the mean of the old ones per level, and their predicted scales at the
+  smallest the likelihood uses (``priors.SCALE_BOUND``) at every level, so their zeros cost
+  almost nothing to code;
+- the other layers that read a new channel (h_a's first layer, h_s's inner layers) get zero
+  weights for it, and those that write one keep their fresh random weights.
 
-Only the rate changes at the start: the new latents are coded too, near zero, which costs a
-little.
+Training's noise makes the new latents cost a little until they are used.
 """
+
+import math
+
+from .priors import SCALE_BOUND
+
+# New latents start this much smaller than a fresh layer makes them: well inside the rounding
+# to 0 at every trained gain.
+NEW_LATENT_GAIN = 1 / 64
+
 
 def latent_channels(weights: dict) -> int:
     """The ``M`` of a model's weights."""
@@ -32,7 +43,7 @@ def widen(weights: dict, fresh: dict) -> dict:
     M, M2 = latent_channels(weights), latent_channels(fresh)
     if M2 < M:
         raise ValueError(f"cannot narrow a model from M={M} to M={M2}")
-    H, H2 = 3 * M // 2, 3 * M2 // 2
+    H = 3 * M // 2
     out = {k: v for k, v in weights.items() if k.startswith("contexts.")}
     for name, new in fresh.items():
         if name.startswith("contexts."):
@@ -42,10 +53,10 @@ def widen(weights: dict, fresh: dict) -> dict:
             out[name] = old.clone()
             continue
         w = new.clone()
-        if name in ("g_a.6.weight", "g_a.6.bias"):  # new latents written: random weights
+        if name in ("g_a.6.weight", "g_a.6.bias"):  # conv (out=M): the new latents, small
+            w[M:] *= NEW_LATENT_GAIN
             w[:M] = old
-        elif name == "g_s.0.weight":  # deconv (in=M, out=N): new inputs read nothing
-            w.zero_()
+        elif name == "g_s.0.weight":  # deconv (in=M, out=N): reads the new latents, at 0
             w[:M] = old
         elif name == "h_a.0.weight":  # conv (out=N, in=M)
             w.zero_()
@@ -67,7 +78,10 @@ def widen(weights: dict, fresh: dict) -> dict:
             w.zero_()
             w[:M] = old[:M]
             w[M2:M2 + M] = old[M:]
-            w[M2 + M:] = old[M:].mean()
+            # The scale is the gain times exp(log-scale): at the largest gain the new
+            # latents get, still the smallest scale.
+            top_gain = float(weights["log_gain"].mean(dim=1).max())
+            w[M2 + M:] = math.log(SCALE_BOUND) - top_gain
         elif name == "log_gain":  # (levels, M)
             w[:, :M] = old
             w[:, M:] = old.mean(dim=1, keepdim=True)
@@ -76,4 +90,3 @@ def widen(weights: dict, fresh: dict) -> dict:
                              f"{tuple(new.shape)}")
         out[name] = w
     return out
-

@@ -39,14 +39,18 @@ def test_the_wider_model_reconstructs_what_the_trained_one_did():
                                    atol=1e-5)
 
 
-def test_the_new_channels_get_gradients_on_both_sides():
-    """With the readers' weights at zero, the writers' are random: a step moves both."""
+def test_the_new_channels_cost_almost_nothing_and_get_gradients():
+    """The new latents round to 0 under the smallest scale, and the rounding's
+    straight-through estimate carries the synthesis' gradient to the analysis."""
     _, wide = _trained_and_wide()
+    x, level = torch.rand(2, 3, 64, 64), torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        bits = -torch.log2(wide(x, level)["likelihoods"]["y"][:, 12:]).sum()
+    assert float(bits) < 0.01 * 8 * 4 * 4 * 2  # under 0.01 bit per new latent
     wide.train()
-    out = wide(torch.rand(2, 3, 64, 64), torch.tensor([0.0, 1.0]))
+    out = wide(x, level)
     loss = out["x_hat"].square().mean() - out["likelihoods"]["y"].log().mean()
     loss.backward()
-    assert wide.g_s[0].weight.grad[12:].abs().sum() > 0
     assert wide.g_a[6].weight.grad[12:].abs().sum() > 0
     assert wide.h_s[4].weight.grad[:, 18:].abs().sum() > 0
 
@@ -68,4 +72,5 @@ def test_training_starts_a_wider_channel_conditional_model_from_a_trained_one(tm
     model, _ = load_float_model(run / "model_fp16.pt")
     assert isinstance(model, ChannelConditionalHyperprior) and model.M == 20
     torch.testing.assert_close(model.g_a[6].weight[:12], narrow.g_a[6].weight.half().float())
-    assert float(model.g_s[0].weight.detach()[12:].abs().sum()) == 0
+    assert float(model.g_a[6].weight.detach()[12:].abs().max()) < 0.1 * float(
+        model.g_a[6].weight.detach()[:12].abs().max())
