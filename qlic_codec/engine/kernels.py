@@ -46,7 +46,8 @@ benchmarks use the names it gathers from the modules that hold them:
 - ``convolution``: convolutions and transposed convolutions, plain or requantized;
 - ``gdn``: GDN and inverse GDN;
 - ``elementwise``: requantization, scale index, and the operand checks and buffers the others
-  share.
+  share;
+- ``slicekernels``: the element-wise steps of a channel-conditional slice, fused.
 
 Numba's cache checks only the source file of the function it compiled, not the files of what
 that function calls or inlines: after editing one of these modules, delete the engine's
@@ -59,8 +60,9 @@ from .cpu import PATHS, active_path, available_paths, set_path, use_path
 from .elementwise import requantize, scale_index, scale_index_sum
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
+from .slicekernels import slice_heads, slice_residual
 
 __all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
            "conv_transpose2d", "conv_transpose2d_requant", "gdn", "igdn", "pack_conv_weights",
            "pack_deconv_weights", "pack_gdn_weights", "requantize", "scale_index",
-           "scale_index_sum", "set_path", "use_path"]
+           "scale_index_sum", "set_path", "slice_heads", "slice_residual", "use_path"]

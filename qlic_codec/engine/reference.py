@@ -139,3 +139,30 @@ def scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels):
     v = (acc.astype(np.int64) * mult.astype(np.int64) + acc2.astype(np.int64) *
          mult2.astype(np.int64) + offset.astype(np.int64))
     return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
+
+
+
+def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
+                scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
+    """A slice's mean and table index (FORMAT 3.11 steps 4 and 5) from its parameter
+    network's accumulators ``acc_d`` (..., 2n), written into ``mean_out`` (int32) and
+    ``index_out``: ``clamp(hyper_mean + requantize(acc_d[:n]))``, and ``scale_index_sum`` of
+    h_s's scale accumulators with ``acc_d[n:]``."""
+    n = hyper_mean.shape[-1]
+    d_mean = requantize(acc_d[..., :n], mean_mult, mean_shift, 0, 0, -clamp, clamp)
+    mean_out[...] = np.clip(hyper_mean.astype(np.int64) + d_mean, -clamp, clamp)
+    index_out[...] = scale_index_sum(acc_scale, scale_mult, acc_d[..., n:], scale_mult2,
+                                     scale_offset, scale_shift, levels)
+
+
+def slice_residual(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, clamp, ctx_mult, ctx_shift,
+                   ctx_max, dec_out, ctx_out):
+    """A slice's decoded latent and context codes (FORMAT 3.11 steps 8 to 10) from its
+    residual network's accumulators, written into ``dec_out`` (int32) and ``ctx_out``: the
+    int8 code ``r``, ``y_g_dec = clamp(y_g_hat + lut[r + 127])``, and ``requantize(y_g_dec)``
+    into ``-ctx_max .. ctx_max``."""
+    code = requantize(acc_r, lrp_mult, lrp_shift, 0, 0, -127, 127)
+    dec = np.clip(y_g_hat.astype(np.int64) + lut.astype(np.int64)[code + 127], -clamp, clamp)
+    dec_out[...] = dec
+    ctx_out[...] = requantize(dec.astype(np.int32), ctx_mult, ctx_shift, 0, 0, -ctx_max,
+                              ctx_max)

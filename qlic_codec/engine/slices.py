@@ -215,15 +215,14 @@ class SliceState:
         scale_mult = np.ascontiguousarray(net.heads["scale.mult"][a:a + n])
         scale_offset = np.ascontiguousarray(net.heads["scale.offset"][self.level, a:a + n])
 
+        mean_mult = np.ascontiguousarray(h[f"{i}.mean.mult"][self.level])
+        mean_shift = np.ascontiguousarray(h[f"{i}.mean.shift"][self.level])
+
         def heads(lo, acc_d):
             rows = slice(lo, lo + len(acc_d))
-            d_mean = net.k.requantize(np.ascontiguousarray(acc_d[..., :n]),
-                                      h[f"{i}.mean.mult"][self.level],
-                                      h[f"{i}.mean.shift"][self.level], 0, 0, -cy, cy)
-            mean_g[rows] = np.clip(hyper_mean_g[rows].astype(np.int64) + d_mean, -cy, cy)
-            index[rows] = net.k.scale_index_sum(
-                acc_scale[rows], scale_mult, np.ascontiguousarray(acc_d[..., n:]),
-                h[f"{i}.scale.mult"], scale_offset, net.scale_shift, net.y_levels)
+            net.k.slice_heads(acc_d, mean_mult, mean_shift, hyper_mean_g[rows], cy,
+                              acc_scale[rows], scale_mult, h[f"{i}.scale.mult"], scale_offset,
+                              net.scale_shift, net.y_levels, mean_g[rows], index[rows])
 
         self._run_in_bands(model.params[i], 2 * n + a,
                            self.ctx.itemsize if a else 1,
@@ -243,16 +242,16 @@ class SliceState:
         def read(lo, hi):
             return np.concatenate([self._support_rows(i, lo, hi), own[lo:hi]], axis=2)
 
+        ctx_mult = np.ascontiguousarray(h["ctx.mult"][self.level, part])
+        ctx_shift = np.ascontiguousarray(h["ctx.shift"][self.level, part])
+
         def residual(lo, acc_r):
             # The network reads the context codes of the slices before this one only, so
             # this slice's may be written as the bands go.
             rows = slice(lo, lo + len(acc_r))
-            code = net.k.requantize(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], 0, 0,
-                                    -127, 127)
-            dec = np.clip(y_g_hat[rows].astype(np.int64) + h["lut"][code + 127], -cy, cy
-                          ).astype(np.int32)
-            self.y_g_dec[rows, :, part] = dec
-            self.ctx[rows, :, part] = self._ctx_codes(dec, part)
+            net.k.slice_residual(acc_r, h[f"{i}.lrp.mult"], h[f"{i}.lrp.shift"], y_g_hat[rows],
+                                 h["lut"], cy, ctx_mult, ctx_shift, model.ctx_max,
+                                 self.y_g_dec[rows, :, part], self.ctx[rows, :, part])
 
         self._run_in_bands(model.lrp[i], 3 * n + a, self.ctx.itemsize, read, residual)
         self.parts[i] = None

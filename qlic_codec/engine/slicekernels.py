@@ -1,0 +1,97 @@
+"""The element-wise steps of a channel-conditional slice (``docs/FORMAT.md`` 3.11), fused.
+
+Around each slice's two networks the decoder turns accumulators into a mean and a table
+index (steps 4 and 5) and, after the symbols, into the decoded latent and its context codes
+(steps 8 to 10). As numpy calls these were a dozen passes over the slice, each on one thread,
+with int64 temporaries between them: about 15 ms of a 1920x1080 decode on two threads. Here
+each is one parallel pass over the rows that writes its results in place, with the same
+integers as ``reference.slice_heads`` and ``reference.slice_residual``.
+"""
+
+import numpy as np
+
+from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
+from numba import njit, prange
+
+from .elementwise import _check_requant, _requant_value, _require
+
+_I32 = (np.dtype(np.int32),)
+_I64 = (np.dtype(np.int64),)
+
+
+@njit(**JIT_PARALLEL)
+def _heads_kernel(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
+                  scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
+    rows, w, n = hyper_mean.shape
+    half = np.int64(1) << (scale_shift - 1)
+    for r in prange(rows):
+        for x in range(w):
+            for j in range(n):
+                d = _requant_value(acc_d[r, x, j], mean_mult[j], mean_shift[j], 0, 0,
+                                   -clamp, clamp)
+                mean_out[r, x, j] = min(max(np.int64(hyper_mean[r, x, j]) + d, -clamp), clamp)
+                v = (np.int64(acc_scale[r, x, j]) * scale_mult[j]
+                     + np.int64(acc_d[r, x, n + j]) * scale_mult2[j] + scale_offset[j])
+                index_out[r, x, j] = min(max((v + half) >> scale_shift, 0), levels - 1)
+
+
+def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
+                scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
+    """``reference.slice_heads`` written into ``mean_out`` (int32) and ``index_out`` (any
+    integer type that holds ``levels - 1``), both (rows, w, n); ``acc_d`` is (rows, w, 2n)."""
+    hyper_mean = _require(hyper_mean, "hyper_mean", _I32, 3)
+    acc_d = _require(acc_d, "acc_d", _I32, 3)
+    acc_scale = _require(acc_scale, "acc_scale", _I32, 3)
+    n = hyper_mean.shape[2]
+    if acc_d.shape != hyper_mean.shape[:2] + (2 * n,) or acc_scale.shape != hyper_mean.shape \
+            or mean_out.shape != hyper_mean.shape or index_out.shape != hyper_mean.shape:
+        raise ValueError("slice heads: operands differ in shape")
+    if mean_out.dtype != np.int32 or index_out.dtype.kind not in "iu":
+        raise TypeError("slice heads: int32 means and integer indexes")
+    mean_mult, mean_shift = _check_requant(mean_mult, mean_shift, n)
+    tables = [_require(t, name, _I64, 1) for t, name in ((scale_mult, "scale_mult"),
+                                                         (scale_mult2, "scale_mult2"),
+                                                         (scale_offset, "scale_offset"))]
+    if any(t.shape[0] != n for t in tables):
+        raise ValueError(f"scale index tables must have {n} entries")
+    _heads_kernel(acc_d, mean_mult, mean_shift, hyper_mean, int(clamp), acc_scale, *tables,
+                  int(scale_shift), int(levels), mean_out, index_out)
+
+
+@njit(**JIT_PARALLEL)
+def _residual_kernel(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, clamp, ctx_mult, ctx_shift,
+                     ctx_max, dec_out, ctx_out):
+    rows, w, n = acc_r.shape
+    for r in prange(rows):
+        for x in range(w):
+            for j in range(n):
+                code = _requant_value(acc_r[r, x, j], lrp_mult[j], lrp_shift[j], 0, 0, -127, 127)
+                d = min(max(np.int64(y_g_hat[r, x, j]) + lut[code + 127], -clamp), clamp)
+                dec_out[r, x, j] = d
+                ctx_out[r, x, j] = _requant_value(d, ctx_mult[j], ctx_shift[j], 0, 0, -ctx_max,
+                                                  ctx_max)
+
+
+def slice_residual(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, clamp, ctx_mult, ctx_shift,
+                   ctx_max, dec_out, ctx_out):
+    """``reference.slice_residual`` written into ``dec_out`` (int32) and ``ctx_out`` (int8
+    or int16), both (rows, w, n) and possibly views into wider arrays (a slice's channels of
+    the whole latent)."""
+    acc_r = _require(acc_r, "acc_r", _I32, 3)
+    y_g_hat = _require(y_g_hat, "y_g_hat", _I32, 3)
+    lut = _require(lut, "lut", _I64, 1)
+    n = acc_r.shape[2]
+    if y_g_hat.shape != acc_r.shape or dec_out.shape != acc_r.shape \
+            or ctx_out.shape != acc_r.shape:
+        raise ValueError("slice residual: operands differ in shape")
+    if lut.shape[0] != 255:
+        raise ValueError("slice residual: the residual table has 255 entries")
+    if dec_out.dtype != np.int32 or ctx_out.dtype not in (np.int8, np.int16):
+        raise TypeError("slice residual: int32 latents and int8 or int16 context codes")
+    if not 127 <= ctx_max <= np.iinfo(ctx_out.dtype).max:
+        raise ValueError(f"slice residual: context codes up to {ctx_max} do not fit "
+                         f"{ctx_out.dtype}")
+    lrp_mult, lrp_shift = _check_requant(lrp_mult, lrp_shift, n)
+    ctx_mult, ctx_shift = _check_requant(ctx_mult, ctx_shift, n)
+    _residual_kernel(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, int(clamp), ctx_mult, ctx_shift,
+                     int(ctx_max), dec_out, ctx_out)

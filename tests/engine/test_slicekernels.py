@@ -1,0 +1,98 @@
+"""The fused element-wise steps of a channel-conditional slice (``engine.slicekernels``) are
+bit-exact with their NumPy reference, at 1 and 2 threads, over the whole range the model
+loader allows, and write into views of wider arrays as the decoder uses them."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from qlic_codec.engine import kernels, reference
+from test_kernels import ELEMENT_SHAPES, I32_MAX, I32_MIN, _assert_same, _fill, _requant_tables, \
+    _rng
+
+CLAMPS = [127, 2**20, I32_MAX]
+
+
+def _scale_tables(rng, n, levels, shift):
+    mult = rng.choice([-1, 1], n) * np.floor(2.0 ** rng.uniform(0, 31, n)).astype(np.int64)
+    mult2 = rng.choice([-1, 1], n) * np.floor(2.0 ** rng.uniform(0, 30, n)).astype(np.int64)
+    offset = np.clip(rng.integers(0, levels, n) << shift, -(2**60), 2**60).astype(np.int64)
+    return mult, mult2, offset
+
+
+@pytest.mark.parametrize("levels,index_dtype", [(2, np.uint8), (64, np.uint8), (256, np.uint8),
+                                                (300, np.uint16)])
+def test_slice_heads(threads, levels, index_dtype):
+    rng = _rng("slice_heads", levels)
+    for shape, mode, shift, clamp in itertools.product(
+            ELEMENT_SHAPES, ["random", "wide", "min", "max"], [1, 12, 40], CLAMPS):
+        n = shape[2]
+        fill = "random" if mode == "wide" else mode
+        if mode == "random":
+            acc_d = rng.integers(-(2**20), 2**20, shape[:2] + (2 * n,)).astype(np.int32)
+            acc_scale = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        else:
+            acc_d = _fill(rng, shape[:2] + (2 * n,), np.int32, fill)
+            acc_scale = _fill(rng, shape, np.int32, fill)
+        hyper_mean = rng.integers(-clamp, clamp, shape, endpoint=True).astype(np.int32)
+        mean_mult, mean_shift = _requant_tables(rng, n, 2**20, clamp / 4)
+        tables = _scale_tables(rng, n, levels, shift)
+        want_mean, want_index = np.empty(shape, np.int32), np.empty(shape, np.int64)
+        reference.slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale,
+                              *tables, shift, levels, want_mean, want_index)
+        mean, index = np.empty(shape, np.int32), np.empty(shape, index_dtype)
+        kernels.slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, *tables,
+                            shift, levels, mean, index)
+        _assert_same(mean, want_mean)
+        _assert_same(index, want_index.astype(index_dtype))
+        assert want_index.max() < levels  # the narrow type held every index
+        # The two terms, spelled out: the fused pass is the two element-wise kernels.
+        _assert_same(index.astype(np.int32), kernels.scale_index_sum(
+            acc_scale, tables[0], np.ascontiguousarray(acc_d[..., n:]), *tables[1:], shift,
+            levels))
+
+
+@pytest.mark.parametrize("ctx_max,ctx_dtype", [(127, np.int8), (2047, np.int16)])
+def test_slice_residual_into_a_slice_of_the_latent(threads, ctx_max, ctx_dtype):
+    """The outputs are the slice's channels of (h, w, M) arrays, as ``SliceState`` has them:
+    the channels around them are left as they were."""
+    rng = _rng("slice_residual", ctx_max)
+    for shape, mode, clamp in itertools.product(ELEMENT_SHAPES, ["random", "min", "max"],
+                                                CLAMPS):
+        n = shape[2]
+        acc_r = (rng.integers(-(2**20), 2**20, shape).astype(np.int32) if mode == "random"
+                 else _fill(rng, shape, np.int32, mode))
+        y_g_hat = rng.integers(-clamp, clamp, shape, endpoint=True).astype(np.int32)
+        lrp_mult, lrp_shift = _requant_tables(rng, n, 2**20, 64)
+        ctx_mult, ctx_shift = _requant_tables(rng, n, clamp, ctx_max / 2)
+        half = rng.integers(1, 2**12)
+        lut = rng.integers(-half, half, 255, endpoint=True).astype(np.int64)
+        want_dec, want_ctx = np.empty(shape, np.int32), np.empty(shape, np.int64)
+        reference.slice_residual(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, clamp, ctx_mult,
+                                 ctx_shift, ctx_max, want_dec, want_ctx)
+        a = int(rng.integers(0, 5))
+        dec = np.full(shape[:2] + (a + n + 3,), 7, np.int32)
+        ctx = np.full(shape[:2] + (a + n + 3,), -3, ctx_dtype)
+        kernels.slice_residual(acc_r, lrp_mult, lrp_shift, y_g_hat, lut, clamp, ctx_mult,
+                               ctx_shift, ctx_max, dec[..., a:a + n], ctx[..., a:a + n])
+        _assert_same(dec[..., a:a + n], want_dec)
+        _assert_same(ctx[..., a:a + n], want_ctx.astype(ctx_dtype))
+        assert (dec[..., :a] == 7).all() and (dec[..., a + n:] == 7).all()
+        assert (ctx[..., :a] == -3).all() and (ctx[..., a + n:] == -3).all()
+        assert np.abs(want_ctx).max() <= ctx_max
+
+
+def test_operands_are_checked():
+    acc = np.zeros((2, 3, 4), np.int32)
+    mult, shift = np.ones(4, np.int32), np.ones(4, np.int32)
+    table = np.ones(4, np.int64)
+    with pytest.raises(ValueError, match="differ in shape"):
+        kernels.slice_heads(acc, mult, shift, acc, 127, acc, table, table, table, 1, 64,
+                            np.empty_like(acc), np.empty(acc.shape, np.uint8))
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.slice_residual(acc, mult, shift, acc, np.zeros(255, np.int64), 127, mult, shift,
+                               2047, np.empty_like(acc), np.empty(acc.shape, np.int8))
+    with pytest.raises(TypeError):
+        kernels.slice_residual(acc, mult, shift, acc, np.zeros(255, np.int64), 127, mult, shift,
+                               127, np.empty(acc.shape, np.int64), np.empty(acc.shape, np.int8))
