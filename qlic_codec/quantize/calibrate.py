@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train.data import load_folder
+from ..train.data import load_folder, to_tensor
 from ..train.layers import SimplifiedGDN
 
 # Per-channel ranges at the calibrated maximum: ranges clipped to the smallest squared error
@@ -55,7 +55,7 @@ def calibrate(model, images: list[np.ndarray], levels=None) -> dict[str, float]:
     tracker = RangeTracker()
     levels = range(model.levels) if levels is None else levels
     for image in images:
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        x = to_tensor(image)
         y = run_transform(model.g_a, x, tracker, "g_a")
         tracker.see("y", y)
         z = run_transform(model.h_a, y, tracker, "h_a")

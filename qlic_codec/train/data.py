@@ -86,4 +86,6 @@ class CropSampler:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    # A read-only photo (as loaded) is copied: torch warns about tensors over read-only memory.
+    return torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1)[
+        None].float() / 255.0
