@@ -1,7 +1,8 @@
 """The entropy-model ablation: candidates for ``y``'s model trained from one initialisation for
 the same number of steps, then compared by BD-rate against the plain hyperprior trained alike.
 
-    python benchmarks/entropy_ablation.py --init models/qlic-mse-float.pt --steps 1500
+    git show 8d5aa44:models/qlic-mse-float.pt > plain-37656.pt   # the plain hyperprior
+    python benchmarks/entropy_ablation.py --init plain-37656.pt --steps 1500
     python benchmarks/entropy_ablation.py --only report        # the table from finished runs
 
 Every candidate starts from the same float checkpoint (its transforms and hyperprior; the slice
@@ -173,7 +174,9 @@ def report(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init", default=str(REPO / "models" / "qlic-mse-float.pt"))
+    p.add_argument("--init", default=None,
+                   help="the float checkpoint every candidate starts from (needed to train; "
+                        "the committed table's: git show 8d5aa44:models/qlic-mse-float.pt)")
     p.add_argument("--runs", default=str(REPO / "runs" / "ablation"))
     p.add_argument("--data", default=None)
     p.add_argument("--steps", type=int, default=1500)
@@ -191,6 +194,8 @@ def main(argv=None):
     p.add_argument("--only", default="all",
                    help="'all', 'report', or one candidate's name (train only that one)")
     args = p.parse_args(argv)
+    if args.only != "report" and not args.init:
+        p.error("--init is needed to train the candidates")
     if args.only != "report":
         run(args)
     if args.only in ("all", "report"):

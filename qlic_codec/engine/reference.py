@@ -141,7 +141,6 @@ def scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels):
     return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
 
 
-
 def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
                 scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
     """A slice's mean and table index (FORMAT 3.11 steps 4 and 5) from its parameter

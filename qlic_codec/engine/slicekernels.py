@@ -3,7 +3,8 @@
 Around each slice's two networks the decoder turns accumulators into a mean and a table
 index (steps 4 and 5) and, after the symbols, into the decoded latent and its context codes
 (steps 8 to 10). As numpy calls these were a dozen passes over the slice, each on one thread,
-with int64 temporaries between them: about 15 ms of a 1920x1080 decode on two threads. Here
+with int64 temporaries between them: 12.8 ms of a 1920x1080 decode on two threads, where
+the fused kernels take 5.6 ms (``benchmarks/README.md``, Speed). Here
 each is one parallel pass over the rows that writes its results in place, with the same
 integers as ``reference.slice_heads`` and ``reference.slice_residual``.
 """
@@ -48,6 +49,8 @@ def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scal
         raise ValueError("slice heads: operands differ in shape")
     if mean_out.dtype != np.int32 or index_out.dtype.kind not in "iu":
         raise TypeError("slice heads: int32 means and integer indexes")
+    if levels - 1 > np.iinfo(index_out.dtype).max:
+        raise ValueError(f"slice heads: indexes up to {levels - 1} do not fit {index_out.dtype}")
     mean_mult, mean_shift = _check_requant(mean_mult, mean_shift, n)
     tables = [_require(t, name, _I64, 1) for t, name in ((scale_mult, "scale_mult"),
                                                          (scale_mult2, "scale_mult2"),

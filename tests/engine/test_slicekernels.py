@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from qlic_codec.engine import kernels, reference
-from test_kernels import ELEMENT_SHAPES, I32_MAX, I32_MIN, _assert_same, _fill, _requant_tables, \
-    _rng
+from test_kernels import ELEMENT_SHAPES, I32_MAX, _assert_same, _fill, _requant_tables, _rng
 
 CLAMPS = [127, 2**20, I32_MAX]
 
@@ -90,6 +89,10 @@ def test_operands_are_checked():
     with pytest.raises(ValueError, match="differ in shape"):
         kernels.slice_heads(acc, mult, shift, acc, 127, acc, table, table, table, 1, 64,
                             np.empty_like(acc), np.empty(acc.shape, np.uint8))
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.slice_heads(np.zeros((2, 3, 8), np.int32), mult, shift, acc, 127, acc, table,
+                            table, table, 1, 300, np.empty_like(acc),
+                            np.empty(acc.shape, np.uint8))
     with pytest.raises(ValueError, match="do not fit"):
         kernels.slice_residual(acc, mult, shift, acc, np.zeros(255, np.int64), 127, mult, shift,
                                2047, np.empty_like(acc), np.empty(acc.shape, np.int8))
