@@ -195,14 +195,6 @@ class SliceState:
         bands.run(self.model.net._run_layer, layers, h, read_rows,
                   bands.in_pieces(write_rows, _ROW_ELEMENTS), band)
 
-    def _ctx_codes(self, y_g, part):
-        h = self.model.heads
-        mult, shift = h["ctx.mult"][self.level, part], h["ctx.shift"][self.level, part]
-        return self.model.net.k.requantize(np.ascontiguousarray(y_g), np.ascontiguousarray(mult),
-                                           np.ascontiguousarray(shift), 0, 0,
-                                           -self.model.ctx_max, self.model.ctx_max
-                                           ).astype(self.model.ctx_dtype)
-
     def parameters(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Slice ``i``'s fixed-point mean (int32) and entropy table index (the network's
         ``index_dtype``, uint8 for up to 256 tables), (h, w, n)."""
@@ -236,14 +228,15 @@ class SliceState:
         model, net, h = self.model, self.model.net, self.model.heads
         a, n = model.starts[i], model.sizes[i]
         part = slice(a, a + n)
-        own = self._ctx_codes(y_g_hat, part)
+        ctx_mult = np.ascontiguousarray(h["ctx.mult"][self.level, part])
+        ctx_shift = np.ascontiguousarray(h["ctx.shift"][self.level, part])
+        # The context codes of the slice's own reconstruction, which its residual network reads.
+        own = net.k.requantize(y_g_hat, ctx_mult, ctx_shift, 0, 0, -model.ctx_max,
+                               model.ctx_max).astype(model.ctx_dtype)
         cy = net.clamps["y"]
 
         def read(lo, hi):
             return np.concatenate([self._support_rows(i, lo, hi), own[lo:hi]], axis=2)
-
-        ctx_mult = np.ascontiguousarray(h["ctx.mult"][self.level, part])
-        ctx_shift = np.ascontiguousarray(h["ctx.shift"][self.level, part])
 
         def residual(lo, acc_r):
             # The network reads the context codes of the slices before this one only, so
