@@ -93,12 +93,31 @@ def _abs_row(x_row, npix, dtype):
     return buf
 
 
+@njit(inline="always")
+def _abs_row_16(x_row, npix):
+    """``_abs_row`` into int16, and whether the row holds -32768, the one 16-bit code outside
+    the contract: found here, in cache, rather than by a serial pass over the whole input.
+    Its |x| (which wraps in int16) is stored as 32767, so that the refused row still computes
+    within the norm's bounds before the caller raises."""
+    buf = _abs_row(x_row, npix, np.int16)
+    wd, c = x_row.shape
+    low = 0
+    for i in range(wd):  # a separate count, so that both loops stay vectorized
+        for k in range(c):
+            low += x_row[i, k] == -32768
+    if low:
+        for j in range(wd * c):
+            if buf[j] < 0:
+                buf[j] = 32767
+    return buf, low > 0
+
+
 @njit(**JIT_PARALLEL)
 def _gdn_simd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
-              ishift, fast, omax, out):
+              ishift, fast, omax, out, refused):
     h, wd, c = x.shape
     for oy in prange(h):
-        af = _abs_row(x[oy], npix, np.int16)
+        af, refused[oy] = _abs_row_16(x[oy], npix)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_simd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
@@ -108,10 +127,10 @@ def _gdn_simd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshif
 
 @njit(**JIT_PARALLEL)
 def _gdn_portable(x, npix, wt, narrow, beta, coutp, inverse, gmult, gshift, imult, ishift, fast,
-                  omax, out):
+                  omax, out, refused):
     h, wd, c = x.shape
     for oy in prange(h):
-        af = _abs_row(x[oy], npix, np.int16)
+        af, refused[oy] = _abs_row_16(x[oy], npix)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_portable(af, 0, 0, c, wt, narrow, acc, 0, coutp, npix)
@@ -121,13 +140,13 @@ def _gdn_portable(x, npix, wt, narrow, beta, coutp, inverse, gmult, gshift, imul
 
 @njit(**JIT_PARALLEL)
 def _gdn_wssd(x, npix, wf, blocks, nv, pairs, beta, coutp, inverse, gmult, gshift, imult,
-              ishift, fast, omax, out):
+              ishift, fast, omax, out, refused):
     # 16-bit codes on the VNNI path: |x| as int16 pairs against int16 gamma (vpdpwssd). The
     # twin of _gdn_simd, kept apart like _gdn_vnni so that hosts without VNNI never compile a
     # kernel that holds VNNI instructions.
     h, wd, c = x.shape
     for oy in prange(h):
-        af = _abs_row(x[oy], npix, np.int16)
+        af, refused[oy] = _abs_row_16(x[oy], npix)
         acc = np.empty(npix * coutp, np.int32)
         _init_acc(acc, beta, npix, coutp)
         _phase_wssd(af, 0, 0, c, 1, wf, blocks, nv, pairs, acc, 0, coutp, npix)
@@ -167,6 +186,9 @@ def _ones(n):
 _GDN_VNNI_UNIT = 24
 
 
+_WIDE_RANGE = "16-bit GDN input codes must be in [-32767, 32767]"
+
+
 def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
     path = _layer_path(packed, x)
     h, wd, c = x.shape
@@ -177,10 +199,11 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
     # The largest norm any input can produce, for the fast GDN division (its top bit).
     norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
     fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
+    refused = np.zeros(h, np.bool_)  # rows holding the code -32768 (``_abs_row_16``)
     if path == "vnni" and wide:
         _gdn_wssd(x, npix, packed.wssd[0], packed.vblocks, packed.vnv, packed.wpairs[0],
                   _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
-                  imult, ishift, fast, omax, out)
+                  imult, ishift, fast, omax, out, refused)
     elif path == "vnni":
         _gdn_vnni(x, npix, packed.vnni[0], packed.vblocks, packed.vnv, packed.quads[0],
                   _padded_bias(beta, packed.vcoutp), packed.vcoutp, inverse, gmult, gshift,
@@ -188,10 +211,12 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
     elif path == "avx2":
         _gdn_simd(x, npix, packed.simd[0], packed.blocks, packed.nv, packed.pairs[0],
                   _padded_bias(beta, packed.coutp), packed.coutp, inverse, gmult, gshift,
-                  imult, ishift, fast, omax, out)
+                  imult, ishift, fast, omax, out, refused)
     else:
         _gdn_portable(x, npix, packed.portable[0], packed.narrow, beta, packed.cout, inverse,
-                      gmult, gshift, imult, ishift, fast, omax, out)
+                      gmult, gshift, imult, ishift, fast, omax, out, refused)
+    if wide and refused.any():
+        raise ValueError(_WIDE_RANGE)
     return out
 
 
@@ -217,11 +242,10 @@ def _check_gdn(x, gamma, beta):
         raise ValueError(f"GDN shapes do not match: x {x.shape}, gamma {shape}")
     packed = packed if packed is not None else pack_gdn_weights(gamma)
     if x.dtype == np.int16:
-        # 16-bit codes are symmetric (|x| must fit int16), and the int32 norm must not wrap
-        # whatever they are; 8-bit codes cannot make it wrap with 8-bit gamma and int32 beta
-        # below 2**24 per the loader, and are not checked here.
-        if x.size and int(x.min()) == -32768:
-            raise ValueError("16-bit GDN input codes must be in [-32767, 32767]")
+        # 16-bit codes are symmetric (|x| must fit int16: the kernels refuse -32768 as they
+        # read it), and the int32 norm must not wrap whatever they are; 8-bit codes cannot
+        # make it wrap with 8-bit gamma and int32 beta below 2**24 per the loader, and are
+        # not checked here.
         if int(beta.max(initial=0)) + 32767 * int(packed.gamma_l1_max) >= 2**31:
             raise ValueError("GDN norm of 16-bit inputs could exceed int32")
     return x, packed, beta

@@ -291,7 +291,7 @@ class SegmentDecoder:
         n = indexes.size
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        counts = _table_counts(indexes, self.tables.num_tables)
+        counts = rangedecoder.table_counts(indexes, self.tables.num_tables)
         # Before anything of size n is allocated: even the likeliest symbols cost this much.
         if int(self.state[4]) + int(counts @ t.min_info) > self.budget:
             raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "

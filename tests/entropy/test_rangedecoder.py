@@ -142,3 +142,16 @@ def test_random_words_give_values_or_corrupt_stream_errors() -> None:
         except CorruptStreamError as exc:
             outcomes.add(str(exc).split(" (")[0][:40])
     assert "values" in outcomes and len(outcomes) >= 2
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_table_counts_are_bincount(threads, dtype) -> None:
+    """The decoder's parallel table counts equal ``coder._table_counts`` (np.bincount), from
+    one chunk to many, with tables that no index names."""
+    rng = np.random.default_rng(11)
+    for n, tables in ((0, 3), (1, 2), (1000, 64), (5 * rangedecoder._COUNT_CHUNK + 17, 300)):
+        top = min(tables, np.iinfo(dtype).max + 1)
+        indexes = rng.integers(0, top // 2 + 1, n).astype(dtype)
+        got = rangedecoder.table_counts(indexes, tables)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, coder._table_counts(indexes, tables))
