@@ -17,7 +17,8 @@ Writes ``rd.json``, ``rd_psnr.png`` and ``rd_msssim.png`` to ``--out``, and one 
 codec (and per model) to ``--out/<dataset>/<codec-or-model>.json``: ``qlic-mse.json``,
 ``qlic-mse-float.json``, ``jpeg.json``, ... with bpp, PSNR and MS-SSIM of every image at every
 setting and the averaged curve. ``<dataset>`` is the name of the ``--data`` folder (``val``);
-a run on part of it (``--limit``, or not every quality level) writes to
+a run on part of it (``--limit``, or not every quality level), or with the nearest symbols
+(``--rounding nearest``, see ``qlic_codec.rdoq``), writes to
 ``<dataset>.partial/`` instead, which git ignores, so a quick look never overwrites the
 committed results of a whole run.
 """
@@ -416,9 +417,15 @@ def main(argv=None) -> int:
                    help="BD-rate only where the curves share this many dB (default 0.5)")
     p.add_argument("--check-decode", action="store_true",
                    help="also decode every qlic stream and check the pixels")
+    p.add_argument("--rounding", choices=["rd", "nearest"], default="rd",
+                   help="qlic's choice of symbols: the encoder's rate-distortion rule "
+                        "(default) or the nearest symbols, to measure what the rule gains or "
+                        "quantization alone against the float model (written as a partial run)")
     args = p.parse_args(argv)
 
-    from qlic_codec import api
+    from qlic_codec import api, rdoq
+    if args.rounding == "nearest":
+        rdoq.LAMBDA.update(dict.fromkeys(rdoq.LAMBDA))  # None: the nearest symbols
     levels = list(args.levels or api.QUALITY_LEVELS)
 
     if not args.data.is_dir():
@@ -443,6 +450,7 @@ def main(argv=None) -> int:
         try:
             model = api.load_model(args.model)
             meta["codecs"]["qlic"] = {"label": labels["qlic"], "setting": "quality",
+                                      "rounding": args.rounding,
                                       "model": args.model or "(bundled default)",
                                       "model_path": _portable(model.path),
                                       "model_id": model.model_id.hex(), "metric": model.metric}
@@ -517,7 +525,8 @@ def main(argv=None) -> int:
 
     # Per-codec results: a whole data set under its name, part of one under <name>.partial.
     total = len([q for q in args.data.glob("*.png") if q.is_file()])
-    partial = len(images) < total or sorted(levels) != list(api.QUALITY_LEVELS)
+    partial = (len(images) < total or sorted(levels) != list(api.QUALITY_LEVELS)
+               or args.rounding != "rd")
     meta.update(dataset=args.data.resolve().name, data_relative=_portable(args.data),
                 cpu=cpu_name(), date=time.strftime("%Y-%m-%d"))
     folder = args.out / (meta["dataset"] + (".partial" if partial else ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, modelfile, slicecoding, zoo
+from . import container, modelfile, rdoq, slicecoding, zoo
 from . import quality as quality_grid
 from .engine import bands
 from .engine.graph import IntegerNetwork, ModelSpec
@@ -253,10 +253,11 @@ def _code(a: _Analysis, level: int, chunks, reconstruct: bool = False):
     net = a.model.network
     y_g = net.y_head(a.acc_y, level)
     if net.cc is not None:  # channel-conditional: slice by slice (``slicecoding``)
-        y_stream, y_g_dec = slicecoding.encode_y(net, a.model.y_tables, y_g, a.acc_p, level)
+        y_stream, y_g_dec = slicecoding.encode_y(net, a.model.y_tables, y_g, a.acc_p, level,
+                                                 rounding=_rounding(a.model))
     else:
         mean_g, index = net.hyper_heads(a.acc_p, level)
-        y_sym = net.symbols(y_g, mean_g)
+        y_sym = _rounding(a.model)(net.symbols(y_g, mean_g), y_g, mean_g, index)
         y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1),
                                         a.model.y_tables)
     data = _pack(a.model, a.height, a.width, level, chunks, a.z_stream, y_stream)
@@ -265,6 +266,11 @@ def _code(a: _Analysis, level: int, chunks, reconstruct: bool = False):
     if net.cc is None:
         y_g_dec = net.reconstruct(y_sym, mean_g)
     return data, net.synthesis(y_g_dec, level, size=(a.height, a.width))
+
+
+def _rounding(m: LoadedModel) -> rdoq.Rounding:
+    """The encoder's choice of symbols for the model (``rdoq``)."""
+    return rdoq.Rounding(m.y_tables, m.network.mean_bits, m.metric)
 
 
 def _pack(m: LoadedModel, height, width, level, chunks, z_stream, y_stream) -> bytes:
@@ -289,9 +295,11 @@ def _encode(rgb, quality, model, metadata, reconstruct):
     y_g, z = net.analysis(np.ascontiguousarray(rgb), level)
     z_stream = coder.encode_symbols(z.reshape(-1), _channel_indexes(z.shape), m.z_tables)
     if net.cc is not None:  # slice by slice, h_s handing its accumulators over in bands
-        y_stream, y_g_dec = slicecoding.encode_y(net, m.y_tables, y_g, None, level, z)
+        y_stream, y_g_dec = slicecoding.encode_y(net, m.y_tables, y_g, None, level, z,
+                                                 rounding=_rounding(m))
     else:
-        y_sym, index, mean_g = net.code_latents(y_g, z, level, means=reconstruct)
+        y_sym, index, mean_g = net.code_latents(y_g, z, level, means=reconstruct,
+                                                rounding=_rounding(m))
         y_stream = coder.encode_symbols(y_sym.reshape(-1), index.reshape(-1), m.y_tables)
         del index
     data = _pack(m, height, width, level, chunks, z_stream, y_stream)

@@ -11,15 +11,20 @@ from .entropy import coder
 
 
 def encode_y(network, y_tables, y_g: np.ndarray, acc_p: np.ndarray | None, level: int,
-             z: np.ndarray | None = None):
+             z: np.ndarray | None = None, rounding=None):
     """``(y stream, y_g_dec)``: the coded slices and the latent the synthesis reads, from
-    h_s's accumulators ``acc_p`` kept whole, or (``acc_p`` None) from ``z``."""
+    h_s's accumulators ``acc_p`` kept whole, or (``acc_p`` None) from ``z``. ``rounding``
+    (an ``rdoq.Rounding``, or None for the nearest symbols) chooses each slice's symbols
+    before the next slice's tables are computed from them."""
     cc = network.cc
     state = cc.start(acc_p, level) if acc_p is not None else cc.start_from_z(z, level)
     segments = []
     for i, (a, n) in enumerate(zip(cc.starts, cc.sizes)):
         mean_g, index = state.parameters(i)
-        symbols = network.symbols(np.ascontiguousarray(y_g[..., a:a + n]), mean_g)
+        latents = np.ascontiguousarray(y_g[..., a:a + n])
+        symbols = network.symbols(latents, mean_g)
+        if rounding is not None:
+            rounding(symbols, latents, mean_g, index)
         segments.append((symbols.reshape(-1), index.reshape(-1)))
         state.finish(i, network.reconstruct(symbols, mean_g))
     return coder.encode_segments(segments, y_tables), state.y_g_dec

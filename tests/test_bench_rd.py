@@ -55,3 +55,29 @@ def test_rd_writes_one_file_per_codec(tiny_model, tmp_path):
                     "--out", str(out)]) == 0
     whole = json.loads((out / "photos" / "qlic-tiny-mse.json").read_text())
     assert len(whole["points"]) == 3 * 8
+
+
+def test_rd_nearest_symbols_are_a_partial_run_with_more_bytes(tmp_path):
+    """``--rounding nearest`` measures the codec without the encoder's rounding rule: its
+    files are larger (the bundled MSE model: the tiny one's tables are too flat for the rule
+    to move anything), and a whole run so made never takes the committed results' place."""
+    from qlic_codec import rdoq
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(synthetic_photo(176, 192, 4)).save(data / "p.png")
+    rd = _rd()
+    sizes = {}
+    for rounding in ("rd", "nearest"):
+        out = tmp_path / rounding
+        saved = dict(rdoq.LAMBDA)
+        try:
+            assert rd.main(["--data", str(data), "--model", "mse", "--codecs", "qlic",
+                            "--out", str(out), "--rounding", rounding]) == 0
+        finally:
+            rdoq.LAMBDA.update(saved)
+        folder = out / ("photos" if rounding == "rd" else "photos.partial")
+        qlic = json.loads((folder / "qlic-mse.json").read_text())
+        sizes[rounding] = sum(p["bytes"] for p in qlic["points"])
+        assert json.loads((out / "rd.json").read_text())["meta"]["codecs"]["qlic"][
+            "rounding"] == rounding
+    assert sizes["rd"] < sizes["nearest"]

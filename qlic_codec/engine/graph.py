@@ -509,18 +509,21 @@ class IntegerNetwork:
         return self._head(np.ascontiguousarray(acc[..., :self.M]), "mean", level, -cy, cy)
 
     def code_latents(self, y_g: np.ndarray, z: np.ndarray, level: int, means: bool = False,
-                     band_rows: int | None = None):
+                     band_rows: int | None = None, rounding=None):
         """The encoder's half of the hyperprior: -> (symbols, scale index, mean_g or None).
 
-        The symbols (``symbols``) overwrite ``y_g`` band by band as h_s predicts the means,
-        so that neither the means (unless ``means``) nor a second latent tensor exists
-        whole."""
+        The symbols (``symbols``, then ``rounding`` if given: an ``rdoq.Rounding``) overwrite
+        ``y_g`` band by band as h_s predicts the means, so that neither the means (unless
+        ``means``) nor a second latent tensor exists whole."""
         index = np.empty(y_g.shape, self.index_dtype)
         mean_g = np.empty(y_g.shape, np.int32) if means else None
 
         def code(lo, mean_rows, index_rows):  # a few rows at a time
             rows = slice(lo, lo + len(mean_rows))
-            y_g[rows] = self.symbols(y_g[rows], mean_rows)
+            symbols = self.symbols(y_g[rows], mean_rows)
+            if rounding is not None:
+                rounding(symbols, y_g[rows], mean_rows, index_rows)
+            y_g[rows] = symbols
             index[rows] = index_rows
             if mean_g is not None:
                 mean_g[rows] = mean_rows

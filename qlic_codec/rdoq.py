@@ -1,0 +1,102 @@
+"""Rate-distortion optimised rounding of the latents: the encoder's choice of symbols.
+
+Rounding each latent to its nearest symbol gives the least error in the latent, not the best
+file. A symbol one step nearer its mean is more probable under its table, and can save more
+bits than the error it adds is worth. For every latent whose nearest symbol ``k`` (``r`` the
+latent minus its mean, in symbol units) is not 0, the encoder weighs the step toward the mean,
+``k' = k - sign(k)``:
+
+    bits saved    dR = info(t, k) - info(t, k')          (-log2 of each symbol's probability
+                                                           in the latent's table t)
+    error added   dD = (r - k')**2 - (r - k)**2 = 1 - 2 * (|k| - |r|)
+
+and codes ``k'`` when ``dR > LAMBDA * dD``. Both symbols must lie inside the table (an escape
+is never chosen nor left). The rule is greedy: it does not follow what a changed symbol does
+to the tables of the slices after it, which the encoder computes from the symbols it chose,
+as the decoder will.
+
+Everything is in integers, so the same image gives the same file on every machine: ``info``
+in units of ``2**-16`` bit (``engine.rangedecoder.information_units``, the decoder's own
+count), the latents in the fixed point of ``mean_bits``, ``LAMBDA`` in bits per squared latent
+unit. Decoders are unaffected: they read whatever symbols the stream holds.
+
+``LAMBDA`` per metric was chosen on training photos (``benchmarks/README.md``, "Rounding the
+latents").
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .entropy.tables import CdfTables
+
+# Bits per squared latent unit, by the metric a model was trained for; None rounds to the
+# nearest symbols (``benchmarks/rd.py --rounding nearest`` measures what the rule gains).
+LAMBDA = {"mse": 28, "msssim": 48}
+_INFO_BITS = 16
+# Latents weighed at a time: the int64 temporaries stay a few MiB on any image.
+_PIECE = 1 << 20
+
+
+class _TableInfo:
+    """Each symbol's information in a table set, int64 units of ``2**-16`` bit, built once."""
+
+    def __init__(self, tables: CdfTables) -> None:
+        from .engine.rangedecoder import information_units
+        counts = tables.cdf_counts.astype(np.int64)
+        self.info = np.zeros(counts.shape, np.int64)
+        inside = counts > 0
+        self.info[inside] = information_units(counts[inside])
+        self.sizes = tables.sizes.astype(np.int64)
+        self.offsets = tables.offsets.astype(np.int64)
+
+
+_INFO: weakref.WeakKeyDictionary[CdfTables, _TableInfo] = weakref.WeakKeyDictionary()
+
+
+class Rounding:
+    """The rounding rule of one model: ``rounding(symbols, y_g, mean_g, index)`` moves the
+    symbols worth it one step toward their means, in place, and returns them."""
+
+    def __init__(self, tables: CdfTables, mean_bits: int, metric: str) -> None:
+        info = _INFO.get(tables)
+        if info is None:
+            info = _INFO[tables] = _TableInfo(tables)
+        self.table = info
+        self.mean_bits = int(mean_bits)
+        lam = LAMBDA.get(metric, LAMBDA["mse"])
+        self.lam = None if lam is None else lam << _INFO_BITS
+
+    def __call__(self, symbols: np.ndarray, y_g: np.ndarray, mean_g: np.ndarray,
+                 index: np.ndarray) -> np.ndarray:
+        if not symbols.flags.c_contiguous:
+            raise ValueError("symbols must be C-contiguous: they are changed in place")
+        flat = [np.ascontiguousarray(a).reshape(-1) for a in (symbols, y_g, mean_g, index)]
+        if any(f.size != flat[0].size for f in flat):
+            raise ValueError("symbols, latents, means and indexes differ in size")
+        if self.lam is None:
+            return symbols
+        for a in range(0, flat[0].size, _PIECE):
+            self._piece(*(f[a: a + _PIECE] for f in flat))
+        return symbols
+
+    def _piece(self, k, y_g, mean_g, index):
+        tab, mb = self.table, self.mean_bits
+        t = index.astype(np.intp)
+        k64 = k.astype(np.int64)
+        step = np.sign(k64)
+        s = k64 - tab.offsets[t]
+        s2 = s - step
+        last = tab.sizes[t] - 1  # the escape symbol
+        ok = (step != 0) & (s >= 0) & (s < last) & (s2 >= 0) & (s2 < last)
+        s = np.where(ok, s, 0)
+        s2 = np.where(ok, s2, 0)
+        saved = tab.info[t, s] - tab.info[t, s2]
+        # 2**mean_bits * dD: |k| * 2**mb - |y_g - mean_g| is the rounding error, within half
+        # a symbol.
+        error = (np.abs(k64) << mb) - np.abs(y_g.astype(np.int64) - mean_g)
+        added = (np.int64(1) << mb) - 2 * error
+        take = ok & ((saved << mb) > self.lam * added)
+        k[take] -= step[take].astype(k.dtype)
