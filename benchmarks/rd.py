@@ -424,8 +424,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from qlic_codec import api, rdoq
+    saved = dict(rdoq.LAMBDA)
     if args.rounding == "nearest":
         rdoq.LAMBDA.update(dict.fromkeys(rdoq.LAMBDA))  # None: the nearest symbols
+    try:
+        return _run(args, api, argv)
+    finally:
+        rdoq.LAMBDA.update(saved)
+
+
+def _run(args, api, argv) -> int:
     levels = list(args.levels or api.QUALITY_LEVELS)
 
     if not args.data.is_dir():

@@ -2,8 +2,8 @@
 of its lambda: BD-rate of whole files, and how far each quality level's point lies above the
 curve of the nearest symbols. Lambda is chosen with this on training photos.
 
-    python benchmarks/rounding.py --data ../shared/data/train --every 12 --lambdas 12 16 24 32 48
-    python benchmarks/rounding.py --data ../shared/data/train --every 12 --model msssim --metric ms-ssim --lambdas 12 24 48 96
+    python benchmarks/rounding.py --data ../shared/data/train --every 12 --lambdas 16 24 28 32 48
+    python benchmarks/rounding.py --data ../shared/data/train --every 12 --model msssim --metric ms-ssim --lambdas 24 48 96
 
 Curves: mean bpp and the quality of the mean distortion (PSNR of the mean MSE over the
 photos, or the MS-SSIM in dB of the mean MS-SSIM) at each of the model's levels. The pixels
@@ -61,25 +61,50 @@ def above(base, point):
     return point[1] - (dbs[i] + t * (dbs[i + 1] - dbs[i]))
 
 
+# Lambda times the error added (below 2**(mean_bits + 1), mean_bits at most 8 by the model
+# loader) times 2**16 stays far inside int64.
+LAMBDA_MAX = 4096
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _lambda(text):
+    value = int(text)
+    if not 0 <= value <= LAMBDA_MAX:
+        raise argparse.ArgumentTypeError(f"must be in 0..{LAMBDA_MAX}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
-    p.add_argument("--every", type=int, default=12, help="every n-th PNG of --data (sorted)")
+    p.add_argument("--every", type=_positive, default=12,
+                   help="every n-th PNG of --data (sorted)")
     p.add_argument("--model", default="mse", help="model name or .qlicm path")
     p.add_argument("--metric", choices=("psnr", "ms-ssim"), default="psnr")
-    p.add_argument("--lambdas", type=int, nargs="+", required=True,
-                   help="bits per squared latent unit to try")
+    p.add_argument("--lambdas", type=_lambda, nargs="+", required=True,
+                   help=f"bits per squared latent unit to try (0..{LAMBDA_MAX})")
     args = p.parse_args(argv)
 
     from qlic_codec import api, rdoq
+    from qlic_codec.errors import QlicError
     files = sorted(args.data.glob("*.png"))[::args.every]
     if len(files) < 2:
         print(f"error: fewer than 2 photos from {args.data}", file=sys.stderr)
         return 2
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    model = api.load_model(args.model)
-    levels = list(range(1, model.top_quality + 1))
+    try:
+        model = api.load_model(args.model)
+    except QlicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    levels = list(range(1, int(model.top_quality) + 1))
     metric = "psnr" if args.metric == "psnr" else "msssim"
     saved = dict(rdoq.LAMBDA)
     try:

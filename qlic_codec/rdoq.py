@@ -36,8 +36,9 @@ from .entropy.tables import CdfTables
 # nearest symbols (``benchmarks/rd.py --rounding nearest`` measures what the rule gains).
 LAMBDA = {"mse": 28, "msssim": 48}
 _INFO_BITS = 16
-# Latents weighed at a time: the int64 temporaries stay a few MiB on any image.
-_PIECE = 1 << 20
+# Latents weighed at a time: the int64 temporaries (about 90 bytes a latent) stay a few MiB
+# on any image.
+_PIECE = 1 << 16
 
 
 class _TableInfo:

@@ -135,14 +135,20 @@ def _simulated_symbols(sim, photo, quality):
 
 
 def _engine_symbols(path, photo, quality):
-    """Pixels, z and y symbols of the integer codec (what ``api.encode`` codes)."""
-    from qlic_codec import api, quality as quality_grid
+    """Pixels, z and y symbols of the integer codec with the nearest symbols (what
+    ``api.encode`` codes before its rounding rule, ``rdoq``, which the simulation has not)."""
+    from qlic_codec import api, quality as quality_grid, rdoq
     assert photo.shape[0] % 64 == 0 and photo.shape[1] % 64 == 0  # no padding to undo
     m = api.load_model(str(path))
     level = quality_grid.to_level(quality, m.network.levels, m.quality_steps)
     y_g, z = m.network.analysis(photo, level)
     mean_g, _ = m.network.hyper_synthesis(z, level)
-    _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
+    saved = dict(rdoq.LAMBDA)
+    try:
+        rdoq.LAMBDA[m.metric] = None
+        _, pixels = api.encode_and_reconstruct(photo, quality, str(path))
+    finally:
+        rdoq.LAMBDA.update(saved)
     return pixels.astype(np.int64), z.astype(np.int64), m.network.symbols(y_g, mean_g)
 
 

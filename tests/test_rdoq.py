@@ -110,3 +110,49 @@ def test_the_tables_information_is_the_decoders():
         size = int(tables.sizes[t])
         assert np.array_equal(info[t, :size], information_units(tables.cdf_counts[t, :size]))
         assert not info[t, size:].any()
+
+
+def test_the_plain_hyperprior_path(tiny_model, monkeypatch):
+    """On a model without slices (the tiny one, whose tables are too flat for the shipped
+    lambda to move anything: lambda 0 moves every symbol that saves a bit), every encode path
+    codes the same chosen symbols, in bands or whole, and decoders give the encoder's
+    reconstruction."""
+    rgb = synthetic_photo(150, 130, seed=7)
+    monkeypatch.setitem(rdoq.LAMBDA, "mse", None)
+    nearest = api.encode(rgb, quality=3, model=tiny_model)
+    monkeypatch.setitem(rdoq.LAMBDA, "mse", 0)
+    data, pixels = api.encode_and_reconstruct(rgb, quality=3, model=tiny_model)
+    assert len(data) < len(nearest)
+    assert api.encode(rgb, quality=3, model=tiny_model) == data
+    assert np.array_equal(api.decode(data, model=tiny_model), pixels)
+    target = api.encode_to_target(rgb, target_size=len(data), model=tiny_model)
+    assert target.data == data
+    m = api.load_model(tiny_model)
+    net = m.network
+    padded = np.pad(rgb, ((0, 42), (0, 62), (0, 0)), mode="edge")
+    results = []
+    for band_rows in (None, 1):
+        y_g, z = net.analysis(padded, 2)
+        symbols, _, _ = net.code_latents(y_g, z, 2, band_rows=band_rows,
+                                         rounding=api._rounding(m))
+        results.append(symbols.copy())
+    assert np.array_equal(results[0], results[1])
+
+
+def test_escapes_are_never_chosen_nor_left():
+    """A symbol at the escape, or one whose step would land on it or outside the table,
+    stays; one inside moves (lambda 0: any bit saved is worth it)."""
+    tables = _tables()
+    t = 5
+    size, offset = int(tables.sizes[t]), int(tables.offsets[t])
+    top = offset + size - 2  # the largest value inside the table
+    k = np.array([top + 1, top + 5, offset - 1, top, offset + 1 if offset < 0 else 2],
+                 np.int32)
+    index = np.full(k.shape, t, np.uint8)
+    mean = np.zeros(k.shape, np.int32)
+    y = (k.astype(np.int64) << 8).astype(np.int32)  # exactly on the symbols: no error saved
+    rounding = rdoq.Rounding(tables, 8, "mse")
+    rounding.lam = 0
+    got = rounding(k.copy(), y, mean, index)
+    assert got[:3].tolist() == k[:3].tolist()
+    assert got[3] == top - 1 and abs(got[4]) == abs(k[4]) - 1
