@@ -4,6 +4,7 @@ whole files, against the nearest symbols; it leaves the rule as it found it."""
 import importlib.util
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import synthetic_photo
@@ -28,3 +29,10 @@ def test_rounding_sweep(tmp_path, capsys):
     # Lambda 0 takes every step toward the mean that saves any bit: far worse than nearest.
     assert bd[0] > 5 and bd[28] < 0
     assert module.main(["--data", str(tmp_path / "none"), "--lambdas", "28"]) == 2
+    assert module.main(["--data", str(tmp_path), "--every", "1", "--model",
+                        str(tmp_path / "p0.png"), "--lambdas", "28"]) == 2
+    for bad in (["--every", "0", "--lambdas", "28"], ["--lambdas", "-1"],
+                ["--lambdas", str(module.LAMBDA_MAX + 1)]):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--data", str(tmp_path)] + bad)
+        assert exit_info.value.code == 2
