@@ -26,10 +26,9 @@ latents").
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
+from .entropy import coder
 from .entropy.tables import CdfTables
 
 # Bits per squared latent unit, by the metric a model was trained for; None rounds to the
@@ -41,31 +40,13 @@ _INFO_BITS = 16
 _PIECE = 1 << 16
 
 
-class _TableInfo:
-    """Each symbol's information in a table set, int64 units of ``2**-16`` bit, built once."""
-
-    def __init__(self, tables: CdfTables) -> None:
-        from .engine.rangedecoder import information_units
-        counts = tables.cdf_counts.astype(np.int64)
-        self.info = np.zeros(counts.shape, np.int64)
-        inside = counts > 0
-        self.info[inside] = information_units(counts[inside])
-        self.sizes = tables.sizes.astype(np.int64)
-        self.offsets = tables.offsets.astype(np.int64)
-
-
-_INFO: weakref.WeakKeyDictionary[CdfTables, _TableInfo] = weakref.WeakKeyDictionary()
-
-
 class Rounding:
     """The rounding rule of one model: ``rounding(symbols, y_g, mean_g, index)`` moves the
     symbols worth it one step toward their means, in place, and returns them."""
 
     def __init__(self, tables: CdfTables, mean_bits: int, metric: str) -> None:
-        info = _INFO.get(tables)
-        if info is None:
-            info = _INFO[tables] = _TableInfo(tables)
-        self.table = info
+        # The decoder's own layout: its sizes, offsets and each symbol's information.
+        self.table = coder.decoder_tables(tables)
         self.mean_bits = int(mean_bits)
         lam = LAMBDA.get(metric, LAMBDA["mse"])
         self.lam = None if lam is None else lam << _INFO_BITS

@@ -105,7 +105,7 @@ def test_files_get_smaller_and_decode_to_the_chosen_symbols(monkeypatch, model):
 
 def test_the_tables_information_is_the_decoders():
     tables = _tables()
-    info = rdoq._TableInfo(tables).info
+    info = rdoq.Rounding(tables, 8, "mse").table.info
     for t in (0, 7, tables.num_tables - 1):
         size = int(tables.sizes[t])
         assert np.array_equal(info[t, :size], information_units(tables.cdf_counts[t, :size]))

@@ -273,7 +273,7 @@ class SegmentDecoder:
 
     def __init__(self, data: bytes, tables: CdfTables) -> None:
         self.tables = tables
-        self.layout = _decoder_tables(tables)
+        self.layout = decoder_tables(tables)
         rangedecoder = _rangedecoder()
         data = bytes(data)
         if len(data) % 4:
@@ -323,7 +323,9 @@ def _header_model_arrays():
 _DECODER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _decoder_tables(tables: CdfTables):
+def decoder_tables(tables: CdfTables):
+    """The decoder's layout of a table set (``engine.rangedecoder.Tables``: cumulative
+    counts, sizes, offsets and each symbol's information), validated and built once."""
     if not isinstance(tables, CdfTables):
         raise ValueError(f"tables must be CdfTables, got {type(tables).__name__}")
     layout = _DECODER_CACHE.get(tables)
