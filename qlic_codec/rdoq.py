@@ -15,7 +15,9 @@ is never chosen nor left). The rule is greedy: it does not follow what a changed
 to the tables of the slices after it, which the encoder computes from the symbols it chose,
 as the decoder will.
 
-Everything is in integers, so the same image gives the same file on every machine: ``info``
+The rule runs as one compiled parallel pass (``engine.roundkernel``); ``Rounding.reference``
+states it as numpy passes, for the tests. Everything is in integers, so the same image gives
+the same file on every machine and thread count: ``info``
 in units of ``2**-16`` bit (``engine.rangedecoder.information_units``, the decoder's own
 count), the latents in the fixed point of ``mean_bits``, ``LAMBDA`` in bits per squared latent
 unit. Decoders are unaffected: they read whatever symbols the stream holds.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .engine import roundkernel
 from .entropy import coder
 from .entropy.tables import CdfTables
 
@@ -35,8 +38,8 @@ from .entropy.tables import CdfTables
 # nearest symbols (``benchmarks/rd.py --rounding nearest`` measures what the rule gains).
 LAMBDA = {"mse": 28, "msssim": 48}
 _INFO_BITS = 16
-# Latents weighed at a time: the int64 temporaries (about 90 bytes a latent) stay a few MiB
-# on any image.
+# Latents weighed at a time by the numpy reference: its int64 temporaries (about 90 bytes a
+# latent) stay a few MiB on any image.
 _PIECE = 1 << 16
 
 
@@ -53,16 +56,29 @@ class Rounding:
 
     def __call__(self, symbols: np.ndarray, y_g: np.ndarray, mean_g: np.ndarray,
                  index: np.ndarray) -> np.ndarray:
+        flat = self._flat(symbols, y_g, mean_g, index)
+        if self.lam is not None:
+            roundkernel.round_toward_means(*flat, self.table, self.mean_bits, self.lam)
+        return symbols
+
+    def reference(self, symbols: np.ndarray, y_g: np.ndarray, mean_g: np.ndarray,
+                  index: np.ndarray) -> np.ndarray:
+        """The same rule as plain numpy passes, a piece of the latents at a time: what the
+        compiled kernel (``engine.roundkernel``) is tested against."""
+        flat = self._flat(symbols, y_g, mean_g, index)
+        if self.lam is not None:
+            for a in range(0, flat[0].size, _PIECE):
+                self._piece(*(f[a: a + _PIECE] for f in flat))
+        return symbols
+
+    @staticmethod
+    def _flat(symbols, y_g, mean_g, index):
         if not symbols.flags.c_contiguous:
             raise ValueError("symbols must be C-contiguous: they are changed in place")
         flat = [np.ascontiguousarray(a).reshape(-1) for a in (symbols, y_g, mean_g, index)]
         if any(f.size != flat[0].size for f in flat):
             raise ValueError("symbols, latents, means and indexes differ in size")
-        if self.lam is None:
-            return symbols
-        for a in range(0, flat[0].size, _PIECE):
-            self._piece(*(f[a: a + _PIECE] for f in flat))
-        return symbols
+        return flat
 
     def _piece(self, k, y_g, mean_g, index):
         tab, mb = self.table, self.mean_bits

@@ -54,6 +54,7 @@ def test_the_vectorised_rule_is_the_rule(mean_bits):
     for metric in ("mse", "msssim"):
         rounding = rdoq.Rounding(tables, mean_bits, metric)
         got = rounding(nearest.copy(), y, mean, index)
+        assert np.array_equal(rounding.reference(nearest.copy(), y, mean, index), got)
         lam = rdoq.LAMBDA[metric]
         want = [_rule(int(k), int(a), int(b), int(t), tables, mean_bits, lam)
                 for k, a, b, t in zip(nearest, y, mean, index)]
@@ -66,17 +67,43 @@ def test_the_vectorised_rule_is_the_rule(mean_bits):
         assert np.all(np.abs(got[moved]) == np.abs(nearest[moved]) - 1)
 
 
-def test_in_pieces_as_whole(monkeypatch):
+def test_kernel_equals_reference_in_pieces_and_threads(monkeypatch, threads):
+    """The compiled pass (``engine.roundkernel``) gives the numpy reference's symbols, taken
+    whole or a few latents at a time, on 1 and 2 threads, on the dtypes the encoder hands it."""
     tables = _tables()
     rng = np.random.default_rng(1)
+    shape = (37, 41, 24)
+    index = rng.integers(0, tables.num_tables, shape).astype(np.uint8)
+    mean = rng.integers(-3000, 3000, shape).astype(np.int32)
+    y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
+    k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
+    rounding = rdoq.Rounding(tables, 8, "mse")
+    whole = rounding.reference(k.copy(), y, mean, index)
+    assert (whole != k).any()
+    assert np.array_equal(rounding(k.copy(), y, mean, index), whole)
+    assert np.array_equal(rounding(k.copy(), y, mean, index.astype(np.int32)), whole)
+    monkeypatch.setattr(rdoq, "_PIECE", 17)
+    assert np.array_equal(rounding.reference(k.copy(), y, mean, index), whole)
+
+
+def test_refusals(monkeypatch):
+    tables = _tables()
+    rng = np.random.default_rng(2)
     shape = (7, 9, 5)
     index = rng.integers(0, tables.num_tables, shape).astype(np.uint8)
     mean = rng.integers(-3000, 3000, shape).astype(np.int32)
     y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
     k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
-    whole = rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, index)
-    monkeypatch.setattr(rdoq, "_PIECE", 17)
-    assert np.array_equal(rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, index), whole)
+    k[k == 0] = 1
+    bad = index.astype(np.int32)
+    bad[3, 4, 2] = tables.num_tables
+    with pytest.raises(ValueError, match="outside the model's tables"):
+        rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, bad)
+    bad[3, 4, 2] = -1
+    with pytest.raises(ValueError, match="outside the model's tables"):
+        rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, bad)
+    with pytest.raises(TypeError, match="at most 32 bits"):
+        rdoq.Rounding(tables, 8, "mse")(k.copy(), y.astype(np.int64), mean, index)
     with pytest.raises(ValueError, match="C-contiguous"):
         rdoq.Rounding(tables, 8, "mse")(k[:, ::2], y[:, ::2], mean[:, ::2], index[:, ::2])
     with pytest.raises(ValueError, match="differ in size"):
