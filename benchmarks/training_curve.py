@@ -1,13 +1,16 @@
-"""Validation BD-rate against training steps, from a run's ``losses.csv``.
+"""Validation BD-rate against training steps, from runs' ``losses.csv``.
 
     python benchmarks/training_curve.py models/qlic-mse-losses.csv
     python benchmarks/training_curve.py runs/mse6/losses.csv --plot benchmarks/figures/training.png
     python benchmarks/training_curve.py runs/msssim-cc/losses.csv --metric ms-ssim
+    python benchmarks/training_curve.py models/qlic-mse-cc-losses.csv models/qlic-mse-even8-losses.csv \
+        models/qlic-mse-anneals.csv --labels "five slices" "eight slices" "annealed" --plot training.png
 
-For every step at which the run validated, the PSNR (or MS-SSIM, in dB as ``rd.py`` has
-it) BD-rate of the float model (rates estimated from its likelihoods) against the first
-validation in the file, on each validation set. The slope of the last few points says what
-more steps would give.
+For every step at which a run validated, the PSNR (or MS-SSIM, in dB as ``rd.py`` has it)
+BD-rate of the float model (rates estimated from its likelihoods) against the first
+validation of the first file, on each validation set. With several files (phases of one
+campaign, or annealed copies of it), each is a series of its own, all against that one
+reference. The slope of the last few points says what more steps would give.
 """
 
 import argparse
@@ -51,41 +54,78 @@ def bd_against_first(series):
     return out
 
 
+def read_series(path, metric):
+    import csv
+    with open(path, newline="") as f:
+        return curves(list(csv.DictReader(f)), metric)
+
+
+def bd_series(series, reference):
+    """{split: {step: BD-rate}} of ``series`` against ``reference`` ({split: points}); splits
+    that the reference lacks, or points with another number of levels, are left out."""
+    table = {}
+    for split, points in series.items():
+        if split not in reference:
+            continue
+        table[split] = dict(bd_against_first([(None, reference[split])] + points)[1:])
+    return table
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("csv", type=Path)
+    p.add_argument("csv", type=Path, nargs="+")
+    p.add_argument("--labels", nargs="+", default=None,
+                   help="one name per file, for the tables and the plot's legend")
     p.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
     p.add_argument("--metric", choices=("psnr", "ms-ssim"), default="psnr",
                    help="the quality of the BD-rate (default PSNR)")
     args = p.parse_args(argv)
-    import csv
-    with open(args.csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    series = curves(rows, "psnr" if args.metric == "psnr" else "ms_ssim")
-    if not series:
-        raise SystemExit(f"{args.csv} has no validation rows")
-    table = {split: dict(bd_against_first(s)) for split, s in series.items()}
-    steps = sorted({step for t in table.values() for step in t})
-    splits = sorted(table)
-    print("| step | " + " | ".join(f"BD-rate {s}" for s in splits) + " |")
-    print("|---|" + "---|" * len(splits))
-    for step in steps:
-        cells = [f"{table[s][step]:+.2f}%" if step in table[s] else "" for s in splits]
-        print(f"| {step} | " + " | ".join(cells) + " |")
+    labels = args.labels or [str(c) for c in args.csv]
+    if len(labels) != len(args.csv):
+        p.error(f"--labels needs {len(args.csv)} names, one per file")
+    metric = "psnr" if args.metric == "psnr" else "ms_ssim"
+    all_series = []
+    for path in args.csv:
+        try:
+            series = read_series(path, metric)
+        except (OSError, KeyError, ValueError) as exc:
+            p.error(f"{path}: not a losses.csv ({exc})")
+        if not series:
+            raise SystemExit(f"{path} has no validation rows")
+        all_series.append(series)
+    reference = {split: s[0][1] for split, s in all_series[0].items()}
+    ref_step = min(s[0][0] for s in all_series[0].values())
+    tables = [bd_series(s, reference) for s in all_series]
+    splits = sorted(reference)
+    for label, table in zip(labels, tables):
+        if len(tables) > 1:
+            print(f"\n{label}")
+        steps = sorted({step for t in table.values() for step in t})
+        print("| step | " + " | ".join(f"BD-rate {s}" for s in splits) + " |")
+        print("|---|" + "---|" * len(splits))
+        for step in steps:
+            cells = [f"{table[s][step]:+.2f}%" if step in table.get(s, {}) else ""
+                     for s in splits]
+            print(f"| {step} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for s in splits:
-            xs = sorted(table[s])
-            ax.plot(xs, [table[s][x] for x in xs], marker="o", label=s)
-        ax.set_xlabel("training step")
+        fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6),
+                                 squeeze=False, sharey=True)
         name = "PSNR" if args.metric == "psnr" else "MS-SSIM"
-        ax.set_ylabel(f"{name} BD-rate vs step {steps[0]} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        for ax, s in zip(axes[0], splits):
+            for label, table in zip(labels, tables):
+                xs = sorted(table.get(s, {}))
+                if xs:
+                    ax.plot(xs, [table[s][x] for x in xs], marker="o", label=label)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_title(s)
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"{name} BD-rate vs step {ref_step} (%)")
+        axes[0][-1].legend(fontsize=8)
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=120)

@@ -42,3 +42,43 @@ def test_a_better_step_has_a_negative_bd_rate(capsys, tmp_path):
         last = capsys.readouterr().out.strip().splitlines()[-1]
         cells = [c.strip() for c in last.strip("|").split("|")]
         assert cells[0] == "500" and all(float(c.rstrip("%")) < -5 for c in cells[1:])
+
+
+def _write(path, rows):
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_several_files_are_series_against_the_first_files_first_validation(capsys, tmp_path):
+    """A second file (an annealed copy, say) is measured against the first file's first
+    validation, not against its own first row; the plot has one panel per validation set."""
+    first = _write(tmp_path / "a.csv", _rows())
+    better = [dict(r, step=str(int(r["step"]) + 1000), psnr=str(float(r["psnr"]) + 1.0))
+              for r in _rows()]
+    second = _write(tmp_path / "b.csv", better)
+    import importlib.util
+    # matplotlib is in the bench extra, not in dev: plot only where it is installed.
+    plot = tmp_path / "curve.png" if importlib.util.find_spec("matplotlib") else None
+    training_curve.main([str(first), str(second), "--labels", "campaign", "anneal"]
+                        + (["--plot", str(plot)] if plot else []))
+    out = capsys.readouterr().out
+    anneal = out[out.index("anneal"):].strip().splitlines()
+    rows = {line.split("|")[1].strip(): [float(c.strip().rstrip("%"))
+                                         for c in line.strip("|").split("|")[1:]]
+            for line in anneal if line.startswith("| 1")}
+    # Step 1000 of the second file is 1 dB above the reference, step 1500 1.5 dB.
+    assert all(v < -10 for v in rows["1000"]) and all(v < w for v, w in zip(rows["1500"],
+                                                                            rows["1000"]))
+    assert plot is None or plot.stat().st_size > 0
+
+
+def test_labels_must_match_the_files(tmp_path):
+    import pytest
+    path = _write(tmp_path / "a.csv", _rows())
+    with pytest.raises(SystemExit) as exc:
+        training_curve.main([str(path), str(path), "--labels", "one"])
+    assert exc.value.code == 2
