@@ -1,5 +1,5 @@
 """qlic: a learned image codec whose network runs in integers (8-bit weights, 8-bit
-activations with 12-bit codes on nine tensors, int16 latents).
+activations with 12-bit codes on ten tensors, int16 latents).
 
 The public API is ``encode``, ``encode_to_target``, ``decode``, ``decode_with_metadata``,
 ``read_info`` and ``Metadata``; they import their modules lazily, so ``import qlic_codec``

@@ -67,6 +67,8 @@ class Rounding:
         compiled kernel (``engine.roundkernel``) is tested against."""
         flat = self._flat(symbols, y_g, mean_g, index)
         if self.lam is not None:
+            if flat[3].size and (flat[3].min() < 0 or flat[3].max() >= self.table.sizes.size):
+                raise ValueError("a table index is outside the model's tables")
             for a in range(0, flat[0].size, _PIECE):
                 self._piece(*(f[a: a + _PIECE] for f in flat))
         return symbols

@@ -68,8 +68,9 @@ def test_the_vectorised_rule_is_the_rule(mean_bits):
 
 
 def test_kernel_equals_reference_in_pieces_and_threads(monkeypatch, threads):
-    """The compiled pass (``engine.roundkernel``) gives the numpy reference's symbols, taken
-    whole or a few latents at a time, on 1 and 2 threads, on the dtypes the encoder hands it."""
+    """The compiled pass (``engine.roundkernel``) gives the numpy reference's symbols (the
+    reference taken whole and a few latents at a time), on 1 and 2 threads, with uint8 and
+    int32 indexes."""
     tables = _tables()
     rng = np.random.default_rng(1)
     shape = (37, 41, 24)
@@ -94,14 +95,15 @@ def test_refusals(monkeypatch):
     mean = rng.integers(-3000, 3000, shape).astype(np.int32)
     y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
     k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
-    k[k == 0] = 1
     bad = index.astype(np.int32)
-    bad[3, 4, 2] = tables.num_tables
-    with pytest.raises(ValueError, match="outside the model's tables"):
-        rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, bad)
-    bad[3, 4, 2] = -1
-    with pytest.raises(ValueError, match="outside the model's tables"):
-        rdoq.Rounding(tables, 8, "mse")(k.copy(), y, mean, bad)
+    rounding = rdoq.Rounding(tables, 8, "mse")
+    for symbol in (0, 1):  # a zero symbol is never moved, but its index is checked too
+        k[3, 4, 2] = symbol
+        for value in (tables.num_tables, -1):
+            bad[3, 4, 2] = value
+            for rule in (rounding, rounding.reference):
+                with pytest.raises(ValueError, match="outside the model's tables"):
+                    rule(k.copy(), y, mean, bad)
     with pytest.raises(TypeError, match="at most 32 bits"):
         rdoq.Rounding(tables, 8, "mse")(k.copy(), y.astype(np.int64), mean, index)
     with pytest.raises(ValueError, match="C-contiguous"):
