@@ -48,7 +48,9 @@ a channel-conditional model also g_s layer by layer.
 
 Whole process: wall time of ``python -m qlic_codec.cli decode`` writing a PNG, cold (a fresh
 ``NUMBA_CACHE_DIR``: imports, model loading and compiling every kernel, as on the first run of
-a new installation) and warm (the same cache, best of ``--repeat``); ``--no-process`` skips it.
+a new installation) and warm (the same cache, best of ``--repeat``), and warm again with
+``QLIC_MALLOC=system`` (the C allocator's defaults, ``qlic_codec.allocator``), the two warm
+runs taking turns; ``--no-process`` skips it.
 
 Writes a JSON file next to the table (``--json``).
 """
@@ -409,7 +411,8 @@ def layer_times(net, run, repeat):
 def process_times(model_path, data, threads, repeat, tmp):
     """Wall time of a whole ``qlic decode`` process: ``cold`` with an empty kernel cache (the
     first run of a new installation: imports, model loading, Numba compilation), ``warm``
-    (best of ``repeat``) once that cache is filled."""
+    (best of ``repeat``) once that cache is filled, and ``warm_system`` the same with the C
+    allocator's defaults (``QLIC_MALLOC=system``), taking turns with ``warm``."""
     stream = Path(tmp) / "in.qlic"
     stream.write_bytes(data)
     cache = Path(tmp) / f"numba-cache-{threads}"  # a fresh one per call: cold is cold
@@ -417,17 +420,23 @@ def process_times(model_path, data, threads, repeat, tmp):
     cmd = [sys.executable, "-m", "qlic_codec.cli", "decode", str(stream), "-o",
            str(Path(tmp) / "out.png"), "--model", str(model_path)]
 
-    def run():
+    def run(extra=None):
         (Path(tmp) / "out.png").unlink(missing_ok=True)
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, env={**env, **(extra or {})}, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.decode(errors="replace").strip()[-300:])
         return time.perf_counter() - t
 
     cold = run()
-    warm = min(run() for _ in range(repeat))
-    return {"threads": threads, "cold_s": cold, "warm_s": warm}
+    pairs = [(run(), run({"QLIC_MALLOC": "system"})) for _ in range(repeat)]
+    warm, system = [a for a, _ in pairs], [b for _, b in pairs]
+    # The allocator's cost comes and goes with the kernel's supply of huge pages: the
+    # medians show it where the best of a few runs may not.
+    return {"threads": threads, "cold_s": cold, "warm_s": min(warm),
+            "warm_system_s": min(system), "warm_median_s": float(np.median(warm)),
+            "warm_system_median_s": float(np.median(system)), "warm_runs_s": warm,
+            "warm_system_runs_s": system}
 
 
 # --------------------------------------------------------------------------- classic codecs
@@ -593,10 +602,14 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
                   " ".join(f"{1e3 * t.get(n, 0.0):7.1f}" for n in names))
     if processes:
         print(f"\nwhole 'qlic decode' process (PNG written), seconds; cold = empty kernel "
-              f"cache, warm = best of {repeat}")
-        print(f"{'size':>10} {'thr':>3} {'cold':>7} {'warm':>7}")
+              f"cache, warm = best of {repeat} (and median), system = warm with "
+              "QLIC_MALLOC=system, taking turns")
+        print(f"{'size':>10} {'thr':>3} {'cold':>7} {'warm':>7} {'system':>7} {'warm med':>9} "
+              f"{'sys med':>8}")
         for r in processes:
-            print(f"{r['size']:>10} {r['threads']:>3} {r['cold_s']:7.2f} {r['warm_s']:7.2f}")
+            print(f"{r['size']:>10} {r['threads']:>3} {r['cold_s']:7.2f} {r['warm_s']:7.2f} "
+                  f"{r['warm_system_s']:7.2f} {r['warm_median_s']:9.2f} "
+                  f"{r['warm_system_median_s']:8.2f}")
     if classic_rows:
         print(f"\nclassic codecs, seconds, best of {repeat}; 'x' = codec time / qlic time "
               "(>1: qlic is faster)")

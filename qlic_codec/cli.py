@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import click
 
-from qlic_codec import batch, fsio, workers, zoo
+from qlic_codec import allocator, batch, fsio, workers, zoo
 from qlic_codec import quality as quality_grid
 from qlic_codec import threads as kernel_threads
 from qlic_codec.container import DEFAULT_MAX_PIXELS
@@ -251,6 +251,8 @@ def main() -> None:
 
     Exit status: 0 ok, 1 some file failed, 2 usage error, 123 internal error.
     """
+    # This process is qlic's own: keep freed memory for the next band (qlic_codec.allocator).
+    allocator.keep_freed_memory()
 
 
 def _file_options(verb: str, what: str, too_large: str) -> Callable[[Callable], Callable]:

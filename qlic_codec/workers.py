@@ -31,6 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from . import allocator
 from . import threads as kernel_threads
 from .errors import OutputExistsError, QlicError
 
@@ -182,6 +183,7 @@ def _start_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see the docstring)
     signal.signal(signal.SIGTERM, _on_terminate)
     kernel_threads.set_count(threads)
+    allocator.keep_freed_memory()  # a worker is qlic's own process, as the parent is
 
 
 def _on_terminate(signum: int, frame: Any) -> None:
