@@ -112,3 +112,14 @@ def test_a_worker_that_dies_loses_no_output(photos, tmp_path, tiny_model):
     leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file()
                  and p.suffix != ".qlic"]
     assert not leftovers
+
+
+def test_its_own_local_cluster_tunes_its_workers_allocator(photos, tmp_path, tiny_model):
+    """Without a scheduler, run starts (and closes) its own cluster, whose workers are qlic's
+    processes: they keep freed memory as the command line does, and encode the same bytes."""
+    root, paths = photos
+    jobs = batch.plan([str(paths[0])], str(tmp_path / "own"), "encode")
+    results = list(batch.run(jobs, "encode", workers=1, quality=3, model=tiny_model))
+    assert [r["status"] for r in results] == ["done"]
+    rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
+    assert Path(jobs[0].output).read_bytes() == qlic_codec.encode(rgb, 3, tiny_model)
