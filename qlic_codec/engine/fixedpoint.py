@@ -45,15 +45,23 @@ def multiplier_from_real(real, max_mult: int = 2**31 - 1, max_shift: int = 62):
     return mult, shift
 
 
+def _abs_tap_sums(w: np.ndarray) -> np.ndarray:
+    """``sum|w|`` over the input channels of each (Cout, K, K) tap, int64. int8 weights are
+    widened to int16 only (|-128| needs it): a model's load checks every layer this way, and
+    int64 copies of the whole weights made it several times slower."""
+    wide = np.int16 if w.dtype.itemsize == 1 and w.dtype.kind in "iu" else np.int64
+    return np.abs(w.astype(wide)).sum(axis=3, dtype=np.int64)
+
+
 def conv_weight_l1(w: np.ndarray) -> np.ndarray:
     """``sum|w|`` per output channel of a (Cout, K, K, Cin) convolution, int64."""
-    return np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    return _abs_tap_sums(w).reshape(w.shape[0], -1).sum(axis=1)
 
 
 def deconv_weight_l1(w: np.ndarray) -> np.ndarray:
     """Worst sub-pixel phase of ``sum|w|`` per output channel of a stride-2 transposed conv."""
-    a = np.abs(w.astype(np.int64))
-    phases = [a[:, py::2, px::2, :].reshape(w.shape[0], -1).sum(axis=1)
+    taps = _abs_tap_sums(w)
+    phases = [taps[:, py::2, px::2].reshape(w.shape[0], -1).sum(axis=1)
               for py in range(2) for px in range(2)]
     return np.max(np.stack(phases), axis=0)
 
