@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-ENGINE_MODULES = ["kernels", "cpu", "microkernels", "packing", "convolution", "gdn",
+ENGINE_MODULES = ["kernels", "cpu", "microkernels", "packing", "convolution", "gdn", "roundkernel",
                   "elementwise"]
 
 _SCRIPT = """
