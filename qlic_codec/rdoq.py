@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import roundkernel
 from .entropy import coder
 from .entropy.tables import CdfTables
 
@@ -58,6 +57,9 @@ class Rounding:
                  index: np.ndarray) -> np.ndarray:
         flat = self._flat(symbols, y_g, mean_g, index)
         if self.lam is not None:
+            # Imported here: importing rdoq (through api) must not load Numba, which
+            # `qlic info` never needs (tests/test_cli_codec.py).
+            from .engine import roundkernel
             roundkernel.round_toward_means(*flat, self.table, self.mean_bits, self.lam)
         return symbols
 
