@@ -67,17 +67,22 @@ def test_the_vectorised_rule_is_the_rule(mean_bits):
         assert np.all(np.abs(got[moved]) == np.abs(nearest[moved]) - 1)
 
 
+def _latents(tables, seed, shape):
+    """Nearest symbols, latents, means (8 fractional bits) and table indexes of ``shape``."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, tables.num_tables, shape).astype(np.uint8)
+    mean = rng.integers(-3000, 3000, shape).astype(np.int32)
+    y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
+    k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
+    return k, y, mean, index
+
+
 def test_kernel_equals_reference_in_pieces_and_threads(monkeypatch, threads):
     """The compiled pass (``engine.roundkernel``) gives the numpy reference's symbols (the
     reference taken whole and a few latents at a time), on 1 and 2 threads, with uint8 and
     int32 indexes."""
     tables = _tables()
-    rng = np.random.default_rng(1)
-    shape = (37, 41, 24)
-    index = rng.integers(0, tables.num_tables, shape).astype(np.uint8)
-    mean = rng.integers(-3000, 3000, shape).astype(np.int32)
-    y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
-    k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
+    k, y, mean, index = _latents(tables, 1, (37, 41, 24))
     rounding = rdoq.Rounding(tables, 8, "mse")
     whole = rounding.reference(k.copy(), y, mean, index)
     assert (whole != k).any()
@@ -89,12 +94,7 @@ def test_kernel_equals_reference_in_pieces_and_threads(monkeypatch, threads):
 
 def test_refusals(monkeypatch):
     tables = _tables()
-    rng = np.random.default_rng(2)
-    shape = (7, 9, 5)
-    index = rng.integers(0, tables.num_tables, shape).astype(np.uint8)
-    mean = rng.integers(-3000, 3000, shape).astype(np.int32)
-    y = (mean + rng.integers(-1500, 1500, shape)).astype(np.int32)
-    k = ((y.astype(np.int64) - mean + 127) >> 8).astype(np.int32)
+    k, y, mean, index = _latents(tables, 2, (7, 9, 5))
     bad = index.astype(np.int32)
     rounding = rdoq.Rounding(tables, 8, "mse")
     for symbol in (0, 1):  # a zero symbol is never moved, but its index is checked too
