@@ -14,8 +14,8 @@ heap and kept when freed, the pages are faulted once and reused.
 Only the process's own allocator policy changes, not what is computed: files and pixels are
 the same either way. The library itself leaves a host process's allocator alone; the command
 line calls ``keep_freed_memory`` at start, as do its worker processes and the workers of the
-Dask cluster that ``qlic batch`` starts for itself (not those of a cluster given by
-address), and ``QLIC_MALLOC=system`` turns it off.
+Dask cluster that ``qlic batch`` starts for itself (``qlic_codec.daskworker``; not those of a
+cluster given by address), and ``QLIC_MALLOC=system`` turns it off.
 """
 
 from __future__ import annotations

@@ -142,11 +142,6 @@ def run_one(job: Job, op: str, quality: float = DEFAULT_QUALITY, model: str | No
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def _keep_freed_memory() -> bool:
-    from . import allocator
-    return allocator.keep_freed_memory()
-
-
 def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
         workers: int | None = None, retries: int = 2, **options) -> Iterator[dict]:
     """Run ``jobs`` on a cluster and yield one result per job as each finishes.
@@ -179,9 +174,8 @@ def run(jobs: list[Job], op: str, scheduler: str | None = None, client=None,
                                    dashboard_address=None)
             own.append(cluster)
             client = Client(cluster)
-            # These worker processes are qlic's own, as the command line's are (a cluster
-            # given by address is someone else's: its allocator is left alone).
-            client.run(_keep_freed_memory)
+            from .daskworker import KeepFreedMemory
+            client.register_plugin(KeepFreedMemory())
         else:
             client = Client(scheduler)
         own.insert(0, client)

@@ -123,3 +123,32 @@ def test_its_own_local_cluster_tunes_its_workers_allocator(photos, tmp_path, tin
     assert [r["status"] for r in results] == ["done"]
     rgb = np.asarray(Image.open(paths[0]).convert("RGB"))
     assert Path(jobs[0].output).read_bytes() == qlic_codec.encode(rgb, 3, tiny_model)
+
+
+def _heap_serves_large_arrays():
+    import ctypes
+
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Info
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(64 << 20, np.uint8)
+    return libc.mallinfo2().hblkhd - before == 0 and block[0] == 1
+
+
+def test_the_worker_plugin_keeps_freed_memory_in_every_worker():
+    """The plugin that run installs on its own cluster applies the allocator policy in each
+    worker process (glibc 2.33 or later, where mallinfo2 shows it)."""
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc 2.33 or later")
+    from qlic_codec.daskworker import KeepFreedMemory
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as c:
+            assert not any(c.run(_heap_serves_large_arrays).values())
+            c.register_plugin(KeepFreedMemory())
+            assert all(c.run(_heap_serves_large_arrays).values())
