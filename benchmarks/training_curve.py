@@ -43,8 +43,10 @@ def curves(rows, metric="psnr"):
             for split, steps in points.items()}
 
 
-def bd_against_first(series):
-    first = series[0][1]
+def bd_against_first(series, first=None):
+    """[(step, BD-rate)] of each point of ``series`` against ``first`` (per-level points;
+    by default the series' own first), leaving out points with another number of levels."""
+    first = series[0][1] if first is None else first
     out = []
     for step, pts in series:
         if len(pts) != len(first):
@@ -67,7 +69,7 @@ def bd_series(series, reference):
     for split, points in series.items():
         if split not in reference:
             continue
-        table[split] = dict(bd_against_first([(None, reference[split])] + points)[1:])
+        table[split] = dict(bd_against_first(points, reference[split]))
     return table
 
 

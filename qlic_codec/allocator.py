@@ -8,8 +8,8 @@ block above a threshold (at most 32 MiB) with a fresh ``mmap`` and returns it wi
 So every band faults its pages in again, and the kernel zeroes (and at times compacts) huge
 pages for each: in a fresh process that decodes one 1920x1080 photo on two threads, 0.4 to
 1.3 s of system time against about 0.5 s of work (``benchmarks/README.md``, "A whole
-command, and the C allocator"). Served from the
-heap and kept when freed, the pages are faulted once and reused.
+command, and the C allocator"). Served from the heap and kept when freed, the pages are
+faulted once and reused.
 
 Only the process's own allocator policy changes, not what is computed: files and pixels are
 the same either way. The library itself leaves a host process's allocator alone; the command

@@ -17,10 +17,10 @@ as the decoder will.
 
 The rule runs as one compiled parallel pass (``engine.roundkernel``); ``Rounding.reference``
 states it as numpy passes, for the tests. Everything is in integers, so the same image gives
-the same file on every machine and thread count: ``info``
-in units of ``2**-16`` bit (``engine.rangedecoder.information_units``, the decoder's own
-count), the latents in the fixed point of ``mean_bits``, ``LAMBDA`` in bits per squared latent
-unit. Decoders are unaffected: they read whatever symbols the stream holds.
+the same file on every machine and thread count: ``info`` in units of ``2**-16`` bit
+(``engine.rangedecoder.information_units``, the decoder's own count), the latents in the
+fixed point of ``mean_bits``, ``LAMBDA`` in bits per squared latent unit. Decoders are
+unaffected: they read whatever symbols the stream holds.
 
 ``LAMBDA`` per metric was chosen on training photos (``benchmarks/README.md``, "Rounding the
 latents").

@@ -3,42 +3,26 @@ comes from the heap instead of its own ``mmap``, ``QLIC_MALLOC=system`` leaves t
 and the command line and its workers apply it. Each check runs in a child process, so the
 test process keeps its own allocator as it was."""
 
-import ctypes
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import mallinfo
 import pytest
 
 from qlic_codec import allocator
 
-_PROBE = textwrap.dedent("""
-    import ctypes, json, sys
-    import numpy as np
+TESTS = Path(__file__).resolve().parent
+_PROBE = textwrap.dedent(f"""
+    import json, sys
+    sys.path.insert(0, {str(TESTS)!r})
+    import mallinfo
     from qlic_codec import allocator
-
-    class Info(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
-                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = Info
     applied = allocator.keep_freed_memory()
-    before = libc.mallinfo2().hblkhd
-    block = np.ones(64 << 20, np.uint8)  # above any mmap threshold glibc would pick
-    mapped = libc.mallinfo2().hblkhd - before
-    print(json.dumps({"applied": applied, "mapped": mapped}))
+    print(json.dumps({{"applied": applied, "mapped": mallinfo.mapped_by_a_large_array()}}))
 """)
-
-
-def _glibc_with_mallinfo2():
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return hasattr(ctypes.CDLL(None), "mallinfo2")
-    except OSError:
-        return False
 
 
 def _probe(**env):
@@ -49,7 +33,7 @@ def _probe(**env):
     return json.loads(run.stdout)
 
 
-@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc 2.33 or later")
+@pytest.mark.skipif(not mallinfo.available(), reason="needs glibc 2.33 or later")
 def test_large_arrays_come_from_the_heap_unless_turned_off():
     tuned = _probe()
     assert tuned["applied"] is True and tuned["mapped"] == 0

@@ -40,7 +40,7 @@ def round_toward_means(symbols, y_g, mean_g, index, table, mean_bits, lam):
     """Move each symbol of ``symbols`` (1-D, changed in place) one step toward its mean where
     ``rdoq``'s rule says so. ``table`` is the decoder's layout of the tables
     (``entropy.coder.decoder_tables``), ``lam`` the rule's lambda in ``2**-16`` bit per
-        squared latent unit; ``y_g``, ``mean_g`` and ``index`` are 1-D like ``symbols``. An
+    squared latent unit; ``y_g``, ``mean_g`` and ``index`` are 1-D like ``symbols``. An
     index outside the tables raises ValueError, after the other symbols were weighed."""
     n = symbols.shape[0]
     for a, name in ((y_g, "y_g"), (mean_g, "mean_g"), (index, "index")):
