@@ -82,3 +82,15 @@ def test_command_line(tmp_path, capsys):
 def test_labels_must_match_the_checkpoints(tmp_path):
     with pytest.raises(SystemExit):
         ceiling.main(["a.pt", "b.pt", "--labels", "one", "--data", str(tmp_path)])
+
+
+def test_a_latent_fitted_to_the_synthesis_does_at_least_as_well_as_the_analysis():
+    model = _model()
+    images = [synthetic_photo(128, 96, seed=4)]
+    row = ceiling.fitted_latent_rows(model, images, 30, 64)
+    assert row["images"] == 1
+    # The crop's ceiling is the unrounded autoencoder on the centre 64x64.
+    x = images[0][32:96, 16:80]
+    assert row["crop_ceiling"] == pytest.approx(
+        _psnr_of(model, x, lambda m, t: m.g_s(m.g_a(t))), abs=1e-9)
+    assert row["fitted"] > row["crop_ceiling"]
