@@ -50,7 +50,8 @@ def _integral(xs, ys, lo, hi, method):
     raise ValueError(f"unknown BD-rate method '{method}' (pchip or poly)")
 
 
-def bd_rate(anchor_rate, anchor_metric, test_rate, test_metric, method: str = "pchip") -> float:
+def bd_rate(anchor_rate, anchor_metric, test_rate, test_metric, method: str = "pchip",
+            within: tuple | None = None) -> float:
     """BD-rate of ``test`` against ``anchor`` in percent (negative: ``test`` needs fewer bits).
 
     Args:
@@ -58,6 +59,8 @@ def bd_rate(anchor_rate, anchor_metric, test_rate, test_metric, method: str = "p
         anchor_metric, test_metric: the quality of each point, higher is better (PSNR in dB,
             MS-SSIM in dB, ...).
         method: ``"pchip"`` or ``"poly"``.
+        within: ``(lo, hi)``: only that part of the quality interval the curves share (either
+            bound may be None), to see where along the curve the rates differ.
     """
     xa, ya = _clean(anchor_rate, anchor_metric)
     xt, yt = _clean(test_rate, test_metric)
@@ -65,6 +68,9 @@ def bd_rate(anchor_rate, anchor_metric, test_rate, test_metric, method: str = "p
     if len(xa) < need or len(xt) < need:
         return math.nan
     lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
+    if within is not None:
+        lo = lo if within[0] is None else max(lo, within[0])
+        hi = hi if within[1] is None else min(hi, within[1])
     if not hi > lo:
         return math.nan
     mean_diff = (_integral(xt, yt, lo, hi, method) - _integral(xa, ya, lo, hi, method)) / (hi - lo)

@@ -92,6 +92,25 @@ def test_partial_overlap(method):
     assert bd_rate(RATE, PSNR, rate_t, psnr_t, method) == pytest.approx(-50.0, abs=1e-9)
 
 
+@needs_scipy
+def test_within_a_part_of_the_interval():
+    # Rate ratio exp(-0.1 - 0.01 (psnr - 28)): its log falls linearly with the quality, so the
+    # BD-rate over a part of the interval is that part's mean, and parts combine by length.
+    psnr = np.linspace(28, 40, 13)
+    rate = 0.05 * 2.0 ** (psnr / 6.0)
+    rate_t = rate * np.exp(-0.1 - 0.01 * (psnr - 28))
+    low = bd_rate(rate, psnr, rate_t, psnr, within=(None, 32.0))
+    high = bd_rate(rate, psnr, rate_t, psnr, within=(32.0, None))
+    assert low == pytest.approx(100 * math.expm1(-0.12), abs=1e-6)   # mean over 28..32
+    assert high == pytest.approx(100 * math.expm1(-0.18), abs=1e-6)  # mean over 32..40
+    whole = bd_rate(rate, psnr, rate_t, psnr)
+    assert math.log1p(whole / 100) == pytest.approx(
+        (4 * math.log1p(low / 100) + 8 * math.log1p(high / 100)) / 12, abs=1e-9)
+    # Bounds beyond the shared interval are clipped to it; an empty part is nan.
+    assert bd_rate(rate, psnr, rate_t, psnr, within=(0.0, 99.0)) == pytest.approx(whole)
+    assert math.isnan(bd_rate(rate, psnr, rate_t, psnr, within=(41.0, None)))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_no_overlap_or_too_few_points_is_nan(method):
     assert math.isnan(bd_rate(RATE, PSNR, RATE, PSNR + 20, method))

@@ -1,0 +1,88 @@
+"""benchmarks/per_image.py: BD-rate photo by photo, by group and below / above a quality,
+from rd.py's per-codec results files."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import per_image  # noqa: E402
+from bdrate import bd_rate  # noqa: E402
+
+PSNR = np.linspace(26.0, 38.0, 7)
+
+
+def _results(codec, factors):
+    """A results file whose photo ``name`` needs ``factor`` times the anchor's rate at every
+    quality (a factor may be a function of the PSNR)."""
+    points = []
+    for name, factor in factors.items():
+        for s, q in enumerate(PSNR):
+            f = factor(q) if callable(factor) else factor
+            points.append({"image": name, "setting": s, "bpp": 0.02 * 2 ** (q / 6) * f,
+                           "psnr": float(q), "ms_ssim": 1 - 10 ** (-q / 20)})
+    return {"codec": codec, "points": points}
+
+
+def test_rows_per_photo_per_group_and_for_the_set():
+    names = ["city_a.png", "city_b.png", "film_a.png"]
+    anchor = _results("webp", {n: 1.0 for n in names})
+    test = _results("qlic", {"city_a.png": 1.5, "city_b.png": 1.2, "film_a.png": 0.8})
+    rows = {r["name"]: r["bd"]["webp"]["all"] for r in per_image.table(test, {"webp": anchor},
+                                                                      "psnr", None)}
+    assert rows["city_a.png"] == pytest.approx(50.0, abs=1e-6)
+    assert rows["film_a.png"] == pytest.approx(-20.0, abs=1e-6)
+    assert set(rows) == set(names) | {"city (2)", "film (1)", "all (3)"}
+    # A group's row is the BD-rate of its mean curve, as rd.py averages a whole set.
+    t = per_image.curves(test, "psnr")
+    a = per_image.curves(anchor, "psnr")
+    city = ["city_a.png", "city_b.png"]
+    expect = bd_rate(*per_image.mean_curve(a, city, "psnr"),
+                     *per_image.mean_curve(t, city, "psnr"))
+    assert rows["city (2)"] == pytest.approx(expect, abs=1e-9)
+    assert 20.0 < rows["city (2)"] < 50.0
+
+
+def test_split_below_and_above_a_quality():
+    anchor = _results("hevc444", {"x_1.png": 1.0})
+    # Twice the rate above 32 dB, the same below (a step there: the parts show it; the
+    # interpolation's slope at the 32 dB point feels the step a little).
+    test = _results("qlic", {"x_1.png": lambda q: 2.0 if q > 32 else 1.0})
+    row = per_image.table(test, {"hevc444": anchor}, "psnr", 32.0)[0]["bd"]["hevc444"]
+    assert row["below"] == pytest.approx(0.0, abs=1.0)
+    assert row["above"] > 50.0
+    assert 0.0 < row["all"] < row["above"]
+
+
+def test_ms_ssim_is_averaged_then_compared_in_db_as_rd_does():
+    anchor = _results("webp", {"a_1.png": 1.0, "b_1.png": 1.0})
+    test = _results("qlic", {"a_1.png": 0.5, "b_1.png": 0.5})
+    row = per_image.table(test, {"webp": anchor}, "ms-ssim", None)[-1]
+    assert row["bd"]["webp"]["all"] == pytest.approx(-50.0, abs=1e-6)
+    # Two photos a setting apart in quality: the set's curve is the dB of the mean MS-SSIM,
+    # not the mean of the dBs.
+    t = per_image.curves(test, "ms-ssim")
+    bpp, db = per_image.mean_curve({"a": t["a_1.png"], "b": {s: t["b_1.png"][s + 1]
+                                                            for s in range(6)}}, ["a", "b"],
+                                   "ms-ssim")
+    ms = [(1 - 10 ** (-q / 20) + 1 - 10 ** (-r / 20)) / 2 for q, r in zip(PSNR, PSNR[1:])]
+    assert db == pytest.approx([-10 * math.log10(1 - m) for m in ms], abs=1e-9)
+
+
+def test_command_line(tmp_path, capsys):
+    test, anchor = tmp_path / "qlic-mse.json", tmp_path / "webp.json"
+    test.write_text(json.dumps(_results("qlic", {"a_1.png": 1.1, "b_1.png": 0.9})))
+    anchor.write_text(json.dumps(_results("webp", {"a_1.png": 1.0, "b_1.png": 1.0})))
+    assert per_image.main([str(test), str(anchor), "--split", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "qlic-mse" in out and "webp below" in out
+    line = next(s for s in out.splitlines() if s.startswith("a_1.png"))
+    assert "+10.0%" in line and "n/a" in line  # nothing above 40 dB: no part to compare
+    assert not math.isnan(per_image.table(json.loads(test.read_text()),
+                                          {"webp": json.loads(anchor.read_text())},
+                                          "psnr", None)[-1]["bd"]["webp"]["all"])
