@@ -169,7 +169,8 @@ def run_rows(run_layer, layers: list, rows: int, read_rows, lo: int, hi: int) ->
     return x
 
 
-def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int) -> None:
+def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int,
+        join_into=None) -> None:
     """Run a transform over all its output rows in bands of ``band`` rows (at least 1):
     ``write_rows(lo, acc)`` takes the last layer's accumulators of output rows ``lo ..
     lo + len(acc) - 1``; the other arguments are those of ``run_rows``.
@@ -177,6 +178,12 @@ def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int) ->
     Each layer keeps the input rows that the next band reads too (its halo), so a band
     computes only rows that no band before it computed: every row of every layer is computed
     once, as in the whole-image run, and only the kept rows cost memory beyond a band.
+
+    A layer's input in a band is its kept rows, then the rows the layer before made new.
+    ``join_into(layer, x, head, skip, rows)``, where given, returns ``concatenate([head,
+    run_layer(layer, x)[skip: skip + rows]])`` by writing the layer's output in place
+    behind ``head`` (``IntegerNetwork._run_layer_joined``), which saves copying every band's
+    new rows once more.
     """
     heights = [rows]
     for layer in layers:
@@ -202,24 +209,38 @@ def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int) ->
                 break
         x = read_rows(*fresh[0]) if first == 0 and fresh[0][0] < fresh[0][1] else None
         following = spans(layers, rows, hi, min(out_rows, hi + band)) if hi < out_rows else None
+        joined = False  # whether x already holds this layer's kept rows
         for i in range(first, len(layers)):
             a, b = reads[i]
-            x = _join(kept[i], x, a, fresh[i][0])
+            if not joined:
+                x = _join(kept[i], x, a, fresh[i][0])
             # Keep what the next band reads too (a copy, so that the band's array can go):
             # it reads no row below this band's (the rows a band reads only move down).
             keep_from = max(a, following[i][0]) if following else b
             kept[i] = (keep_from, x[keep_from - a:].copy()) if keep_from < b else None
             start = first_output_row(layers[i], a)
-            x = run_layer(layers[i], x)
             c, d = fresh[i + 1] if i + 1 < len(layers) else (lo, hi)
-            # Rows at the slice's cuts inside the tensor read the kernel's padding: drop them.
-            x = x[c - start: d - start]
+            # Rows at the slice's cuts inside the tensor read the kernel's padding: they are
+            # dropped (rows c - start .. d - start of the output are kept).
+            head = _kept_rows(kept[i + 1], reads[i + 1][0], c) if i + 1 < len(layers) else None
+            joined = join_into is not None and head is not None
+            if joined:
+                x = join_into(layers[i], x, head, c - start, d - c)
+            else:
+                x = run_layer(layers[i], x)[c - start: d - start]
         write_rows(lo, x)
+
+
+def _kept_rows(kept, a: int, start: int):
+    """The kept rows ``a .. start - 1`` of a layer's input, or None where there are none."""
+    if start == a:
+        return None
+    return kept[1][a - kept[0]: start - kept[0]]
 
 
 def _join(kept, new, a: int, start: int) -> np.ndarray:
     """Rows ``a ..`` of a layer's input: the kept rows ``a .. start - 1``, then ``new``."""
-    if start == a:
+    old = _kept_rows(kept, a, start)
+    if old is None:
         return new
-    old = kept[1][a - kept[0]: start - kept[0]]
     return old if new is None or len(new) == 0 else np.concatenate([old, new])

@@ -15,8 +15,8 @@ from . import cpu  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
 from .cpu import JIT_PARALLEL
-from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _padded, _padded_bias,
-                          _require)
+from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
+                          _padded_bias, _require)
 from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _mk_vnni_dot4,
                            _mk_vnni_narrow, _mk_vnni_wide, _mk_wide, _mk_wssd_dot3,
                            _mk_wssd_dot4, _mk_wssd_narrow, _mk_wssd_wide)
@@ -338,14 +338,15 @@ def conv2d(x, w, bias, stride, pad_value):
 
 
 def conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky_shift, lo, hi,
-                   out_dtype):
-    """``requantize(conv2d(...), ...)`` fused: the int32 accumulators never leave the row."""
+                   out_dtype, out=None):
+    """``requantize(conv2d(...), ...)`` fused: the int32 accumulators never leave the row.
+    ``out``: the array to write the codes into (rows of a larger buffer, say), else a new one."""
     x, packed, bias = _check_conv(x, w, bias)
     if packed.kind != "conv":
         raise TypeError("w: packed for a transposed convolution")
     mult, shift = _check_requant(mult, shift, packed.cout)
     h, wd, _ = x.shape
-    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), out_dtype)
+    out = _output(out, (-(-h // stride), -(-wd // stride), packed.cout), out_dtype)
     req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
     return _run_conv(x, packed, bias, int(stride), int(pad_value), req, out)
 
@@ -470,10 +471,11 @@ def conv_transpose2d(x, w, bias):
     return _run_deconv(x, packed, bias, None, out)
 
 
-def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi, out_dtype):
-    """``requantize(conv_transpose2d(...), ...)`` fused."""
+def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi, out_dtype,
+                             out=None):
+    """``requantize(conv_transpose2d(...), ...)`` fused; ``out`` as for ``conv2d_requant``."""
     x, packed, bias = _check_deconv(x, w, bias)
     mult, shift = _check_requant(mult, shift, packed.cout)
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
+    out = _output(out, (2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
     req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
     return _run_deconv(x, packed, bias, req, out)

@@ -37,6 +37,20 @@ def _check_requant(mult, shift, channels):
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
 
 
+def _output(out, shape, dtype) -> np.ndarray:
+    """A kernel's output array: ``out`` where the caller gives one (checked: the kernels write
+    it whole, row by row, and trust its layout), else a new one."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if (not isinstance(out, np.ndarray) or out.shape != tuple(shape)
+            or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(f"out: expected a writeable C-contiguous {np.dtype(dtype)} array of "
+                         f"shape {tuple(shape)}, got {getattr(out, 'dtype', type(out))} "
+                         f"{getattr(out, 'shape', '')}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Element-wise: requantization, scale index
 

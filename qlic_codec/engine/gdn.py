@@ -12,7 +12,8 @@ from numba import njit, prange
 
 from .convolution import (_BYTES, _init_acc, _layer_path, _phase_portable, _phase_simd,
                           _phase_vnni, _phase_wssd, _pixel_unit)
-from .elementwise import _CODES, _I32, _NO_REQUANT, _check_requant, _padded_bias, _require
+from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded_bias,
+                          _require)
 from .microkernels import _SUM_PIX, _mk_vnni_sum
 from .packing import PackedWeights, pack_gdn_weights
 from .reference import GDN_OUT_MAX
@@ -189,13 +190,13 @@ _GDN_VNNI_UNIT = 24
 _WIDE_RANGE = "16-bit GDN input codes must be in [-32767, 32767]"
 
 
-def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax):
+def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax, out):
     path = _layer_path(packed, x)
     h, wd, c = x.shape
     unit = _GDN_VNNI_UNIT if path == "vnni" else _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
     wide = x.dtype == np.int16
-    out = np.empty(x.shape, np.int8 if omax == 127 else np.int16)
+    out = _output(out, x.shape, np.int8 if omax == 127 else np.int16)
     # The largest norm any input can produce, for the fast GDN division (its top bit).
     norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
     fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
@@ -258,20 +259,23 @@ def _check_out_max(out_max) -> int:
     return out_max
 
 
-def gdn(x, gamma, beta, mult, shift, out_max=127):
+def gdn(x, gamma, beta, mult, shift, out_max=127, out=None):
     """See ``reference.gdn``; ``mult`` int64 (C,), ``shift`` a Python int; ``gamma`` may be
-    packed by ``pack_gdn_weights``."""
+    packed by ``pack_gdn_weights``; ``out``: the array to write the codes into, else a new
+    one."""
     out_max = _check_out_max(out_max)
     x, packed, beta = _check_gdn(x, gamma, beta)
     mult = _require(mult, "mult", (np.dtype(np.int64),), 1)
     if mult.shape[0] != x.shape[2]:
         raise ValueError(f"GDN multipliers must have {x.shape[2]} entries")
-    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2], out_max)
+    return _run_gdn(x, packed, beta, False, mult, int(shift), *_NO_REQUANT[:2], out_max, out)
 
 
-def igdn(x, gamma, beta, mult, shift, out_max=127):
-    """See ``reference.igdn``; ``gamma`` may be packed by ``pack_gdn_weights``."""
+def igdn(x, gamma, beta, mult, shift, out_max=127, out=None):
+    """See ``reference.igdn``; ``gamma`` may be packed by ``pack_gdn_weights``; ``out`` as for
+    ``gdn``."""
     out_max = _check_out_max(out_max)
     x, packed, beta = _check_gdn(x, gamma, beta)
     mult, shift = _check_requant(mult, shift, x.shape[2])
-    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift, out_max)
+    return _run_gdn(x, packed, beta, True, np.zeros(1, np.int64), 0, mult, shift, out_max,
+                    out)

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import ModelFileError
 from ..padding import padded_codes
 from . import bands, fixedpoint, schema
+from . import reference
 from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
 from .schema import TRANSFORMS
 # Names of layers, ops and arrays end up in error messages: keep them short, printable and on
@@ -85,6 +86,14 @@ def _array(arrays, name, dtype, shape):
     if shape is not None and tuple(a.shape) != tuple(shape):
         raise ModelFileError(f"array '{name}' has shape {a.shape}, expected {tuple(shape)}")
     return np.ascontiguousarray(a)
+
+
+def _into(codes: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``codes``, or a copy of them in ``out`` where one is given."""
+    if out is None:
+        return codes
+    out[...] = codes
+    return out
 
 
 def _check_range(name, a, lo, hi):
@@ -321,8 +330,11 @@ class IntegerNetwork:
             x = self._run_layer(layer, x)
         return x
 
-    def _run_layer(self, layer: dict, x: np.ndarray) -> np.ndarray:
-        """One layer on codes: the next codes, or the int32 accumulators of a last layer."""
+    def _run_layer(self, layer: dict, x: np.ndarray, out: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """One layer on codes: the next codes, or the int32 accumulators of a last layer.
+        ``out``: where to write the codes (of ``_output_of``'s shape and type; not for a last
+        layer), else a new array."""
         k = self.k
         op = layer["op"]
         if op in ("conv", "deconv"):
@@ -338,14 +350,42 @@ class IntegerNetwork:
             fused = getattr(k, f"{kind}_requant", None)
             dtype = np.int16 if layer["wide"] else np.int8
             if fused is not None:
-                return fused(x, *args, *req, dtype)
+                return fused(x, *args, *req, dtype, out=out)
             # ``reference`` specifies the fused kernels as these two steps
-            return k.requantize(conv(x, *args), *req).astype(dtype)
-        if op == "gdn":
-            return k.gdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
-                         layer["out_max"])
-        return k.igdn(x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
-                      layer["out_max"])
+            return _into(k.requantize(conv(x, *args), *req).astype(dtype), out)
+        gdn = k.gdn if op == "gdn" else k.igdn
+        args = (x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
+                layer["out_max"])
+        if k is reference:  # the specification computes; the kernels write into ``out``
+            return _into(gdn(*args), out)
+        return gdn(*args, out=out)
+
+    def _output_of(self, layer: dict, x: np.ndarray) -> tuple[tuple, type]:
+        """The shape and type of the codes a layer (not a last one) makes of ``x``."""
+        h, w, c = x.shape
+        if layer["op"] in ("gdn", "igdn"):
+            return (h, w, c), np.int8 if layer["out_max"] == 127 else np.int16
+        cout = layer["weight"].shape[0]
+        dtype = np.int16 if layer["wide"] else np.int8
+        if layer["op"] == "conv":
+            s = layer["stride"]
+            return (-(-h // s), -(-w // s), cout), dtype
+        return (2 * h, 2 * w, cout), dtype
+
+    def _run_layer_joined(self, layer: dict, x: np.ndarray, head: np.ndarray, skip: int,
+                          rows: int) -> np.ndarray:
+        """``concatenate([head, run_layer(layer, x)[skip: skip + rows]])`` without the
+        concatenation: the layer writes its codes into one buffer at the offset that puts its
+        rows ``skip ..`` right after ``head``, and ``head`` is copied in front of them (over
+        rows of the output that are dropped). What ``bands.run`` joins for the next layer,
+        the kept rows of a band before and this band's new ones."""
+        shape, dtype = self._output_of(layer, x)
+        k = len(head)
+        top = max(k, skip)  # the buffer row where output row ``skip`` lands
+        buf = np.empty((top - skip + shape[0],) + shape[1:], dtype)
+        self._run_layer(layer, x, out=buf[top - skip:])
+        buf[top - k: top] = head
+        return buf[top - k: top + rows]
 
     def _in_bands(self, transform: str, shape: tuple, in_bytes: int, read_rows, write_rows,
                   band_rows: int | None) -> None:
@@ -355,7 +395,8 @@ class IntegerNetwork:
         layers = self.layers[transform]
         if band_rows is None:
             band_rows = bands.band_height(layers, *shape, in_bytes)
-        bands.run(self._run_layer, layers, shape[0], read_rows, write_rows, band_rows)
+        bands.run(self._run_layer, layers, shape[0], read_rows, write_rows, band_rows,
+                  join_into=self._run_layer_joined)
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
         mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
@@ -616,5 +657,6 @@ class IntegerNetwork:
             # reconstruct() clamps to the range of the clamp in synthesis().
             return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
 
-        bands.run(self._run_layer, self.layers["g_s"], rows, codes, pixel_head, band_rows)
+        bands.run(self._run_layer, self.layers["g_s"], rows, codes, pixel_head, band_rows,
+                  join_into=self._run_layer_joined)
         return pixels

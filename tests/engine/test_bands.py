@@ -125,6 +125,39 @@ def test_bands_equal_the_whole_image_on_the_reference(tiny_model):
     _assert_pairs_equal(_whole_and_banded(net, synthetic_photo(70, 90, seed=5), 6, 2))
 
 
+def test_a_join_in_place_is_the_concatenation(tiny_net, kernel_path):
+    # The kept rows, then rows ``skip ..`` of the layer's output: with fewer kept rows than
+    # dropped ones, more, as many, and none dropped.
+    rng = np.random.default_rng(3)
+    for layer in tiny_net.layers["g_s"][:-1] + tiny_net.layers["g_a"][:-1]:
+        shape = (9, 7, layer["weight"].shape[3] if "weight" in layer else
+                 layer["gamma"].shape[0])
+        dtype = np.int8 if layer["op"] in ("gdn", "igdn") else np.int16
+        x = rng.integers(-100, 100, shape).astype(dtype)
+        whole = tiny_net._run_layer(layer, x)
+        for k, skip in ((1, 3), (3, 1), (2, 2), (2, 0)):
+            head = rng.integers(-100, 100, (k,) + whole.shape[1:]).astype(whole.dtype)
+            rows = len(whole) - skip - 1
+            got = tiny_net._run_layer_joined(layer, x, head, skip, rows)
+            np.testing.assert_array_equal(got, np.concatenate([head, whole[skip: skip + rows]]))
+            assert got.dtype == whole.dtype and got.flags.c_contiguous
+
+
+def test_bands_join_in_place(tiny_net, monkeypatch):
+    # Bands of one row keep rows for every layer with a halo: the joins happen in place.
+    calls = []
+    joined = tiny_net._run_layer_joined
+    monkeypatch.setattr(tiny_net, "_run_layer_joined",
+                        lambda *a: calls.append(a[0]["op"]) or joined(*a))
+    pixels = synthetic_photo(65, 130, seed=2)
+    whole = tiny_net.analysis(pixels, 2, band_rows=WHOLE)
+    assert not calls
+    banded = tiny_net.analysis(pixels, 2, band_rows=1)
+    assert calls
+    for a, b in zip(whole, banded):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- through the API: the same bytes and pixels with the smallest bands -----------------------
 
 def _api_round_trip(monkeypatch, rgb, quality, model, budget):

@@ -415,6 +415,36 @@ def test_igdn(path, threads):
         _assert_same(kernels.igdn(x, gamma, beta, mult, shift), want)
 
 
+def test_kernels_write_into_a_given_output(path, threads):
+    # Rows of a larger buffer, as the bands give them: the same codes as a new output, the
+    # rows around untouched, and the given array returned.
+    rng = _rng("out", threads)
+    x, w, bias = _conv_operands(rng, 6, 9, 16, 20, 5, np.int8, "random", "random")
+    mult, shift = _requant_tables(rng, 20, np.abs(reference.conv2d(x, w, bias, 1, 0)).mean(), 32)
+    gx, gamma, beta = _gdn_operands(rng, (6, 9, 16), "random", "random")
+    gmult = np.floor(2.0 ** rng.uniform(0, 30, 16)).astype(np.int64)
+    imult, ishift = _requant_tables(rng, 16, 64 * _norm_scale(gx, gamma, beta), 64)
+    calls = [
+        (kernels.conv2d_requant, (x, w, bias, 2, 0, mult, shift, 0, 0, -127, 127, np.int8)),
+        (kernels.conv_transpose2d_requant, (x, w, bias, mult, shift, 0, 0, -127, 127,
+                                            np.int16)),
+        (kernels.gdn, (gx, gamma, beta, gmult, 5)),
+        (kernels.igdn, (gx, gamma, beta, imult, ishift, 2047)),
+    ]
+    for fn, args in calls:
+        want = fn(*args)
+        buf = np.full((len(want) + 3,) + want.shape[1:], 77, want.dtype)
+        got = fn(*args, out=buf[2: 2 + len(want)])
+        assert got.base is buf or got.base is buf.base
+        _assert_same(got, want)
+        assert (buf[:2] == 77).all() and (buf[2 + len(want):] == 77).all()
+        for bad in (np.empty(want.shape, np.int32 if want.dtype != np.int32 else np.int8),
+                    np.empty((len(want) + 1,) + want.shape[1:], want.dtype),
+                    np.empty(want.shape[::-1], want.dtype).transpose(2, 1, 0)):
+            with pytest.raises(ValueError, match="out"):
+                fn(*args, out=bad)
+
+
 def _gdn16_operands(rng, shape, x_mode, gamma_mode):
     """16-bit GDN inputs: full range (-32768 excluded), its extremes, or 12-bit codes."""
     c = shape[2]
