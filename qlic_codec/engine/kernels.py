@@ -1,6 +1,7 @@
 """Numba integer kernels, equal bit for bit to ``reference.py``.
 
-Each public function validates dtypes, contiguity and shapes once, allocates the output, and
+Each public function validates dtypes, contiguity and shapes once, allocates the output (or
+checks the one it is given: the kernels that make codes take ``out``), and
 calls a private ``@njit`` kernel that trusts its input (no error branches inside). Kernels run
 ``parallel`` over output rows: every output element is computed by exactly one thread in
 integer arithmetic, so the result does not depend on the thread count.
