@@ -350,12 +350,15 @@ class IntegerNetwork:
             fused = getattr(k, f"{kind}_requant", None)
             dtype = np.int16 if layer["wide"] else np.int8
             if fused is not None:
-                return fused(x, *args, *req, dtype, out=out)
+                return fused(x, *args, *req, dtype) if out is None else \
+                    fused(x, *args, *req, dtype, out=out)
             # ``reference`` specifies the fused kernels as these two steps
             return _into(k.requantize(conv(x, *args), *req).astype(dtype), out)
         gdn = k.gdn if op == "gdn" else k.igdn
         args = (x, layer["packed"], layer["beta"], layer["mult"], layer["shift"],
                 layer["out_max"])
+        if out is None:
+            return gdn(*args)
         if k is reference:  # the specification computes; the kernels write into ``out``
             return _into(gdn(*args), out)
         return gdn(*args, out=out)
