@@ -390,10 +390,11 @@ def layer_times(net, run, repeat):
     for _ in range(repeat):
         spent = {}
 
-        def timed(layer, x, _run=type(net)._run_layer):
+        def timed(layer, x, _run=type(net)._run_layer, **kw):
+            # ``kw``: ``out`` where a band's join writes the layer's codes in place.
             start = time.perf_counter()
             try:
-                return _run(net, layer, x)
+                return _run(net, layer, x, **kw)
             finally:
                 spent[layer["name"]] = spent.get(layer["name"], 0.0) + \
                     time.perf_counter() - start

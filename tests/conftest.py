@@ -66,7 +66,7 @@ def tiny_model() -> str:
 
 # --- kernel paths and thread counts ---------------------------------------------------------
 
-@pytest.fixture(params=["portable", "avx2", "vnni"])
+@pytest.fixture(params=["portable", "avx2", "vnni", "amx"])
 def kernel_path(request):
     """Each multiply path of the kernels in turn (skipped where the CPU lacks it); the ids
     are what the summary below counts."""
@@ -92,7 +92,7 @@ def threads(request):
 
 # --- which kernel paths this run exercised ---------------------------------------------------
 
-_KERNEL_PATHS = ("portable", "avx2", "vnni")
+_KERNEL_PATHS = ("portable", "avx2", "vnni", "amx")
 _path_outcomes: dict = {p: {"passed": 0, "failed": 0, "skipped": 0, "why": set()}
                         for p in _KERNEL_PATHS}
 

@@ -14,6 +14,10 @@ import numpy as np
 from . import cpu  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
+from .amxtiles import CHANNELS as _AMX_CHANNELS
+from .amxtiles import PIXELS as _AMX_PIXELS
+from .amxtiles import TILE_ROWS as _AMX_QUADS
+from .amxtiles import amx_block, amx_configure, amx_release
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
                           _padded_bias, _require)
@@ -119,6 +123,23 @@ def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, 
                 for p in range(0, npix, 12):
                     _mk_vnni_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
                                     apix, quads)
+
+
+@njit(inline="always")
+def _phase_amx(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix):
+    # The operands of _phase_vnni's byte blocks, multiplied in AMX tiles: blocks of 32 pixels
+    # x 32 channels (two of the ``nv`` 16-channel vectors) over every tap row at once.
+    # ``quads`` is a multiple of 16 and ``npix`` of 32 (``_amx_fits``, ``_pixel_unit``).
+    chunks = quads // _AMX_QUADS
+    wrow = nv * 64
+    wtap = blocks * quads * wrow
+    for b in range(blocks):
+        wb = b * quads * wrow
+        for v in range(0, nv, 2):
+            ao = a0 + b * nv * 16 + v * 16
+            for p in range(0, npix, _AMX_PIXELS):
+                amx_block(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf, wb + v * 64, wtap,
+                          wrow, acc, ao + p * apix, apix)
 
 
 @njit(inline="always")
@@ -235,6 +256,22 @@ def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, mode, npix, bi
 
 
 @njit(**JIT_PARALLEL)
+def _conv_amx(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp, requant, mult,
+              shift, leaky_mult, leaky_shift, lo, hi, out):
+    # _conv_vnni's byte blocks on AMX; a kernel of its own, so that only the amx path ever
+    # compiles a tile instruction.
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.empty(npix * coutp, np.int32)
+        _init_acc(acc, bias, npix, coutp)
+        amx_configure()
+        _phase_amx(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
+                   acc, 0, coutp, npix)
+        amx_release()
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
+@njit(**JIT_PARALLEL)
 def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
                    leaky_mult, leaky_shift, lo, hi, out):
     ho = out.shape[0]
@@ -246,10 +283,24 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
+def _amx_fits(packed, x) -> bool:
+    """Whether a layer's byte blocks fill AMX tiles: 8-bit inputs, blocks of channel vectors
+    in pairs, and every phase's run a whole number of 64-byte rows (the 5x5 and 1x1 layers of
+    128 channels; the others run on the vnni path)."""
+    return (packed.kind != "gdn" and x.dtype == np.int8 and not packed.narrow
+            and bool(packed.vnni) and packed.vnv % 2 == 0
+            and all(q % _AMX_QUADS == 0 for q in packed.quads))
+
+
 def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
-    # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only.
+    # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only. AMX takes the
+    # layers whose blocks fill its tiles; the vnni path runs the rest.
     path = cpu.active_path()
+    if path == "amx":
+        if _amx_fits(packed, x):
+            return "amx"
+        path = "vnni"
     if path == "vnni" and not packed.vnni:
         return "portable" if packed.narrow else "avx2"
     if path == "vnni" and x.dtype != np.int8:  # vpdpwssd
@@ -260,6 +311,8 @@ def _layer_path(packed, x):
 
 
 def _pixel_unit(packed, path):
+    if path == "amx":
+        return _AMX_PIXELS
     if path == "vnni":
         return packed.vnp
     return packed.np if path == "avx2" else _PORTABLE_PIX
@@ -292,6 +345,12 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
                    packed.vnv, packed.wpairs[0], _DOT_WORDS if packed.narrow else _WORDS, npix,
                    _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
                    ls, lo, hi, out)
+        return out
+    if path == "amx":
+        flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
+        _conv_amx(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks, packed.vnv,
+                  packed.quads[0], npix, _vnni_bias(bias, packed.vsum[0], packed.vcoutp),
+                  packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni":
         flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
@@ -402,6 +461,26 @@ def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2
 
 
 @njit(**JIT_PARALLEL)
+def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix, bias,
+                coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # _deconv_vnni's byte blocks on AMX (see _conv_amx).
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        amx_configure()
+        for py in range(2):
+            _init_acc(acc, bias[py], npix, 2 * coutp)
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_amx(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                           nv, quads, acc, px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+        amx_release()
+
+
+@njit(**JIT_PARALLEL)
 def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, coutp, requant, mult,
                      shift, leaky_mult, leaky_shift, lo, hi, out):
     h = out.shape[0] // 2
@@ -434,11 +513,16 @@ def _run_deconv(x, packed, bias, req, out):
                      _DOT_WORDS if packed.narrow else _WORDS, npix, rows,
                      packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
-    if path == "vnni":
+    if path in ("vnni", "amx"):
         flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
         cp = packed.vcoutp
         phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
+        if path == "amx":
+            _deconv_amx(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                        packed.quads[0], packed.quads[1], npix, rows, cp, requant, mult, shift,
+                        lm, ls, lo, hi, out)
+            return out
         _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
                      packed.quads[0], packed.quads[1], _DOT if packed.narrow else _BYTES, npix,
                      rows, cp, requant, mult, shift, lm, ls, lo, hi, out)

@@ -13,6 +13,10 @@ still load it when they are first compiled, but jitted ``np.convolve`` / ``np.co
 this process use Numba's own loop instead of BLAS. A program that imports SciPy before the
 engine keeps Numba as it is.
 
+``amx`` is a path only where the CPU has AMX tiles (AMX-INT8) and Linux grants the process the
+tile state (``_request_amx_tiles``); where either is missing, the host's fastest path is
+``vnni`` and ``QLIC_KERNELS=amx`` falls back to it.
+
 ``available_paths`` lists what the host can run (slowest first); ``QLIC_KERNELS`` picks one at
 start-up, ``set_path`` / ``use_path`` switch at run time (tests, benchmarks). The selected path
 is this module's ``_path``; the other kernel modules read it through ``active_path()``, never
@@ -20,6 +24,7 @@ through a copy of their own, so a switch reaches all of them.
 """
 
 import contextlib
+import ctypes
 import importlib
 import os
 import platform
@@ -78,11 +83,34 @@ def _host_paths() -> tuple:
         paths.append("avx2")
         if all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni")):
             paths.append("vnni")
+            if features.get("amx-tile", False) and features.get("amx-int8", False) \
+                    and _request_amx_tiles():
+                paths.append("amx")
     return tuple(paths)
 
 
+# Linux gives a process the AMX tile state only when it asks: arch_prctl(ARCH_REQ_XCOMP_PERM,
+# XFEATURE_XTILEDATA). Until then the first tile instruction would kill it with SIGILL.
+_SYS_ARCH_PRCTL = 158  # x86-64
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+
+def _request_amx_tiles() -> bool:
+    """Ask the kernel for the AMX tile state (per process, inherited by its threads and
+    children); False where it refuses, or where this is not Linux."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                            ctypes.c_long(_XFEATURE_XTILEDATA)) == 0
+    except (OSError, AttributeError):  # pragma: no cover - no C library to call through
+        return False
+
+
 PATHS = _host_paths()
-_ALL_PATHS = ("portable", "avx2", "vnni")
+_ALL_PATHS = ("portable", "avx2", "vnni", "amx")
 
 
 def _initial_path() -> str:
@@ -90,8 +118,8 @@ def _initial_path() -> str:
     if wanted in ("", "auto"):
         return PATHS[-1]
     if wanted not in _ALL_PATHS:
-        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2', 'vnni' or 'auto', "
-                               f"got {wanted!r}")
+        raise UnsupportedError(f"QLIC_KERNELS must be 'portable', 'avx2', 'vnni', 'amx' or "
+                               f"'auto', got {wanted!r}")
     # A path the host lacks falls back to the fastest it has below it.
     return max((p for p in PATHS if _ALL_PATHS.index(p) <= _ALL_PATHS.index(wanted)),
                key=_ALL_PATHS.index)

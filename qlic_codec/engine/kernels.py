@@ -27,10 +27,15 @@ the same integers:
   of some GDN outputs) use the same blocks over int16 pairs with ``vpdpwssd`` (32 MACs per
   instruction). Layers with few output channels (the RGB output) run as dot products over
   64-byte chunks of the input run instead, on bytes or on int16.
+* ``amx`` (x86-64 hosts with AMX-INT8, on Linux): the ``vnni`` path, except that the layers
+  of 8-bit inputs whose runs are whole 64-byte rows and whose channels come in blocks of 32
+  (the 5x5 convolutions and transposed convolutions of 128 channels) multiply in AMX tiles
+  (``tdpbusd``: a 16x64 uint8 tile of pixels times a 16x64 int8 tile of the same packed
+  weights, 16,384 products per instruction, ``amxtiles``). The rest runs as on ``vnni``.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 
-``QLIC_KERNELS=portable`` forces the portable path; ``set_path`` switches at run time (tests,
+``QLIC_KERNELS=portable`` (or ``avx2``, ``vnni``, ``amx``) forces a path; ``set_path`` switches at run time (tests,
 benchmarks). Integer addition modulo ``2**32`` is associative, and the model loader proves
 that no accumulator leaves int32, so the summation order cannot change a result.
 
@@ -43,6 +48,7 @@ benchmarks use the names it gathers from the modules that hold them:
 
 - ``cpu``: the multiply paths the host has, the one selected, the jit options;
 - ``microkernels``: the LLVM IR micro-kernels of the ``avx2`` and ``vnni`` paths;
+- ``amxtiles``: the AMX tile kernel of the ``amx`` path;
 - ``packing``: a layer's weights in the layout of each path;
 - ``convolution``: convolutions and transposed convolutions, plain or requantized;
 - ``gdn``: GDN and inverse GDN;

@@ -1,6 +1,6 @@
 """Bit-exact equality of the Numba kernels with the NumPy reference, at 1 and 2 threads, on
 every multiply path this host has (``portable`` everywhere, ``avx2`` on AVX2 hosts,
-``vnni`` on AVX-512 VNNI hosts).
+``vnni`` on AVX-512 VNNI hosts, ``amx`` on hosts with AMX tiles).
 
 Operands respect the engine's contract: every conv accumulator fits int32 (the loader proves
 ``sum |w| * |x| + |bias| < 2**31``), requantization shifts are in 1..40 and multipliers in
@@ -256,6 +256,40 @@ def test_conv_transpose2d(path, threads, dtype):
         _assert_same(kernels.conv_transpose2d(x, w, bias), want)
 
 
+# Layers whose byte blocks fill AMX tiles (runs of whole 64-byte rows, channels in blocks of
+# 32): (H, W, Cin, Cout, K). Widths leave partial 32-pixel blocks; 192 channels are three
+# 64-channel blocks, 96 three blocks of 32.
+AMX_SHAPES = [(3, 1, 64, 32, 1), (2, 33, 128, 64, 5), (3, 65, 64, 192, 1), (2, 40, 128, 128, 5),
+              (4, 7, 64, 96, 5)]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layers_that_fill_amx_tiles(path, threads, stride):
+    # On the amx path these run on the tiles; every other path runs them too, as a check of
+    # its wide blocks.
+    rng = _rng("amx", stride)
+    for i, (h, wd, cin, cout, k) in enumerate(AMX_SHAPES):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        pad_value = (0, -128)[i % 2]
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, np.int8, x_mode, w_mode)
+        packed = kernels.pack_conv_weights(w)
+        if path == "amx":
+            assert kernels._layer_path(packed, x) == "amx"
+        want = reference.conv2d(x, w, bias, stride, pad_value)
+        _assert_same(kernels.conv2d(x, packed, bias, stride, pad_value), want)
+        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
+        args = (x, packed, bias, stride, pad_value, mult, shift, *LEAKY[i % 2], -127, 127,
+                np.int8)
+        _assert_same(kernels.conv2d_requant(*args),
+                     _ref_conv2d_requant(x, w, *args[2:]))
+        if k == 5 and stride == 1:
+            packed = kernels.pack_deconv_weights(w)
+            if path == "amx":
+                assert kernels._layer_path(packed, x) == "amx"
+            _assert_same(kernels.conv_transpose2d(x, packed, bias),
+                         reference.conv_transpose2d(x, w, bias))
+
+
 @pytest.mark.parametrize("cout", [3, 4])
 def test_output_layer_on_12_bit_codes(path, threads, cout):
     # The RGB output layer reading a 12-bit inverse GDN: 128 channels, runs of several 64-byte
@@ -268,7 +302,7 @@ def test_output_layer_on_12_bit_codes(path, threads, cout):
         w = _fill(rng, (cout, 5, 5, 128), np.int8, "random")
         bias = rng.integers(-(2**20), 2**20, cout, endpoint=True).astype(np.int32)
         packed = kernels.pack_deconv_weights(w)
-        if path == "vnni":
+        if path in ("vnni", "amx"):  # AMX multiplies bytes only
             assert kernels._layer_path(packed, x) == "vnni"
         _assert_same(kernels.conv_transpose2d(x, packed, bias),
                      reference.conv_transpose2d(x, w, bias))
@@ -731,7 +765,7 @@ def test_shipped_layers(path, threads, layer):
 
 # --- thread counts in fresh processes ---------------------------------------------------------
 
-@pytest.mark.parametrize("path_name", ["portable", "avx2", "vnni"])
+@pytest.mark.parametrize("path_name", ["portable", "avx2", "vnni", "amx"])
 def test_thread_count_does_not_change_results(path_name):
     # QLIC_KERNELS selects the path at import; "portable" must win over a faster host path.
     if path_name not in kernels.available_paths():

@@ -1,0 +1,153 @@
+"""The ``amx`` path's kernel: AMX tile multiplies (``tdpbusd``), written in LLVM IR.
+
+An AMX core holds eight tile registers of up to 16 rows of 64 bytes. ``tdpbusd`` adds to a
+16x16 int32 tile ``C`` the products of a 16x64 uint8 tile ``A`` (16 pixels, 64 input bytes)
+and a 16x64 int8 tile ``B`` (16 quads of input bytes, 16 output channels, four bytes each):
+``C[m][n] += sum_k A[m][k] * B[k // 4][4 n + k % 4]``, 16,384 products in one instruction,
+wrapping modulo ``2**32`` like the other paths.
+
+The operands are the ``vnni`` path's: inputs offset by 128 to unsigned bytes, one tap row's
+``(kx, ci)`` run contiguous per pixel, and weights packed as ``[tap row][block][quad][channel]
+[4]``, whose rows of one 16-channel vector are exactly the rows of a ``B`` tile (stride
+``nv * 64`` bytes). So the ``amx`` path changes only the inner multiply: a block of 32 pixels
+x 32 channels is four ``C`` tiles, loaded from the row's accumulators, fed by two ``A`` and
+two ``B`` tiles per 64-byte chunk of every tap row, and stored back.
+
+The tile configuration belongs to the thread, and the kernels run on Numba's worker threads:
+each row of output a thread computes starts with ``amx_configure()`` (``ldtilecfg``) and ends
+with ``amx_release()`` (``tilerelease``), and ``amx_block`` runs only between the two.
+
+Numba compiles the kernel only where the ``amx`` path runs: a CPU without AMX cannot select
+these instructions, so nothing that another path runs may call it.
+"""
+
+from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+TILE_ROWS = 16  # pixels of an A tile, quads of a B tile
+TILE_BYTES = 64  # bytes of a tile row: 64 input bytes (A), 16 int32 channels (B, C)
+PIXELS = 2 * TILE_ROWS  # pixels of one block (two A tiles)
+CHANNELS = 2 * 16  # channels of one block (two B tiles)
+
+# Tile numbers: the four accumulators, the two input tiles, the two weight tiles.
+_C = ((0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1))  # (tile, pixel half, vector)
+_A = (4, 5)
+_B = (6, 7)
+
+
+def _tile_config() -> bytearray:
+    # The 64-byte ``ldtilecfg`` operand: palette 1, then per tile its bytes per row (u16,
+    # from byte 16) and its rows (u8, from byte 48); all eight tiles are 16 x 64 bytes.
+    cfg = bytearray(64)
+    cfg[0] = 1
+    for t in range(8):
+        cfg[16 + 2 * t] = TILE_BYTES
+        cfg[48 + t] = TILE_ROWS
+    return cfg
+
+
+def _declare(module, name, args):
+    from llvmlite import ir
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), args), name)
+
+
+@intrinsic
+def amx_configure(typingctx):
+    """Configures this thread's tiles as ``amx_block`` uses them (``ldtilecfg``)."""
+    from llvmlite import ir
+
+    def codegen(context, builder, signature, args):
+        I8 = ir.IntType(8)
+        cfg_type = ir.ArrayType(I8, 64)
+        cfg = cgutils.alloca_once(builder, cfg_type)
+        builder.store(ir.Constant(cfg_type, _tile_config()), cfg)
+        ldtilecfg = _declare(builder.module, "llvm.x86.ldtilecfg", [I8.as_pointer()])
+        builder.call(ldtilecfg, [builder.bitcast(cfg, I8.as_pointer())])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def amx_release(typingctx):
+    """Releases this thread's tiles (``tilerelease``): the state saved on a context switch is
+    small again."""
+
+    def codegen(context, builder, signature, args):
+        builder.call(_declare(builder.module, "llvm.x86.tilerelease", []), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
+              apix):
+    """Adds to the int32 accumulators ``acc[aoff + p*apix + c]`` (p < 32, c < 32) the sums over
+    tap rows ``t < kh`` and bytes ``k < 64 * chunks`` of ``x[xoff + t*rowlen + p*xpix + k] *
+    w[woff + t*wtap + (k // 4)*wrow + 4*(c % 16) + (c // 16)*64 + k % 4]``: uint8 ``x``, int8
+    ``w``, offsets in elements, ``kh >= 1``, ``chunks >= 1``. The tiles must be configured
+    (``amx_configure``)."""
+    from llvmlite import ir
+
+    i64 = types.int64
+    sig = types.void(x, i64, i64, i64, i64, i64, w, i64, i64, i64, acc, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff, apix = args
+        tx, tw, ta = signature.args[0], signature.args[6], signature.args[10]
+        I8, I64 = ir.IntType(8), ir.IntType(64)
+        byte_ptr = I8.as_pointer()
+        xptr = builder.bitcast(cgutils.create_struct_proxy(tx)(context, builder, value=x).data,
+                               byte_ptr)
+        wptr = builder.bitcast(cgutils.create_struct_proxy(tw)(context, builder, value=w).data,
+                               byte_ptr)
+        aptr = builder.bitcast(cgutils.create_struct_proxy(ta)(context, builder, value=acc).data,
+                               byte_ptr)
+        module = builder.module
+        tileload = _declare(module, "llvm.x86.tileloadd64", [I8, byte_ptr, I64])
+        tilestore = _declare(module, "llvm.x86.tilestored64", [I8, byte_ptr, I64])
+        tdpbusd = _declare(module, "llvm.x86.tdpbusd", [I8, I8, I8])
+
+        def c(n):
+            return ir.Constant(I64, n)
+
+        def tile(n):
+            return ir.Constant(I8, n)
+
+        # The accumulators in bytes: pixel p, channel c at 4 * (aoff + p*apix + c).
+        abase = builder.mul(aoff, c(4))
+        astride = builder.mul(apix, c(4))
+        c_ptrs = []
+        for t, half, vec in _C:
+            off = builder.add(abase, builder.add(builder.mul(astride, c(TILE_ROWS * half)),
+                                                 c(TILE_BYTES * vec)))
+            c_ptrs.append((t, builder.gep(aptr, [off])))
+        for t, ptr in c_ptrs:
+            builder.call(tileload, [tile(t), ptr, astride])
+
+        xhalf = builder.mul(xpix, c(TILE_ROWS))  # from the first A tile to the second
+        wchunk = builder.mul(wrow, c(TILE_ROWS))  # 16 quads of weights
+        with cgutils.for_range(builder, kh) as tap:
+            xt = builder.add(xoff, builder.mul(tap.index, rowlen))
+            wt = builder.add(woff, builder.mul(tap.index, wtap))
+            with cgutils.for_range(builder, chunks) as chunk:
+                xo = builder.add(xt, builder.mul(chunk.index, c(TILE_BYTES)))
+                wo = builder.add(wt, builder.mul(chunk.index, wchunk))
+                builder.call(tileload, [tile(_A[0]), builder.gep(xptr, [xo]), xpix])
+                builder.call(tileload, [tile(_A[1]), builder.gep(xptr, [builder.add(xo, xhalf)]),
+                                        xpix])
+                builder.call(tileload, [tile(_B[0]), builder.gep(wptr, [wo]), wrow])
+                builder.call(tileload, [tile(_B[1]),
+                                        builder.gep(wptr, [builder.add(wo, c(TILE_BYTES))]),
+                                        wrow])
+                for t, half, vec in _C:
+                    builder.call(tdpbusd, [tile(t), tile(_A[half]), tile(_B[vec])])
+
+        for t, ptr in c_ptrs:
+            builder.call(tilestore, [tile(t), ptr, astride])
+        return context.get_dummy_value()
+
+    return sig, codegen
