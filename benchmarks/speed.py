@@ -5,6 +5,7 @@ against the classic codecs, all measured in one run.
     python benchmarks/speed.py --sizes 768x512 1920x1080 3840x2160 --threads 1 2 --repeat 5
     python benchmarks/speed.py --model PATH.qlicm --codecs jpeg webp --no-memory
     python benchmarks/speed.py --baseline OLD.qlicm --codecs none --no-onnx  # two models, turn about
+    QLIC_KERNELS=amx python benchmarks/speed.py --baseline-kernels vnni  # two kernel paths
 
 Images: the first PNG of ``../shared/data/val`` beside the repository, resized (Lanczos) to
 each ``--sizes`` WIDTHxHEIGHT (a synthetic photo when that folder is missing).
@@ -546,6 +547,37 @@ def measure_memory(manifest, model_path, data, warm_data, height, width, threads
     return row
 
 
+def print_stages(rows, key, title, repeat):
+    """The decode stages of ``rows[i][key]`` (``decode_stages``) and g_s layer by layer."""
+    print(f"\n{title}, seconds, best of {repeat} each")
+    print(f"{'size':>10} {'thr':>3} {'z entropy':>10} {'h_s':>7} {'y entropy':>10} {'g_s':>7} "
+          f"{'y symbols':>10} {'ns/symbol':>10}")
+    for r in rows:
+        d = r[key]
+        if "y_slices_s" in d:  # channel-conditional: slice networks and symbols interleave
+            print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
+                  f"{d['y_slices_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
+                  f"{d['y_entropy_ns_per_symbol']:10.1f}")
+            continue
+        print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
+              f"{d['y_entropy_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
+              f"{d['y_entropy_ns_per_symbol']:10.1f}")
+    print("(y entropy: range decoding of every y symbol with its table, escapes included; with "
+          "a channel-conditional model, the slices' networks, symbols and residuals together, "
+          "h_s with the heads that hand its output to the slices, and ns/symbol the range "
+          "decoding alone)")
+    layered = [r for r in rows if r[key].get("g_s_layers_s")]
+    if layered:
+        names = list(layered[0][key]["g_s_layers_s"])
+        print(f"\n{title}: g_s by layer, milliseconds over all bands, best of "
+              f"{repeat} each")
+        print(f"{'size':>10} {'thr':>3} " + " ".join(f"{n:>7}" for n in names))
+        for r in layered:
+            t = r[key]["g_s_layers_s"]
+            print(f"{r['size']:>10} {r['threads']:>3} " +
+                  " ".join(f"{1e3 * t.get(n, 0.0):7.1f}" for n in names))
+
+
 def print_tables(rows, classic_rows, memory, processes, repeat, quality):
     print(f"\nqlic (quality {quality}) against the same network in PyTorch fp32; seconds, best "
           f"of {repeat}")
@@ -575,32 +607,7 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
         print("('x' = ONNX Runtime time / qlic time, >1: qlic is faster; network alone for ONNX "
               "Runtime, whole decode call for qlic; int8 PSNR: its image against the fp32 "
               "graph's, dB)")
-    print(f"\nqlic decode by stage, seconds, best of {repeat} each")
-    print(f"{'size':>10} {'thr':>3} {'z entropy':>10} {'h_s':>7} {'y entropy':>10} {'g_s':>7} "
-          f"{'y symbols':>10} {'ns/symbol':>10}")
-    for r in rows:
-        d = r["decode_stages"]
-        if "y_slices_s" in d:  # channel-conditional: slice networks and symbols interleave
-            print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
-                  f"{d['y_slices_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
-                  f"{d['y_entropy_ns_per_symbol']:10.1f}")
-            continue
-        print(f"{r['size']:>10} {r['threads']:>3} {d['z_entropy_s']:10.4f} {d['h_s_s']:7.3f} "
-              f"{d['y_entropy_s']:10.4f} {d['g_s_s']:7.3f} {d['y_symbols']:10d} "
-              f"{d['y_entropy_ns_per_symbol']:10.1f}")
-    print("(y entropy: range decoding of every y symbol with its table, escapes included; with "
-          "a channel-conditional model, the slices' networks, symbols and residuals together, "
-          "h_s with the heads that hand its output to the slices, and ns/symbol the range "
-          "decoding alone)")
-    layered = [r for r in rows if r["decode_stages"].get("g_s_layers_s")]
-    if layered:
-        names = list(layered[0]["decode_stages"]["g_s_layers_s"])
-        print(f"\ng_s by layer, milliseconds over all bands, best of {repeat} each")
-        print(f"{'size':>10} {'thr':>3} " + " ".join(f"{n:>7}" for n in names))
-        for r in layered:
-            t = r["decode_stages"]["g_s_layers_s"]
-            print(f"{r['size']:>10} {r['threads']:>3} " +
-                  " ".join(f"{1e3 * t.get(n, 0.0):7.1f}" for n in names))
+    print_stages(rows, "decode_stages", "qlic decode by stage", repeat)
     if processes:
         print(f"\nwhole 'qlic decode' process (PNG written), seconds; cold = empty kernel "
               f"cache, warm = best of {repeat} (and median), system = warm with "
@@ -638,7 +645,7 @@ def print_tables(rows, classic_rows, memory, processes, repeat, quality):
 
 
 def print_baseline(rows, name, repeat):
-    print(f"\nqlic against the baseline model {name}, the same image, turn about; seconds, best "
+    print(f"\nqlic against the baseline {name}, the same image, turn about; seconds, best "
           f"of {repeat}")
     print(f"{'size':>10} {'thr':>3} {'bpp':>6} {'base bpp':>8} {'enc':>7} {'base enc':>9} "
           f"{'dec':>7} {'base dec':>9} {'enc/base':>9} {'dec/base':>9}")
@@ -647,7 +654,9 @@ def print_baseline(rows, name, repeat):
               f"{r['qlic_encode_s']:7.3f} {r['baseline_encode_s']:9.3f} "
               f"{r['qlic_decode_s']:7.3f} {r['baseline_decode_s']:9.3f} "
               f"{r['encode_vs_baseline']:9.2f} {r['decode_vs_baseline']:9.2f}")
-    print("(time of --model / time of --baseline: below 1, --model is faster)")
+    print("(time of --model / time of the baseline: below 1, --model is faster)")
+    if any("baseline_decode_stages" in r for r in rows):
+        print_stages(rows, "baseline_decode_stages", f"the baseline {name} by stage", repeat)
 
 
 def main(argv=None) -> int:
@@ -681,6 +690,11 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default=None,
                    help="a second int8 model (name or path) whose encode and decode are timed "
                         "beside --model's on the same image, turn about")
+    p.add_argument("--baseline-kernels", default=None, metavar="PATH",
+                   choices=["portable", "avx2", "vnni", "amx"],
+                   help="the kernel path of the baseline (default: the active one): with no "
+                        "--baseline, the same model on this path, timed turn about with "
+                        "--model on the active path (QLIC_KERNELS), its stages too")
     p.add_argument("--json", default=str(HERE / "results" / "speed.json"))
     args = p.parse_args(argv)
     settings = dict(CLASSIC_SETTING)
@@ -697,6 +711,27 @@ def main(argv=None) -> int:
     loaded = api.load_model(args.model)
     model_path = str(loaded.path)
     baseline_path = str(api.load_model(args.baseline).path) if args.baseline else None
+    from qlic_codec.engine import kernels
+    base_kernels = args.baseline_kernels
+    if base_kernels is not None and base_kernels not in kernels.available_paths():
+        p.error(f"--baseline-kernels {base_kernels}: this CPU has {kernels.available_paths()}")
+    if base_kernels is not None and baseline_path is None:
+        baseline_path = model_path
+    baseline_name = None
+    if baseline_path is not None:
+        baseline_name = Path(baseline_path).name + (
+            f" on the {base_kernels} kernel path (--model on {kernels.active_path()})"
+            if base_kernels else "")
+
+    def on_base(fn):
+        # fn on the baseline's kernel path, the active path restored after each call.
+        if base_kernels is None:
+            return fn
+
+        def run(*a):
+            with kernels.use_path(base_kernels):
+                return fn(*a)
+        return run
     manifest, arrays, _ = modelfile.read(loaded.path)
     if args.float_ckpt is None:
         args.float_ckpt = default_float(model_path)
@@ -729,14 +764,18 @@ def main(argv=None) -> int:
                               args.repeat)
                 dec = best_of(lambda: qlic_codec.decode(data, model_path), args.repeat)
             else:
-                base = qlic_codec.encode(image, args.quality, baseline_path)
-                qlic_codec.decode(base, baseline_path)
+                base = on_base(lambda: qlic_codec.encode(image, args.quality, baseline_path))()
+                on_base(lambda: qlic_codec.decode(base, baseline_path))()
                 enc, base_enc = interleaved_best(
                     [lambda: qlic_codec.encode(image, args.quality, model_path),
-                     lambda: qlic_codec.encode(image, args.quality, baseline_path)], args.repeat)
+                     on_base(lambda: qlic_codec.encode(image, args.quality, baseline_path))],
+                    args.repeat)
                 dec, base_dec = interleaved_best(
                     [lambda: qlic_codec.decode(data, model_path),
-                     lambda: qlic_codec.decode(base, baseline_path)], args.repeat)
+                     on_base(lambda: qlic_codec.decode(base, baseline_path))], args.repeat)
+                if base_kernels is not None:
+                    row["baseline_decode_stages"] = on_base(decode_stages)(
+                        baseline_path, base, args.repeat)
                 row.update(baseline_encode_s=base_enc, baseline_decode_s=base_dec,
                            baseline_bpp=8 * len(base) / (width * height),
                            decode_vs_baseline=dec / base_dec,
@@ -817,11 +856,12 @@ def main(argv=None) -> int:
     onnx_tmp.cleanup()
     print_tables(rows, classic_rows, memory, processes, args.repeat, args.quality)
     if baseline_path:
-        print_baseline(rows, Path(baseline_path).name, args.repeat)
+        print_baseline(rows, baseline_name, args.repeat)
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "python": platform.python_version()},
            "model": str(loaded.path.name), "quality": args.quality, "repeat": args.repeat,
            "baseline": Path(baseline_path).name if baseline_path else None,
+           "kernels": kernels.active_path(), "baseline_kernels": base_kernels,
            "float": Path(args.float_ckpt).name if args.float_ckpt else None,
            "rows": rows, "classic": classic_rows, "memory": memory,
            "process": processes}
