@@ -288,7 +288,7 @@ def _amx_fits(packed, x) -> bool:
     in pairs, and every phase's run a whole number of 64-byte rows (the 5x5 and 1x1 layers of
     128 channels; the others run on the vnni path)."""
     return (packed.kind != "gdn" and x.dtype == np.int8 and not packed.narrow
-            and bool(packed.vnni) and packed.vnv % 2 == 0
+            and bool(packed.vnni) and (16 * packed.vnv) % _AMX_CHANNELS == 0
             and all(q % _AMX_QUADS == 0 for q in packed.quads))
 
 
@@ -346,18 +346,17 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
                    _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
                    ls, lo, hi, out)
         return out
-    if path == "amx":
+    if path in ("vnni", "amx"):
         flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
-        _conv_amx(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks, packed.vnv,
-                  packed.quads[0], npix, _vnni_bias(bias, packed.vsum[0], packed.vcoutp),
-                  packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
-        return out
-    if path == "vnni":
-        flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
+        vbias = _vnni_bias(bias, packed.vsum[0], packed.vcoutp)
+        if path == "amx":
+            _conv_amx(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                      packed.vnv, packed.quads[0], npix, vbias, packed.vcoutp, requant, mult,
+                      shift, lm, ls, lo, hi, out)
+            return out
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                   packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix,
-                   _vnni_bias(bias, packed.vsum[0], packed.vcoutp), packed.vcoutp, requant,
-                   mult, shift, lm, ls, lo, hi, out)
+                   packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix, vbias,
+                   packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     xf = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
     if path == "avx2":
