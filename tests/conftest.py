@@ -1,6 +1,8 @@
 """Shared fixtures: a synthetic photo generator and the tiny golden model."""
 
+import importlib
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,15 @@ import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TINY_MODEL = GOLDEN / "tiny-mse.qlicm"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench_module(name: str):
+    """The module ``benchmarks/<name>.py``. The benchmarks are scripts, not a package, and
+    import one another by name, so their folder goes on the import path once."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,14 +1,14 @@
 """BD-rate against cases that can be checked by hand."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bdrate import bd_rate, overlap  # noqa: E402
+from conftest import bench_module
+
+_bdrate = bench_module("bdrate")
+bd_rate, overlap = _bdrate.bd_rate, _bdrate.overlap
 
 try:
     import scipy  # noqa: F401  (pchip needs it; it is in the bench extra)

@@ -2,19 +2,17 @@
 on a small untrained model (the measurement, not its figures, is under test)."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ceiling  # noqa: E402
-from conftest import synthetic_photo  # noqa: E402
+from conftest import bench_module, synthetic_photo  # noqa: E402
 from qlic_codec.train.checkpoint import save_float_model  # noqa: E402
 from qlic_codec.train.metrics import psnr  # noqa: E402
 from qlic_codec.train.model import MeanScaleHyperprior  # noqa: E402
+
+ceiling = bench_module("ceiling")
 
 
 def _model():

@@ -1,18 +1,16 @@
 """benchmarks/latent_weights.py: the pixel cost of a unit of latent error per channel and
 level, on a small untrained model (the measurement, not its figures, is under test)."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import latent_weights  # noqa: E402
-from conftest import synthetic_photo  # noqa: E402
+from conftest import bench_module, synthetic_photo  # noqa: E402
 from qlic_codec.train.checkpoint import save_float_model  # noqa: E402
 from qlic_codec.train.model import MeanScaleHyperprior  # noqa: E402
+
+latent_weights = bench_module("latent_weights")
 
 
 def _model():

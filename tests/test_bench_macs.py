@@ -1,20 +1,18 @@
 """MAC counting of the speed benchmark (benchmarks/speed.py, decoder_macs): shapes only, fast."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from qlic_codec import modelfile
 
+from conftest import bench_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("speed")
 
 
 def _layers(names_ops):

@@ -1,7 +1,5 @@
 """The ONNX peer of benchmarks/speed.py: the exported decoder computes what PyTorch computes."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +8,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import onnx_peer  # noqa: E402
+from conftest import bench_module  # noqa: E402
 from qlic_codec.train.model import MeanScaleHyperprior  # noqa: E402
+
+onnx_peer = bench_module("onnx_peer")
 
 
 def tiny_model():

@@ -3,16 +3,15 @@ from rd.py's per-codec results files."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import per_image  # noqa: E402
-from bdrate import bd_rate  # noqa: E402
+from conftest import bench_module  # noqa: E402
+
+per_image = bench_module("per_image")
+bd_rate = bench_module("bdrate").bd_rate
 
 PSNR = np.linspace(26.0, 38.0, 7)
 

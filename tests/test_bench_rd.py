@@ -1,25 +1,18 @@
 """The rate-distortion benchmark's per-codec results (benchmarks/rd.py): one JSON file per codec
 and model, under the data set's name, with every per-image point and the averaged curve."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import synthetic_photo
+from conftest import bench_module, synthetic_photo
 
 pytest.importorskip("torch")  # MS-SSIM is computed with the training metrics
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _rd():
-    spec = importlib.util.spec_from_file_location("bench_rd", ROOT / "benchmarks" / "rd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("rd")
 
 
 def test_rd_writes_one_file_per_codec(tiny_model, tmp_path):

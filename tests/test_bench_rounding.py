@@ -1,23 +1,16 @@
 """The rounding benchmark (benchmarks/rounding.py): BD-rate of the rule per lambda, from
 whole files, against the nearest symbols; it leaves the rule as it found it."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import synthetic_photo
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import bench_module, synthetic_photo
 
 
 def test_rounding_sweep(tmp_path, capsys):
     from qlic_codec import rdoq
-    spec = importlib.util.spec_from_file_location("bench_rounding",
-                                                  ROOT / "benchmarks" / "rounding.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_module("rounding")
     for seed in range(2):
         Image.fromarray(synthetic_photo(80, 96, seed)).save(tmp_path / f"p{seed}.png")
     before = dict(rdoq.LAMBDA)

@@ -1,17 +1,11 @@
 """The speed benchmark's layer timer (benchmarks/speed.py, layer_times): fast, no timing
 asserted."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import bench_module
 
 
 def _speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("speed")
 
 
 class _Network:
