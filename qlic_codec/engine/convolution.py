@@ -25,6 +25,7 @@ from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _m
                            _mk_vnni_narrow, _mk_vnni_wide, _mk_wide, _mk_wssd_dot3,
                            _mk_wssd_dot4, _mk_wssd_narrow, _mk_wssd_wide)
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights
+from .reference import conv2d_shape, conv_transpose2d_shape
 
 # Pixels the portable path handles at a time (``_phase_portable``).
 _PORTABLE_PIX = 4
@@ -390,8 +391,7 @@ def conv2d(x, w, bias, stride, pad_value):
     x, packed, bias = _check_conv(x, w, bias)
     if packed.kind != "conv":
         raise TypeError("w: packed for a transposed convolution")
-    h, wd, _ = x.shape
-    out = np.empty((-(-h // stride), -(-wd // stride), packed.cout), np.int32)
+    out = np.empty(conv2d_shape(x.shape, stride, packed.cout), np.int32)
     return _run_conv(x, packed, bias, int(stride), int(pad_value), None, out)
 
 
@@ -403,8 +403,7 @@ def conv2d_requant(x, w, bias, stride, pad_value, mult, shift, leaky_mult, leaky
     if packed.kind != "conv":
         raise TypeError("w: packed for a transposed convolution")
     mult, shift = _check_requant(mult, shift, packed.cout)
-    h, wd, _ = x.shape
-    out = _output(out, (-(-h // stride), -(-wd // stride), packed.cout), out_dtype)
+    out = _output(out, conv2d_shape(x.shape, stride, packed.cout), out_dtype)
     req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
     return _run_conv(x, packed, bias, int(stride), int(pad_value), req, out)
 
@@ -550,7 +549,7 @@ def _check_deconv(x, w, bias):
 def conv_transpose2d(x, w, bias):
     """See ``reference.conv_transpose2d``; ``w`` may be packed by ``pack_deconv_weights``."""
     x, packed, bias = _check_deconv(x, w, bias)
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1], packed.cout), np.int32)
+    out = np.empty(conv_transpose2d_shape(x.shape, packed.cout), np.int32)
     return _run_deconv(x, packed, bias, None, out)
 
 
@@ -559,6 +558,6 @@ def conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, l
     """``requantize(conv_transpose2d(...), ...)`` fused; ``out`` as for ``conv2d_requant``."""
     x, packed, bias = _check_deconv(x, w, bias)
     mult, shift = _check_requant(mult, shift, packed.cout)
-    out = _output(out, (2 * x.shape[0], 2 * x.shape[1], packed.cout), out_dtype)
+    out = _output(out, conv_transpose2d_shape(x.shape, packed.cout), out_dtype)
     req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
     return _run_deconv(x, packed, bias, req, out)

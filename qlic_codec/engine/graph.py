@@ -96,6 +96,11 @@ def _into(codes: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _conv_code_dtype(layer: dict) -> type:
+    """The type of the codes a (not last) convolution writes: 12-bit codes where marked wide."""
+    return np.int16 if layer["wide"] else np.int8
+
+
 def _check_range(name, a, lo, hi):
     if a.size and (a.min() < lo or a.max() > hi):
         raise ModelFileError(f"array '{name}' has values outside {lo}..{hi}")
@@ -348,7 +353,7 @@ class IntegerNetwork:
             leaky = (self.leaky_mult, self.leaky_shift) if layer["leaky"] else (0, 0)
             req = (layer["mult"], layer["shift"], *leaky, layer["lo"], layer["hi"])
             fused = getattr(k, f"{kind}_requant", None)
-            dtype = np.int16 if layer["wide"] else np.int8
+            dtype = _conv_code_dtype(layer)
             if fused is not None:
                 return fused(x, *args, *req, dtype) if out is None else \
                     fused(x, *args, *req, dtype, out=out)
@@ -365,15 +370,14 @@ class IntegerNetwork:
 
     def _output_of(self, layer: dict, x: np.ndarray) -> tuple[tuple, type]:
         """The shape and type of the codes a layer (not a last one) makes of ``x``."""
-        h, w, c = x.shape
         if layer["op"] in ("gdn", "igdn"):
-            return (h, w, c), np.int8 if layer["out_max"] == 127 else np.int16
+            return x.shape, np.int8 if layer["out_max"] == 127 else np.int16
         cout = layer["weight"].shape[0]
-        dtype = np.int16 if layer["wide"] else np.int8
         if layer["op"] == "conv":
-            s = layer["stride"]
-            return (-(-h // s), -(-w // s), cout), dtype
-        return (2 * h, 2 * w, cout), dtype
+            shape = reference.conv2d_shape(x.shape, layer["stride"], cout)
+        else:
+            shape = reference.conv_transpose2d_shape(x.shape, cout)
+        return shape, _conv_code_dtype(layer)
 
     def _run_layer_joined(self, layer: dict, x: np.ndarray, head: np.ndarray, skip: int,
                           rows: int) -> np.ndarray:

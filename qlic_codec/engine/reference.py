@@ -17,6 +17,17 @@ def _rshift_round(v: np.ndarray, shift) -> np.ndarray:
     return (v + (np.int64(1) << (shift - 1))) >> shift
 
 
+def conv2d_shape(shape, stride, cout) -> tuple:
+    """The output shape of ``conv2d`` on an input of ``shape`` (H, W, Cin)."""
+    h, wd = shape[0], shape[1]
+    return (-(-h // stride), -(-wd // stride), cout)
+
+
+def conv_transpose2d_shape(shape, cout) -> tuple:
+    """The output shape of ``conv_transpose2d`` on an input of ``shape`` (H, W, Cin)."""
+    return (2 * shape[0], 2 * shape[1], cout)
+
+
 def conv2d(x, w, bias, stride, pad_value):
     """Convolution, zero ('pad_value') padding of K//2, output ``ceil(H/stride)`` rows.
 
@@ -34,7 +45,7 @@ def conv2d(x, w, bias, stride, pad_value):
     h, wd, _ = x.shape
     cout, k = w.shape[0], w.shape[1]
     p = k // 2
-    ho, wo = -(-h // stride), -(-wd // stride)
+    ho, wo, _ = conv2d_shape(x.shape, stride, cout)
     xp = np.full((h + 2 * p + stride, wd + 2 * p + stride, x.shape[2]), pad_value, np.int64)
     xp[p : p + h, p : p + wd] = x
     out = np.zeros((ho, wo, cout), np.int64) + bias.astype(np.int64)
