@@ -599,9 +599,7 @@ class IntegerNetwork:
     def reconstruct(self, symbols: np.ndarray, mean_g: np.ndarray) -> np.ndarray:
         """Fixed-point ``y_g_hat = symbol + mean_g``, clamped (symbols may come from a hostile
         stream, so the arithmetic is int64 and the result is clamped to the proven range)."""
-        cy = self.clamps["y"]
-        sym = np.clip(symbols.astype(np.int64), -(2**31), 2**31 - 1)
-        return np.clip((sym << self.mean_bits) + mean_g, -cy, cy).astype(np.int32)
+        return self.k.reconstruct(symbols, mean_g, self.mean_bits, self.clamps["y"])
 
     def synthesis(self, y_g: np.ndarray, level: int, band_rows: int | None = None,
                   size: tuple | None = None) -> np.ndarray:

@@ -67,9 +67,9 @@ from .cpu import PATHS, active_path, available_paths, set_path, use_path
 from .elementwise import requantize, scale_index, scale_index_sum
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
-from .slicekernels import slice_heads, slice_residual
+from .slicekernels import reconstruct, slice_heads, slice_residual
 
 __all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
            "conv_transpose2d", "conv_transpose2d_requant", "gdn", "igdn", "pack_conv_weights",
-           "pack_deconv_weights", "pack_gdn_weights", "requantize", "scale_index",
+           "pack_deconv_weights", "pack_gdn_weights", "reconstruct", "requantize", "scale_index",
            "scale_index_sum", "set_path", "slice_heads", "slice_residual", "use_path"]

@@ -152,6 +152,14 @@ def scale_index_sum(acc, mult, acc2, mult2, offset, shift, levels):
     return np.clip(_rshift_round(v, shift), 0, levels - 1).astype(np.int32)
 
 
+def reconstruct(symbols, mean_g, mean_bits, clamp):
+    """Fixed-point latents from their symbols (FORMAT 3.8 and 3.11 step 7): ``clamp(symbol *
+    2**mean_bits + mean_g, -clamp, clamp)``, int32, in int64 arithmetic (symbols may be any
+    int32 a stream gives)."""
+    v = (symbols.astype(np.int64) << mean_bits) + mean_g.astype(np.int64)
+    return np.clip(v, -clamp, clamp).astype(np.int32)
+
+
 def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
                 scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
     """A slice's mean and table index (FORMAT 3.11 steps 4 and 5) from its parameter

@@ -99,3 +99,43 @@ def test_operands_are_checked():
     with pytest.raises(TypeError):
         kernels.slice_residual(acc, mult, shift, acc, np.zeros(255, np.int64), 127, mult, shift,
                                127, np.empty(acc.shape, np.int64), np.empty(acc.shape, np.int8))
+
+
+@pytest.mark.parametrize("mean_bits", [0, 1, 8])
+def test_reconstruct(threads, mean_bits):
+    """Latents from symbols: any int32 symbol a stream may hold, every mean the heads give,
+    the clamp reached from both sides."""
+    rng = _rng("reconstruct", mean_bits)
+    for shape, mode, clamp in itertools.product(ELEMENT_SHAPES, ["random", "small", "min", "max"],
+                                                CLAMPS):
+        if mode == "small":  # the trained range: most symbols within a few steps of the mean
+            symbols = rng.integers(-40, 41, shape).astype(np.int32)
+        else:
+            symbols = _fill(rng, shape, np.int32, mode)
+        mean_g = rng.integers(-clamp, clamp, shape, endpoint=True).astype(np.int32)
+        got = kernels.reconstruct(symbols, mean_g, mean_bits, clamp)
+        _assert_same(got, reference.reconstruct(symbols, mean_g, mean_bits, clamp))
+        if mode == "max" and clamp < I32_MAX:
+            assert (got == clamp).all()
+    # Any shape (the plain hyperprior's latent, a flat run), and views of wider arrays (a
+    # slice's channels), are read as they are.
+    flat = rng.integers(-2**31, 2**31, 1000).astype(np.int32)
+    flat_means = rng.integers(-2**20, 2**20, 1000).astype(np.int32)
+    _assert_same(kernels.reconstruct(flat, flat_means, mean_bits, 2**24),
+                 reference.reconstruct(flat, flat_means, mean_bits, 2**24))
+    wide = rng.integers(-300, 300, (3, 5, 48)).astype(np.int32)
+    means = rng.integers(-2**20, 2**20, (3, 5, 48)).astype(np.int32)
+    _assert_same(kernels.reconstruct(wide[..., 8:32], means[..., 8:32], mean_bits, 2**20),
+                 reference.reconstruct(wide[..., 8:32], means[..., 8:32], mean_bits, 2**20))
+
+
+def test_reconstruct_refuses_what_it_cannot_compute():
+    s = np.zeros((2, 2, 3), np.int32)
+    with pytest.raises(TypeError):
+        kernels.reconstruct(s.astype(np.int64), s, 8, 100)
+    with pytest.raises(TypeError):
+        kernels.reconstruct(s, s.astype(np.int16), 8, 100)
+    with pytest.raises(ValueError):
+        kernels.reconstruct(s, s[:, :1], 8, 100)
+    with pytest.raises(ValueError):
+        kernels.reconstruct(s, s, 9, 100)
