@@ -1,11 +1,10 @@
 """benchmarks/training_curve.py reads a run's losses.csv: PSNR or MS-SSIM, per validation set."""
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import training_curve  # noqa: E402
+from conftest import bench_module
+
+training_curve = bench_module("training_curve")
 
 
 def _rows():

@@ -2,8 +2,9 @@
 
 Around each slice's two networks the decoder turns accumulators into a mean and a table
 index (steps 4 and 5), the symbols into latents (step 7, ``reconstruct``, also the plain
-hyperprior's 3.8) and then into the decoded latent and its context codes (steps 8 to 10). As numpy calls these were a dozen passes over the slice, each on one thread,
-with int64 temporaries between them: 12.8 ms of a 1920x1080 decode on two threads, where
+hyperprior's 3.8) and then into the decoded latent and its context codes (steps 8 to 10).
+As numpy calls these were a dozen passes over the slice, each on one thread, with int64
+temporaries between them: 12.8 ms of a 1920x1080 decode on two threads, where
 the fused kernels take 5.6 ms (``benchmarks/README.md``, Speed). Here
 each is one parallel pass over the rows that writes its results in place, with the same
 integers as ``reference.slice_heads`` and ``reference.slice_residual``.
@@ -114,8 +115,8 @@ def _reconstruct_kernel(symbols, mean_g, mean_bits, clamp, out):
 
 def reconstruct(symbols, mean_g, mean_bits, clamp):
     """See ``reference.reconstruct``; arrays of any shape, the same for both. One parallel
-    pass (as numpy, four passes with int64 temporaries, it was a serial 2.8 ms of a
-    1920x1080 decode)."""
+    pass (as numpy, four passes with int64 temporaries, it was a serial 2.9 ms of a
+    1920x1080 decode on one thread)."""
     for name, a in (("symbols", symbols), ("mean_g", mean_g)):
         if not isinstance(a, np.ndarray) or a.dtype != np.int32:
             raise TypeError(f"{name}: expected an int32 array, got "
