@@ -90,7 +90,8 @@ def _jit():
                    out_a, out_b):
         # The same over two streams at once: each table's run alternates between them, so
         # a step of the loop decodes one symbol of each, two chains that do not wait on
-        # each other.
+        # each other. The steps are written out as in one_chain: through an inlined helper
+        # returning the state as a tuple, both loops measured about 1.8x slower.
         pa, la, ra, qa = np.int64(state_a[0]), state_a[1], state_a[2], state_a[3]
         pb, lb, rb, qb = np.int64(state_b[0]), state_b[1], state_b[2], state_b[3]
         ka = kb = 0

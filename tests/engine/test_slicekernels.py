@@ -117,10 +117,10 @@ def test_reconstruct(threads, mean_bits):
         _assert_same(got, reference.reconstruct(symbols, mean_g, mean_bits, clamp))
         if mode == "max" and clamp < I32_MAX:
             assert (got == clamp).all()
-    # Any shape (the plain hyperprior's latent, a flat run), and views of wider arrays (a
-    # slice's channels), are read as they are.
-    flat = rng.integers(-2**31, 2**31, 1000).astype(np.int32)
-    flat_means = rng.integers(-2**20, 2**20, 1000).astype(np.int32)
+    # Any shape (the plain hyperprior's latent, a flat run longer than the chunks the
+    # threads share), and views of wider arrays (a slice's channels), are read as they are.
+    flat = rng.integers(-2**31, 2**31, 40_000).astype(np.int32)
+    flat_means = rng.integers(-2**20, 2**20, 40_000).astype(np.int32)
     _assert_same(kernels.reconstruct(flat, flat_means, mean_bits, 2**24),
                  reference.reconstruct(flat, flat_means, mean_bits, 2**24))
     wide = rng.integers(-300, 300, (3, 5, 48)).astype(np.int32)
