@@ -1,7 +1,7 @@
-"""The command line's allocator policy (``qlic_codec.allocator``): on glibc, a large array
-comes from the heap instead of its own ``mmap``, ``QLIC_MALLOC=system`` leaves the default,
-and the command line and its workers apply it. Each check runs in a child process, so the
-test process keeps its own allocator as it was."""
+"""The allocator policy (``qlic_codec.allocator``): on glibc, a large array comes from the
+heap instead of its own ``mmap``, ``QLIC_MALLOC=system`` leaves the default, and the command
+line, its workers, training and the fine-tune apply it. Each check runs in a child process,
+so the test process keeps its own allocator as it was."""
 
 import os
 import subprocess
@@ -62,3 +62,19 @@ def test_the_command_line_and_its_workers_apply_it(monkeypatch):
     monkeypatch.setattr(workers.kernel_threads, "set_count", lambda n: n)
     workers._start_worker(1)
     assert calls
+
+
+def test_training_and_the_fine_tune_apply_it(monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    from qlic_codec.quantize import finetune
+    from qlic_codec.train import __main__ as train_main
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    missing = str(tmp_path / "missing.pt")
+    # Both stop at the missing model, after the policy is set.
+    with pytest.raises(FileNotFoundError):
+        train_main.main(["--validate", missing])
+    assert calls == [1]
+    with pytest.raises(FileNotFoundError):
+        finetune.main([missing, "-o", str(tmp_path / "out.pt")])
+    assert calls == [1, 1]

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import allocator
 from ..train.checkpoint import load_float_model, save_float_model
 from ..train.data import CropSampler, default_data_root, load_folder
 from ..train.loop import rd_loss
@@ -327,6 +328,7 @@ def main(argv=None) -> int:
                         "measured against, so that the comparison does not credit the "
                         "annealing at a low learning rate to quantization")
     args = p.parse_args(argv)
+    allocator.keep_freed_memory()  # as in training: the same arrays every step
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
