@@ -30,6 +30,16 @@ def _lambdas(text: str) -> tuple:
     return values
 
 
+def _decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("a decay is at least 0 and below 1")
+    return value
+
+
 def _slices(text: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",")) if text else ()
@@ -81,6 +91,10 @@ def main(argv=None) -> int:
     p.add_argument("--wide-share", type=float, default=None,
                    help="share of the crops taken from the public photo sets (film scans, city "
                         "architecture, scenes; default: every training photo equally often)")
+    p.add_argument("--ema", type=_decay, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights with this "
+                        "decay (e.g. 0.999), validated beside them and saved as "
+                        "model_ema_fp16.pt (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -107,7 +121,8 @@ def main(argv=None) -> int:
                       init_from=args.init, continue_run=args.continue_run,
                       log_every=args.log_every, lambdas=args.lambdas, slices=args.slices,
                       slice_hidden=args.slice_hidden, checkerboard=args.checkerboard,
-                      validate_minutes=args.validate_minutes, wide_share=args.wide_share)
+                      validate_minutes=args.validate_minutes, wide_share=args.wide_share,
+                      ema_decay=args.ema)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

@@ -144,6 +144,9 @@ def join(returned: Path, run: Path) -> None:
     blob["state"]["step"] = got["state"]["step"]
     blob["state"]["wall_seconds"] = got["state"]["wall_seconds"]
     blob["state"]["warmup_from"] = got["state"]["step"]  # the moments are from older weights
+    # A weight average of the CPU run did not follow the GPU's steps: it starts again from
+    # the joined weights rather than pull them back toward older ones.
+    blob.pop("ema", None)
     blob["state"].setdefault("history", []).append(
         {"step": got["state"]["step"], "gpu_steps": got["state"]["step"] - got["from_step"],
          "device": got["device"]})

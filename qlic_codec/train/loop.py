@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import build_model, model_config, save_atomic, save_float_model
 from .data import CropSampler, load_folder, to_tensor, wide_share_weights
@@ -52,6 +53,11 @@ class TrainConfig:
     # training image equally often.
     wide_share: float | None = None
     validation_sets: tuple = ("val", "val-wide")
+    # Decay of an exponential moving average of the weights (0: none). At a small constant
+    # learning rate the weights wander around the point they approach (a few tenths of a
+    # point of BD-rate from one validation to the next); the average sits nearer it. It is
+    # validated beside the weights (sets named "<set>-ema") and saved as model_ema_fp16.pt.
+    ema_decay: float = 0.0
 
 
 def native_bf16() -> bool:
@@ -159,6 +165,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     sampler = CropSampler(images, cfg.crop, seed=cfg.seed, weights=weights)
     state = {"step": 0, "wall_seconds": 0.0, "history": []}
     fresh_optimizer = True
+    saved_ema = None  # the weight average of the checkpoint resumed from, if it has one
 
     ckpt_path = run_dir / "last.pt"
     if ckpt_path.exists():
@@ -172,6 +179,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         sampler.rng.bit_generator.state = blob["sampler_rng"]
         torch.set_rng_state(blob["torch_rng"])
         state = blob["state"]
+        saved_ema = blob.get("ema")
         log(f"resumed {ckpt_path} at step {state['step']}")
         fresh_optimizer = False  # its moments (and any warm-up under way) were saved with it
     elif cfg.init_from:
@@ -232,6 +240,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     model.train()
+    ema = None
+    if cfg.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                            use_buffers=True)
+        if saved_ema is not None:
+            ema.load_state_dict(saved_ema)
+        else:
+            log(f"weight average (decay {cfg.ema_decay}) starts from the weights at step "
+                f"{state['step']}")
 
     loss_log = LossLog(run_dir / "losses.csv", len(lambdas_list))
     validation = {}
@@ -248,13 +265,22 @@ def train(cfg: TrainConfig, log=print) -> dict:
             loss_log.add_validation(state["step"], wall, name, len(images), rows)
             log(f"validated {name} at step {state['step']}: " + " ".join(
                 f"{r['level']}:{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows))
+            if ema is not None:
+                rows = validate(ema.module, images, device=device, lambdas=lambdas_list,
+                                metric=cfg.metric)
+                loss_log.add_validation(state["step"], wall, f"{name}-ema", len(images), rows)
+                log(f"validated {name} (weight average) at step {state['step']}: " + " ".join(
+                    f"{r['level']}:{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows))
         state["validated_at"] = state["step"]
 
     def save() -> None:
-        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "sampler_rng": sampler.rng.bit_generator.state,
-                     "torch_rng": torch.get_rng_state(), "state": state,
-                     "config": asdict(cfg), "model_config": model_config(model)}, ckpt_path)
+        blob = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "sampler_rng": sampler.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "state": state,
+                "config": asdict(cfg), "model_config": model_config(model)}
+        if ema is not None:
+            blob["ema"] = ema.state_dict()
+        save_atomic(blob, ckpt_path)
 
     # SIGTERM/SIGINT finish the current step, write a checkpoint and return.
     stop = {"requested": False}
@@ -294,6 +320,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         state["step"] += 1
         window.append((loss.item(), bpp, dist))
         if state["step"] % cfg.log_every == 0:
@@ -327,4 +355,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         meta["wide_share"] = cfg.wide_share
     save_float_model(model.to(memory_format=torch.contiguous_format), run_dir / "model_fp16.pt",
                      meta)
+    if ema is not None:
+        save_float_model(ema.module.to(memory_format=torch.contiguous_format),
+                         run_dir / "model_ema_fp16.pt", {**meta, "ema_decay": cfg.ema_decay})
     return state

@@ -23,7 +23,8 @@ def test_parts_are_small_and_join_back(tmp_path, monkeypatch):
 
 def test_pack_train_elsewhere_join_and_resume(tmp_path, data_root):  # noqa: F811
     run = tmp_path / "run"
-    train(config(run, data_root, steps=3, lr_drop_at=1.0), log=lambda line: None)
+    train(config(run, data_root, steps=3, lr_drop_at=1.0, ema_decay=0.9), log=lambda line: None)
+    assert "ema" in torch.load(run / "last.pt", weights_only=False)
     packed, returned = tmp_path / "pack", tmp_path / "out"
     gpu.pack(run, packed, data_root, quality=95)
     assert len(list((packed / "train").glob("*.jpg"))) == 4
@@ -40,6 +41,7 @@ def test_pack_train_elsewhere_join_and_resume(tmp_path, data_root):  # noqa: F81
     blob = torch.load(run / "last.pt", weights_only=False)
     assert blob["state"]["step"] == got["state"]["step"]
     assert all(torch.equal(blob["model"][k], v.float()) for k, v in got["weights"].items())
+    assert "ema" not in blob  # the CPU run's average did not see the GPU's steps
     # A second join of the same weights is refused: the run is no longer where they started.
     with pytest.raises(SystemExit, match="stop the CPU run"):
         gpu.join(returned, run)

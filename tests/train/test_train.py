@@ -454,3 +454,39 @@ def test_wide_share_draws_that_share_of_crops_from_the_public_sets(tmp_path):
     assert abs(np.mean(first_pixel <= 2) - 0.25) < 0.03
     with pytest.raises(ValueError):
         wide_share_weights(folder, 1.5)
+
+
+def test_weight_average_is_validated_saved_and_resumed_exactly(tmp_path, data_root):
+    for name in ("val", "val-wide"):
+        (data_root / name).mkdir(exist_ok=True)
+        Image.fromarray(synthetic_photo(176, 192, 7)).save(data_root / name / "a.png")
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    settings = dict(lr_drop_at=1.0, ema_decay=0.9)
+    train(config(run, data_root, steps=3, validate_minutes=1e-6, **settings),
+          log=lambda line: None)
+    train(config(run, data_root, steps=6, validate_minutes=1e-6, **settings),
+          log=lambda line: None)
+    train(config(straight, data_root, steps=6, **settings), log=lambda line: None)
+
+    def weights(path):
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    average, raw = weights(run / "model_ema_fp16.pt"), weights(run / "model_fp16.pt")
+    assert average.keys() == raw.keys()
+    assert any(not torch.equal(average[k], raw[k]) for k in raw)
+    # The average of a resumed run is that of an uninterrupted one: it travels in last.pt.
+    again = weights(straight / "model_ema_fp16.pt")
+    assert all(torch.equal(average[k], again[k]) for k in average)
+    meta = torch.load(run / "model_ema_fp16.pt", weights_only=True)["meta"]
+    assert meta["ema_decay"] == 0.9 and meta["steps"] == 6
+
+    blob = torch.load(run / "last.pt", weights_only=False)
+    assert int(blob["ema"]["n_averaged"]) == 6  # one update a step, across the resume
+
+    from qlic_codec.train.losslog import read
+    rows = read(run / "losses.csv")
+    for name in ("val", "val-wide"):
+        steps = [r["step"] for r in rows if r["split"] == name]
+        assert {"0", "3", "6"} <= set(steps)
+        assert [r["step"] for r in rows if r["split"] == f"{name}-ema"] == steps
+
