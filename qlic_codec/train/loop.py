@@ -265,7 +265,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             loss_log.add_validation(state["step"], wall, name, len(images), rows)
             log(f"validated {name} at step {state['step']}: " + " ".join(
                 f"{r['level']}:{r['bpp']:.3f}/{r['psnr']:.2f}" for r in rows))
-            if ema is not None:
+            if ema is not None and int(ema.n_averaged) > 0:  # else it is the weights
                 rows = validate(ema.module, images, device=device, lambdas=lambdas_list,
                                 metric=cfg.metric)
                 loss_log.add_validation(state["step"], wall, f"{name}-ema", len(images), rows)
