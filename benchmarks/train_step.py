@@ -3,7 +3,7 @@ the one that training applies (``qlic_codec.allocator.keep_freed_memory``).
 
 Each policy runs in its own child process (a policy cannot be undone in a process), which
 builds the model of a float checkpoint, takes real training crops, and times full steps
-(forward, backward, clipping, Adam) as ``qlic_codec.train`` runs them, bf16 where the CPU has
+(``train.loop.optimiser_step``: forward, backward, clipping, Adam), bf16 where the CPU has
 native bf16::
 
     python benchmarks/train_step.py                        # the shipped MSE model, 1 thread
@@ -38,7 +38,7 @@ def time_steps(checkpoint: str, data: str, metric: str, crop: int, batch: int, s
 
     from qlic_codec.train.checkpoint import load_float_model
     from qlic_codec.train.data import CropSampler, load_folder
-    from qlic_codec.train.loop import native_bf16, rd_terms
+    from qlic_codec.train.loop import native_bf16, optimiser_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -53,13 +53,7 @@ def time_steps(checkpoint: str, data: str, metric: str, crop: int, batch: int, s
         start = time.perf_counter()
         x = sampler.batch(batch).contiguous(memory_format=torch.channels_last)
         level = torch.arange(batch).remainder(len(lambdas)).float()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            losses, _, _ = rd_terms(model, x, level, lambdas, metric)
-            loss = losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimiser_step(model, opt, x, level, lambdas, metric, bf16)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
     return {"keep": keep, "applied": applied, "bf16": bf16, "seconds": seconds}

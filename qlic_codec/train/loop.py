@@ -100,6 +100,21 @@ def rd_terms(model, x, level, lambdas, metric):
     return distortion + bpp, bpp, distortion
 
 
+def optimiser_step(model, opt, x, level, lambdas, metric, bf16: bool):
+    """One step of training on a batch: the losses under bf16 autocast where ``bf16``, the
+    gradients, clipping at norm 1.0 and ``opt``'s update. Returns the per-image losses and
+    bits per pixel and the batch means of loss, bpp and weighted distortion (detached)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        losses, bpps, dists = rd_terms(model, x, level, lambdas, metric)
+        loss = losses.mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return (losses.detach(), bpps.detach(),
+            (loss.item(), bpps.mean().item(), dists.mean().item()))
+
+
 def rd_loss(model, x, level, lambdas, metric):
     loss, bpp, distortion = rd_terms(model, x, level, lambdas, metric)
     return loss.mean(), bpp.mean().item(), distortion.mean().item()
@@ -311,19 +326,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if device == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         level = torch.randint(0, len(lambdas_list), (cfg.batch,), device=device).float()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            losses, bpps, dists = rd_terms(model, x, level, lambdas, cfg.metric)
-            loss = losses.mean()
-        bpp, dist = bpps.mean().item(), dists.mean().item()
-        loss_log.add_train(level.cpu(), losses.detach().float().cpu(), bpps.detach().float().cpu())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        losses, bpps, means = optimiser_step(model, opt, x, level, lambdas, cfg.metric, use_bf16)
+        loss_log.add_train(level.cpu(), losses.float().cpu(), bpps.float().cpu())
         if ema is not None:
             ema.update_parameters(model)
         state["step"] += 1
-        window.append((loss.item(), bpp, dist))
+        window.append(means)
         if state["step"] % cfg.log_every == 0:
             mean = np.mean(window, axis=0)
             window.clear()
