@@ -812,6 +812,10 @@ def _import_codec(name: str, debug: bool) -> ModuleType:
     except ImportError as exc:
         # A missing dependency is an installation problem, not a bug in qlic.
         _fail_now(f"qlic: error: cannot load {name}: {_one_line(exc)}", EXIT_FAILED)
+    except QlicError as exc:
+        # The environment asked for something qlic refuses (QLIC_KERNELS=typo): the user's
+        # setting to correct, as an unknown option would be, not a bug to report.
+        _fail_now(f"qlic: error: {_one_line(exc)}", EXIT_USAGE)
     except Exception as exc:
         if debug:
             click.echo(traceback.format_exc(), err=True, nl=False)

@@ -349,3 +349,21 @@ def test_cli_import_and_help_do_not_load_numba() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_unknown_kernel_path_is_a_usage_error(tmp_path) -> None:
+    """QLIC_KERNELS with a value qlic does not know is the user's setting to correct: one
+    line naming the setting, exit 2, no traceback, and no output file."""
+    from PIL import Image
+    Image.new("RGB", (8, 8), (40, 90, 160)).save(tmp_path / "a.png")
+    env = dict(os.environ, QLIC_KERNELS="vnnii", PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "qlic_codec.cli", "encode", "a.png", "-o", "a.qlic"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("qlic: error: QLIC_KERNELS must be "), lines[0]
+    assert "'vnnii'" in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "a.qlic").exists()
