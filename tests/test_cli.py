@@ -333,6 +333,12 @@ def test_help_and_version(api) -> None:
     assert run(["--version"], 0).stdout.startswith("qlic ")
 
 
+def _child_env(**extra) -> dict:
+    """The environment of a child Python that imports this checkout's qlic_codec."""
+    return dict(os.environ, **extra, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
 def test_cli_import_and_help_do_not_load_numba() -> None:
     code = (
         "import sys\n"
@@ -344,9 +350,7 @@ def test_cli_import_and_help_do_not_load_numba() -> None:
         "    assert exc.code == 0, exc.code\n"
         "assert 'numba' not in sys.modules, '--help'\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=_child_env(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
@@ -356,11 +360,10 @@ def test_unknown_kernel_path_is_a_usage_error(tmp_path) -> None:
     line naming the setting, exit 2, no traceback, and no output file."""
     from PIL import Image
     Image.new("RGB", (8, 8), (40, 90, 160)).save(tmp_path / "a.png")
-    env = dict(os.environ, QLIC_KERNELS="vnnii", PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, "-m", "qlic_codec.cli", "encode", "a.png", "-o", "a.qlic"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, env=_child_env(QLIC_KERNELS="vnnii"), capture_output=True, text=True,
+        timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
