@@ -82,20 +82,13 @@ def amx_release(typingctx):
     return types.void(), codegen
 
 
-@intrinsic
-def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
-              apix):
-    """Adds to the int32 accumulators ``acc[aoff + p*apix + c]`` (p < 32, c < 32) the sums over
-    tap rows ``t < kh`` and bytes ``k < 64 * chunks`` of ``x[xoff + t*rowlen + p*xpix + k] *
-    w[woff + t*wtap + (k // 4)*wrow + 4*(c % 16) + (c // 16)*64 + k % 4]``: uint8 ``x``, int8
-    ``w``, offsets in elements, ``kh >= 1``, ``chunks >= 1``. The tiles must be configured
-    (``amx_configure``)."""
-    from llvmlite import ir
-
-    i64 = types.int64
-    sig = types.void(x, i64, i64, i64, i64, i64, w, i64, i64, i64, acc, i64, i64)
+def _block_codegen(product):
+    """The code of ``amx_block`` with the tile product ``product`` (an LLVM intrinsic's name:
+    ``tdpbusd`` for int8 weights, ``tdpbuud`` for uint8 ones)."""
 
     def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
         x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff, apix = args
         tx, tw, ta = signature.args[0], signature.args[6], signature.args[10]
         I8, I64 = ir.IntType(8), ir.IntType(64)
@@ -109,7 +102,7 @@ def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
         module = builder.module
         tileload = _declare(module, "llvm.x86.tileloadd64", [I8, byte_ptr, I64])
         tilestore = _declare(module, "llvm.x86.tilestored64", [I8, byte_ptr, I64])
-        tdpbusd = _declare(module, "llvm.x86.tdpbusd", [I8, I8, I8])
+        tdp = _declare(module, f"llvm.x86.{product}", [I8, I8, I8])
 
         def c(n):
             return ir.Constant(I64, n)
@@ -144,10 +137,33 @@ def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
                                         builder.gep(wptr, [builder.add(wo, c(TILE_BYTES))]),
                                         wrow])
                 for t, half, vec in _C:
-                    builder.call(tdpbusd, [tile(t), tile(_A[half]), tile(_B[vec])])
+                    builder.call(tdp, [tile(t), tile(_A[half]), tile(_B[vec])])
 
         for t, ptr in c_ptrs:
             builder.call(tilestore, [tile(t), ptr, astride])
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+def _block_signature(x, w, acc):
+    i64 = types.int64
+    return types.void(x, i64, i64, i64, i64, i64, w, i64, i64, i64, acc, i64, i64)
+
+
+@intrinsic
+def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
+              apix):
+    """Adds to the int32 accumulators ``acc[aoff + p*apix + c]`` (p < 32, c < 32) the sums over
+    tap rows ``t < kh`` and bytes ``k < 64 * chunks`` of ``x[xoff + t*rowlen + p*xpix + k] *
+    w[woff + t*wtap + (k // 4)*wrow + 4*(c % 16) + (c // 16)*64 + k % 4]``: uint8 ``x``, int8
+    ``w``, offsets in elements, ``kh >= 1``, ``chunks >= 1``. The tiles must be configured
+    (``amx_configure``)."""
+    return _block_signature(x, w, acc), _block_codegen("tdpbusd")
+
+
+@intrinsic
+def amx_block_unsigned(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc,
+                       aoff, apix):
+    """``amx_block`` with uint8 weights ``w`` (``tdpbuud``): GDN's gamma as it is."""
+    return _block_signature(x, w, acc), _block_codegen("tdpbuud")

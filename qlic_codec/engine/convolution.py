@@ -293,13 +293,20 @@ def _amx_fits(packed, x) -> bool:
             and all(q % _AMX_QUADS == 0 for q in packed.quads))
 
 
+def _gdn_amx_fits(packed) -> bool:
+    """Whether a GDN's gamma fills AMX tiles: channels in blocks of 32 and runs of whole
+    64-byte rows (64 or 128 channels; 8- and 16-bit inputs alike)."""
+    return (packed.kind == "gdn" and not packed.narrow and bool(packed.vnni)
+            and (16 * packed.vnv) % _AMX_CHANNELS == 0 and packed.quads[0] % _AMX_QUADS == 0)
+
+
 def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
     # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only. AMX takes the
     # layers whose blocks fill its tiles; the vnni path runs the rest.
     path = cpu.active_path()
     if path == "amx":
-        if _amx_fits(packed, x):
+        if _amx_fits(packed, x) or _gdn_amx_fits(packed):
             return "amx"
         path = "vnni"
     if path == "vnni" and not packed.vnni:

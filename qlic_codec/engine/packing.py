@@ -34,7 +34,8 @@ class PackedWeights:
     # Lazily packed attributes and the method that sets each group of them.
     _LAZY = {"portable": "_pack_portable", "simd": "_pack_simd", "pairs": "_pack_simd",
              **{name: "_pack_vnni_all" for name in (
-                 "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs")}}
+                 "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs",
+                 "gamma_tiles")}}
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
@@ -85,6 +86,10 @@ class PackedWeights:
                             else self.phases)
             if self.kind == "gdn":
                 self._pack_wssd(self.phases)
+                # The amx path multiplies unsigned gamma as it is (``tdpbuud``): the same
+                # layout, each byte gamma - 128 + 128.
+                self.gamma_tiles = [_aligned_copy(p.view(np.uint8) ^ np.uint8(128))
+                                    for p in self.vnni]
 
     def _pack_vnni(self, phases):
         # ``vsum`` (one int64 (Cout,) per phase) is what the +128 offset of the inputs adds.

@@ -585,6 +585,44 @@ def test_gdn_16_bit_inputs_out_of_contract_are_refused(path, threads):
     kernels.gdn(x, gamma, beta, np.ones(4, np.int64), 1)
 
 
+# GDNs whose gamma fills AMX tiles (64 or 128 channels): widths that leave a partial block of
+# 32 pixels, and a width of one.
+AMX_GDN_SHAPES = [(3, 7, 64), (2, 33, 128), (4, 1, 128), (2, 70, 64)]
+
+
+@pytest.mark.parametrize("inverse", [False, True], ids=["gdn", "igdn"])
+def test_gdn_on_amx_tiles(path, threads, inverse):
+    # On the amx path these run on the tiles: 8-bit inputs as one byte, 16-bit ones as a high
+    # and a low byte (full range, its extremes, 12-bit codes), with 8- and 12-bit outputs.
+    # Every other path runs them too.
+    rng = _rng("amx gdn", inverse)
+    for shape, x_mode, gamma_mode in itertools.product(
+            AMX_GDN_SHAPES, ["random", "min", "max", "12bit"], ["random", "max"]):
+        x, gamma, beta = _gdn16_operands(rng, shape, x_mode, gamma_mode)
+        c = shape[2]
+        packed = kernels.pack_gdn_weights(gamma)
+        for x_in in (x, np.clip(x, -128, 127).astype(np.int8)):
+            if path == "amx":
+                assert kernels._layer_path(packed, x_in) == "amx"
+            for out_max in (127, 2047):
+                if inverse:
+                    mult = rng.integers(0, 2**16, c, dtype=np.int64).astype(np.int32)
+                    shift = rng.integers(20, 40, c).astype(np.int32)
+                    want = reference.igdn(x_in, gamma, beta, mult, shift, out_max)
+                    got = kernels.igdn(x_in, packed, beta, mult, shift, out_max)
+                else:
+                    mult = np.floor(2.0 ** rng.uniform(0, 44, c)).astype(np.int64)
+                    want = reference.gdn(x_in, gamma, beta, mult, 16, out_max)
+                    got = kernels.gdn(x_in, packed, beta, mult, 16, out_max)
+                _assert_same(got, want)
+    # A code of -32768 in a row run on the tiles is refused as on the other paths.
+    x = np.ones((3, 40, 128), np.int16)
+    x[2, 39, 127] = -32768
+    with pytest.raises(ValueError, match="-32767, 32767"):
+        kernels.igdn(x, np.ones((128, 128), np.uint8), np.ones(128, np.int32),
+                     np.ones(128, np.int32), np.ones(128, np.int32))
+
+
 def test_gdn_16_bit_norm_bound_is_refused():
     x = np.ones((2, 3, 300), np.int16)
     with pytest.raises(ValueError, match="exceed int32"):
