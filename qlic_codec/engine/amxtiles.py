@@ -167,3 +167,81 @@ def amx_block_unsigned(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wt
                        aoff, apix):
     """``amx_block`` with uint8 weights ``w`` (``tdpbuud``): GDN's gamma as it is."""
     return _block_signature(x, w, acc), _block_codegen("tdpbuud")
+
+
+# The RGB output layer: every tap of a transposed convolution as columns of one product.
+STRIP_TILES = 5  # C tiles of a strip: 80 columns, the 75 (tap, channel) pairs of 3 channels
+STRIP_COLUMNS = 16 * STRIP_TILES
+_STRIP_A, _STRIP_B = 5, 6
+
+
+def _strip_codegen(product, first):
+    """The code of ``amx_strip_first`` / ``amx_strip_add``: tile product ``product``; ``first``
+    starts from zeroed accumulators (``tilezero``) instead of loading them."""
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        x, xoff, xpix, chunks, w, acc, aoff, apix = args
+        tx, tw, ta = signature.args[0], signature.args[4], signature.args[5]
+        I8, I64 = ir.IntType(8), ir.IntType(64)
+        byte_ptr = I8.as_pointer()
+
+        def data(t, v):
+            return builder.bitcast(cgutils.create_struct_proxy(t)(context, builder, value=v).data,
+                                   byte_ptr)
+
+        xptr, wptr, aptr = data(tx, x), data(tw, w), data(ta, acc)
+        module = builder.module
+        tileload = _declare(module, "llvm.x86.tileloadd64", [I8, byte_ptr, I64])
+        tilestore = _declare(module, "llvm.x86.tilestored64", [I8, byte_ptr, I64])
+        tilezero = _declare(module, "llvm.x86.tilezero", [I8])
+        tdp = _declare(module, f"llvm.x86.{product}", [I8, I8, I8])
+
+        def c(n):
+            return ir.Constant(I64, n)
+
+        def tile(n):
+            return ir.Constant(I8, n)
+
+        astride = builder.mul(apix, c(4))
+        abase = builder.mul(aoff, c(4))
+        c_ptrs = [builder.gep(aptr, [builder.add(abase, c(TILE_BYTES * t))])
+                  for t in range(STRIP_TILES)]
+        for t, ptr in enumerate(c_ptrs):
+            if first:
+                builder.call(tilezero, [tile(t)])
+            else:
+                builder.call(tileload, [tile(t), ptr, astride])
+        with cgutils.for_range(builder, chunks) as chunk:
+            xo = builder.add(xoff, builder.mul(chunk.index, c(TILE_BYTES)))
+            builder.call(tileload, [tile(_STRIP_A), builder.gep(xptr, [xo]), xpix])
+            wo = builder.mul(chunk.index, c(STRIP_TILES * TILE_ROWS * TILE_BYTES))
+            for t in range(STRIP_TILES):
+                wt = builder.add(wo, c(t * TILE_ROWS * TILE_BYTES))
+                builder.call(tileload, [tile(_STRIP_B), builder.gep(wptr, [wt]), c(TILE_BYTES)])
+                builder.call(tdp, [tile(t), tile(_STRIP_A), tile(_STRIP_B)])
+        for t, ptr in enumerate(c_ptrs):
+            builder.call(tilestore, [tile(t), ptr, astride])
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _strip_signature(x, w, acc):
+    i64 = types.int64
+    return types.void(x, i64, i64, i64, w, acc, i64, i64)
+
+
+@intrinsic
+def amx_strip_first(typingctx, x, xoff, xpix, chunks, w, acc, aoff, apix):
+    """Sets ``acc[aoff + p*apix + n]`` (p < 16, n < 80) to the sums over bytes
+    ``k < 64 * chunks`` of int8 ``x[xoff + p*xpix + k]`` times int8 weights ``w`` packed by
+    ``pack_strip`` (``tdpbssd``). The tiles must be configured (``amx_configure``)."""
+    return _strip_signature(x, w, acc), _strip_codegen("tdpbssd", True)
+
+
+@intrinsic
+def amx_strip_add(typingctx, x, xoff, xpix, chunks, w, acc, aoff, apix):
+    """Adds to ``acc`` what ``amx_strip_first`` sets, for uint8 ``x`` (``tdpbusd``)."""
+    return _strip_signature(x, w, acc), _strip_codegen("tdpbusd", False)

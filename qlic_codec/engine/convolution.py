@@ -17,7 +17,8 @@ from numba import njit, prange
 from .amxtiles import CHANNELS as _AMX_CHANNELS
 from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
-from .amxtiles import amx_block, amx_configure, amx_release
+from .amxtiles import STRIP_COLUMNS as _STRIP_COLUMNS
+from .amxtiles import amx_block, amx_configure, amx_release, amx_strip_add, amx_strip_first
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
                           _padded_bias, _require)
@@ -300,13 +301,20 @@ def _gdn_amx_fits(packed) -> bool:
             and (16 * packed.vnv) % _AMX_CHANNELS == 0 and packed.quads[0] % _AMX_QUADS == 0)
 
 
+def _strip_fits(packed) -> bool:
+    """Whether a transposed convolution runs as ``_deconv_strip`` on the tiles: at most 3
+    output channels (their 25 taps fill 80 columns), input channels in 64-byte chunks."""
+    return (packed.kind == "deconv" and packed.cout * 25 <= _STRIP_COLUMNS
+            and packed.cin % 64 == 0)
+
+
 def _layer_path(packed, x):
     # Narrow layers (the 3-channel output) run faster as dot products over the run (measured):
     # the micro-kernel would waste 5 of 8 lanes. VNNI multiplies bytes only. AMX takes the
     # layers whose blocks fill its tiles; the vnni path runs the rest.
     path = cpu.active_path()
     if path == "amx":
-        if _amx_fits(packed, x) or _gdn_amx_fits(packed):
+        if _amx_fits(packed, x) or _gdn_amx_fits(packed) or _strip_fits(packed):
             return "amx"
         path = "vnni"
     if path == "vnni" and not packed.vnni:
@@ -485,6 +493,91 @@ def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2,
         amx_release()
 
 
+# Rows of input a thread takes at a time in ``_deconv_strip``: each group also makes the
+# products of the row above and below it, so larger groups repeat less of the tile work.
+_STRIP_ROWS = 8
+_STRIP_PIXELS = 16  # pixels of one strip (an A tile)
+
+
+@njit(inline="always")
+def _strip_products(x_row, wide, npix, chunks, ws, lo, hi, prod):
+    # Every (tap, channel) product of one row of input pixels: ``prod[p*80 + n]``, n =
+    # (ky*5 + kx)*Cout + co. 16-bit codes are split into a signed high byte and an unsigned
+    # low one: the high products (``tdpbssd``) are shifted left by 8 over the whole row, then
+    # the low products (``tdpbusd``) are added, wrapping like every int32 sum.
+    wd, cin = x_row.shape
+    xf = x_row.reshape(wd * cin)
+    for j in range(wd * cin):  # branch-free, so that LLVM vectorises it
+        v = np.int32(xf[j])
+        hi[j] = np.int8(v >> 8) if wide else np.int8(v)
+        lo[j] = np.uint8(v & 255)
+    hi[wd * cin: npix * cin] = 0
+    lo[wd * cin: npix * cin] = 0
+    for p in range(0, npix, _STRIP_PIXELS):
+        amx_strip_first(hi, p * cin, cin, chunks, ws, prod, p * _STRIP_COLUMNS, _STRIP_COLUMNS)
+    if wide:
+        for j in range(npix * _STRIP_COLUMNS):
+            prod[j] = prod[j] << 8
+        for p in range(0, npix, _STRIP_PIXELS):
+            amx_strip_add(lo, p * cin, cin, chunks, ws, prod, p * _STRIP_COLUMNS,
+                          _STRIP_COLUMNS)
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_strip(x, wide, npix, ws, bias, requant, mult, shift, leaky_mult, leaky_shift, lo,
+                  hi, out):
+    # The transposed convolution of a layer with few output channels (the RGB output) on AMX
+    # tiles: every input pixel's products with all 25 taps of every channel, as columns of
+    # one product (``_strip_products``), then each output row is the sum of the products of
+    # the three (even rows) or two (odd rows) input rows it reads, each input pixel adding
+    # its 5*Cout products of one tap row to 5 consecutive output pixels. The products of
+    # input rows a-1, a, a+1 are kept in a ring of three rows.
+    h, wd, cin = x.shape
+    cout = out.shape[2]
+    chunks = cin // 64
+    run = 5 * cout
+    rowp = npix * _STRIP_COLUMNS
+    for g in prange(-(-h // _STRIP_ROWS)):
+        a0 = g * _STRIP_ROWS
+        a1 = min(h, a0 + _STRIP_ROWS)
+        ring = np.empty(3 * rowp, np.int32)
+        lo_raw = np.empty(npix * cin + 128, np.uint8)
+        hi_raw = np.empty(npix * cin + 128, np.int8)
+        xlo = lo_raw[(-lo_raw.ctypes.data) % 64:][: npix * cin + 64]
+        xhi = hi_raw[(-hi_raw.ctypes.data) % 64:][: npix * cin + 64]
+        line = np.empty((2 * wd + 3) * cout, np.int32)
+        acc = np.empty(2 * wd * cout, np.int32)
+        amx_configure()
+        for iy in range(max(a0 - 1, 0), min(a0 + 1, h)):
+            _strip_products(x[iy], wide, npix, chunks, ws, xlo, xhi,
+                            ring[(iy % 3) * rowp: (iy % 3 + 1) * rowp])
+        for a in range(a0, a1):
+            if a + 1 < h:
+                iy = a + 1
+                _strip_products(x[iy], wide, npix, chunks, ws, xlo, xhi,
+                                ring[(iy % 3) * rowp: (iy % 3 + 1) * rowp])
+            for py in range(2):
+                line[:] = 0
+                # Output row 2a + py reads input row a + 1 - t with tap row py + 2t.
+                for t in range(3 - py):
+                    iy = a + 1 - t
+                    if iy < 0 or iy >= h:
+                        continue
+                    ky = py + 2 * t
+                    base = (iy % 3) * rowp + ky * run
+                    for ix in range(wd):
+                        pb = base + ix * _STRIP_COLUMNS
+                        lb = 2 * ix * cout
+                        for j in range(run):
+                            line[lb + j] += ring[pb + j]
+                for ox in range(2 * wd):
+                    for co in range(cout):
+                        acc[ox * cout + co] = line[(ox + 2) * cout + co] + bias[co]
+                _epilogue(acc, cout, out[2 * a + py], requant, mult, shift, leaky_mult,
+                          leaky_shift, lo, hi)
+        amx_release()
+
+
 @njit(**JIT_PARALLEL)
 def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, coutp, requant, mult,
                      shift, leaky_mult, leaky_shift, lo, hi, out):
@@ -509,6 +602,11 @@ def _run_deconv(x, packed, bias, req, out):
     cols = npix + 4
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "amx" and _strip_fits(packed):
+        npix = -(-wd // _STRIP_PIXELS) * _STRIP_PIXELS
+        _deconv_strip(x, x.dtype == np.int16, npix, packed.strip, bias, requant, mult, shift,
+                      lm, ls, lo, hi, out)
+        return out
     if path == "vnni" and x.dtype == np.int16:
         flat = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)
         bias2 = _padded_bias(bias, packed.vcoutp)

@@ -35,7 +35,8 @@ class PackedWeights:
     _LAZY = {"portable": "_pack_portable", "simd": "_pack_simd", "pairs": "_pack_simd",
              **{name: "_pack_vnni_all" for name in (
                  "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs",
-                 "gamma_tiles")}}
+                 "gamma_tiles")},
+             "strip": "_pack_strip"}
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
@@ -155,6 +156,20 @@ class PackedWeights:
             pad[:, :cout, :run] = runs.transpose(0, 2, 1)
             self.wssd.append(_aligned_copy(pad))
             self.wpairs.append(run32 // 32)
+
+    def _pack_strip(self):
+        # The amx path's RGB output layer (``convolution._deconv_strip``): the transposed
+        # convolution's weights as one (Cin, 80) matrix whose column (ky*5 + kx)*Cout + co is
+        # w[co, ky, kx, :] (75 columns for 3 channels, the rest zero), cut into the B tiles of
+        # ``amxtiles.amx_strip_first``: [64-byte chunk of Cin][tile of 16 columns][quad]
+        # [column][4].
+        from .amxtiles import STRIP_COLUMNS, STRIP_TILES
+        w = self.weight
+        cout, k, _, cin = w.shape
+        m = np.zeros((cin, STRIP_COLUMNS), np.int8)
+        m[:, : k * k * cout] = w.transpose(3, 1, 2, 0).reshape(cin, k * k * cout)
+        tiles = m.reshape(cin // 64, 16, 4, STRIP_TILES, 16).transpose(0, 3, 1, 4, 2)
+        self.strip = _aligned_copy(tiles)
 
     @property
     def shape(self):

@@ -302,11 +302,35 @@ def test_output_layer_on_12_bit_codes(path, threads, cout):
         w = _fill(rng, (cout, 5, 5, 128), np.int8, "random")
         bias = rng.integers(-(2**20), 2**20, cout, endpoint=True).astype(np.int32)
         packed = kernels.pack_deconv_weights(w)
-        if path in ("vnni", "amx"):  # AMX multiplies bytes only
+        if path == "amx":  # 3 channels fill the tiles' 80 columns with their 25 taps; 4 do not
+            assert kernels._layer_path(packed, x) == ("amx" if cout == 3 else "vnni")
+        elif path == "vnni":
             assert kernels._layer_path(packed, x) == "vnni"
         _assert_same(kernels.conv_transpose2d(x, packed, bias),
                      reference.conv_transpose2d(x, w, bias))
         _assert_same(kernels.conv2d(x, w, bias, 1, 0), reference.conv2d(x, w, bias, 1, 0))
+
+
+# Output layers that the amx path runs as strips of tile products: heights across groups of
+# 8 input rows (and their rows above and below), widths that leave a partial strip of 16.
+STRIP_SHAPES = [(9, 17, 128), (17, 5, 64), (1, 1, 128), (8, 33, 64), (2, 16, 192)]
+
+
+@pytest.mark.parametrize("cout", [1, 2, 3])
+def test_output_layer_as_tile_strips(path, threads, cout):
+    rng = _rng("strips", cout)
+    cases = itertools.product(STRIP_SHAPES, [np.int16, np.int8], MODES)
+    for i, ((h, wd, cin), dtype, (x_mode, w_mode)) in enumerate(cases):
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
+        packed = kernels.pack_deconv_weights(w)
+        if path == "amx":
+            assert kernels._layer_path(packed, x) == "amx"
+        want = reference.conv_transpose2d(x, w, bias)
+        _assert_same(kernels.conv_transpose2d(x, packed, bias), want)
+        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
+        args = (x, packed, bias, mult, shift, *LEAKY[i % 2], -127, 127, np.int8)
+        _assert_same(kernels.conv_transpose2d_requant(*args),
+                     _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
 @pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
