@@ -82,9 +82,10 @@ def amx_release(typingctx):
     return types.void(), codegen
 
 
-def _block_codegen(product):
+def _block_codegen(product, first=False):
     """The code of ``amx_block`` with the tile product ``product`` (an LLVM intrinsic's name:
-    ``tdpbusd`` for int8 weights, ``tdpbuud`` for uint8 ones)."""
+    ``tdpbusd`` for int8 weights, ``tdpbuud`` for uint8 ones); ``first`` starts from zeroed
+    accumulator tiles (``tilezero``) instead of loading them."""
 
     def codegen(context, builder, signature, args):
         from llvmlite import ir
@@ -118,8 +119,12 @@ def _block_codegen(product):
             off = builder.add(abase, builder.add(builder.mul(astride, c(TILE_ROWS * half)),
                                                  c(TILE_BYTES * vec)))
             c_ptrs.append((t, builder.gep(aptr, [off])))
+        tilezero = _declare(module, "llvm.x86.tilezero", [I8])
         for t, ptr in c_ptrs:
-            builder.call(tileload, [tile(t), ptr, astride])
+            if first:
+                builder.call(tilezero, [tile(t)])
+            else:
+                builder.call(tileload, [tile(t), ptr, astride])
 
         xhalf = builder.mul(xpix, c(TILE_ROWS))  # from the first A tile to the second
         wchunk = builder.mul(wrow, c(TILE_ROWS))  # 16 quads of weights
@@ -163,15 +168,23 @@ def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
 
 
 @intrinsic
+def amx_block_unsigned_first(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
+                             acc, aoff, apix):
+    """``amx_block_unsigned`` that sets the accumulators to the sums instead of adding them."""
+    return _block_signature(x, w, acc), _block_codegen("tdpbuud", True)
+
+
+@intrinsic
 def amx_block_unsigned(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc,
                        aoff, apix):
     """``amx_block`` with uint8 weights ``w`` (``tdpbuud``): GDN's gamma as it is."""
     return _block_signature(x, w, acc), _block_codegen("tdpbuud")
 
 
-# The RGB output layer: every tap of a transposed convolution as columns of one product.
-STRIP_TILES = 5  # C tiles of a strip: 80 columns, the 75 (tap, channel) pairs of 3 channels
+# The RGB output layer: every tap of a transposed convolution as rows of one product.
+STRIP_TILES = 5  # C tiles of a strip: 80 rows, the 75 (tap, channel) pairs of 3 channels
 STRIP_COLUMNS = 16 * STRIP_TILES
+STRIP_PIXELS = 16  # pixels of a strip: the columns of its C tiles
 _STRIP_A, _STRIP_B = 5, 6
 
 
@@ -182,8 +195,8 @@ def _strip_codegen(product, first):
     def codegen(context, builder, signature, args):
         from llvmlite import ir
 
-        x, xoff, xpix, chunks, w, acc, aoff, apix = args
-        tx, tw, ta = signature.args[0], signature.args[4], signature.args[5]
+        x, xoff, chunks, w, acc, aoff, astride = args
+        tx, tw, ta = signature.args[0], signature.args[3], signature.args[4]
         I8, I64 = ir.IntType(8), ir.IntType(64)
         byte_ptr = I8.as_pointer()
 
@@ -204,25 +217,26 @@ def _strip_codegen(product, first):
         def tile(n):
             return ir.Constant(I8, n)
 
-        astride = builder.mul(apix, c(4))
+        tile_bytes = TILE_ROWS * TILE_BYTES
+        cstride = builder.mul(astride, c(4))  # bytes from one row of products to the next
         abase = builder.mul(aoff, c(4))
-        c_ptrs = [builder.gep(aptr, [builder.add(abase, c(TILE_BYTES * t))])
+        c_ptrs = [builder.gep(aptr, [builder.add(abase, builder.mul(cstride, c(16 * t)))])
                   for t in range(STRIP_TILES)]
         for t, ptr in enumerate(c_ptrs):
             if first:
                 builder.call(tilezero, [tile(t)])
             else:
-                builder.call(tileload, [tile(t), ptr, astride])
+                builder.call(tileload, [tile(t), ptr, cstride])
         with cgutils.for_range(builder, chunks) as chunk:
-            xo = builder.add(xoff, builder.mul(chunk.index, c(TILE_BYTES)))
-            builder.call(tileload, [tile(_STRIP_A), builder.gep(xptr, [xo]), xpix])
-            wo = builder.mul(chunk.index, c(STRIP_TILES * TILE_ROWS * TILE_BYTES))
+            xo = builder.add(xoff, builder.mul(chunk.index, c(tile_bytes)))
+            builder.call(tileload, [tile(_STRIP_B), builder.gep(xptr, [xo]), c(TILE_BYTES)])
+            wo = builder.mul(chunk.index, c(STRIP_TILES * tile_bytes))
             for t in range(STRIP_TILES):
-                wt = builder.add(wo, c(t * TILE_ROWS * TILE_BYTES))
-                builder.call(tileload, [tile(_STRIP_B), builder.gep(wptr, [wt]), c(TILE_BYTES)])
+                wt = builder.add(wo, c(t * tile_bytes))
+                builder.call(tileload, [tile(_STRIP_A), builder.gep(wptr, [wt]), c(TILE_BYTES)])
                 builder.call(tdp, [tile(t), tile(_STRIP_A), tile(_STRIP_B)])
         for t, ptr in enumerate(c_ptrs):
-            builder.call(tilestore, [tile(t), ptr, astride])
+            builder.call(tilestore, [tile(t), ptr, cstride])
         return context.get_dummy_value()
 
     return codegen
@@ -230,18 +244,19 @@ def _strip_codegen(product, first):
 
 def _strip_signature(x, w, acc):
     i64 = types.int64
-    return types.void(x, i64, i64, i64, w, acc, i64, i64)
+    return types.void(x, i64, i64, w, acc, i64, i64)
 
 
 @intrinsic
-def amx_strip_first(typingctx, x, xoff, xpix, chunks, w, acc, aoff, apix):
-    """Sets ``acc[aoff + p*apix + n]`` (p < 16, n < 80) to the sums over bytes
-    ``k < 64 * chunks`` of int8 ``x[xoff + p*xpix + k]`` times int8 weights ``w`` packed by
-    ``pack_strip`` (``tdpbssd``). The tiles must be configured (``amx_configure``)."""
+def amx_strip_first(typingctx, x, xoff, chunks, w, acc, aoff, astride):
+    """Sets ``acc[aoff + n*astride + j]`` (n < 80, j < 16) to the sums over bytes
+    ``k < 64 * chunks`` of int8 weights ``w`` packed by ``PackedWeights.strip`` (row n, byte k)
+    times int8 pixels in quads, ``x[xoff + (k // 64)*1024 + (k % 64 // 4)*64 + 4*j + k % 4]``
+    (pixel j, byte k; ``tdpbssd``). The tiles must be configured (``amx_configure``)."""
     return _strip_signature(x, w, acc), _strip_codegen("tdpbssd", True)
 
 
 @intrinsic
-def amx_strip_add(typingctx, x, xoff, xpix, chunks, w, acc, aoff, apix):
-    """Adds to ``acc`` what ``amx_strip_first`` sets, for uint8 ``x`` (``tdpbusd``)."""
-    return _strip_signature(x, w, acc), _strip_codegen("tdpbusd", False)
+def amx_strip_add(typingctx, x, xoff, chunks, w, acc, aoff, astride):
+    """Adds to ``acc`` what ``amx_strip_first`` sets, for uint8 pixels ``x`` (``tdpbsud``)."""
+    return _strip_signature(x, w, acc), _strip_codegen("tdpbsud", False)

@@ -13,7 +13,8 @@ from numba import njit, prange
 from .amxtiles import CHANNELS as _AMX_CHANNELS
 from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
-from .amxtiles import amx_block_unsigned, amx_configure, amx_release
+from .amxtiles import (amx_block_unsigned, amx_block_unsigned_first, amx_configure,
+                       amx_release)
 from .convolution import (_BYTES, _init_acc, _layer_path, _phase_portable, _phase_simd,
                           _phase_vnni, _phase_wssd, _pixel_unit)
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded_bias,
@@ -191,7 +192,9 @@ def _split_row(x_row, npix):
     lo = lo_raw[(-lo_raw.ctypes.data) % 64:][: n + 64]
     hi = hi_raw[(-hi_raw.ctypes.data) % 64:][: n + 64]
     xf = x_row.reshape(wd * c)
-    for j in range(wd * c):  # branch-free, so that LLVM vectorises it
+    # Branch-free, with unsigned indices (no negative-index wraparound), so that LLVM
+    # vectorises it inside the parallel kernel.
+    for j in range(np.uint64(wd * c)):
         v = np.int32(xf[j])
         v = max(v, -v)
         v = min(v, 32767)
@@ -200,23 +203,29 @@ def _split_row(x_row, npix):
     lo[wd * c:] = 0
     hi[wd * c:] = 0
     low = 0
-    for j in range(wd * c):  # a separate count, as in _abs_row_16
+    for j in range(np.uint64(wd * c)):  # a separate count, as in _abs_row_16
         low += xf[j] == -32768
     return lo, hi, low > 0
 
 
 @njit(inline="always")
-def _gdn_tiles(xb, c, npix, wu, blocks, nv, quads, acc, coutp):
-    # Adds the 1x1 convolution of the bytes ``xb`` with unsigned gamma to ``acc``, block by
-    # block of 32 pixels x 32 channels (``tdpbuud``: uint8 x uint8).
+def _gdn_tiles(xb, c, npix, wu, blocks, nv, quads, acc, coutp, first):
+    # Adds the 1x1 convolution of the bytes ``xb`` with unsigned gamma to ``acc`` (``first``:
+    # sets ``acc`` to it), block by block of 32 pixels x 32 channels (``tdpbuud``: uint8 x
+    # uint8).
     chunks = quads // _AMX_QUADS
     wrow = nv * 64
     for b in range(blocks):
         for v in range(0, nv, 2):
             ao = b * nv * 16 + v * 16
             for p in range(0, npix, _AMX_PIXELS):
-                amx_block_unsigned(xb, p * c, c, 0, 1, chunks, wu, b * quads * wrow + v * 64,
-                                   0, wrow, acc, ao + p * coutp, coutp)
+                if first:
+                    amx_block_unsigned_first(xb, p * c, c, 0, 1, chunks, wu,
+                                             b * quads * wrow + v * 64, 0, wrow, acc,
+                                             ao + p * coutp, coutp)
+                else:
+                    amx_block_unsigned(xb, p * c, c, 0, 1, chunks, wu, b * quads * wrow + v * 64,
+                                       0, wrow, acc, ao + p * coutp, coutp)
 
 
 @njit(**JIT_PARALLEL)
@@ -224,8 +233,8 @@ def _gdn_amx(x, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, 
              ishift, fast, omax, out, refused):
     # The 1x1 convolution of |x| with gamma in AMX tiles. 8-bit codes' |x| (at most 128) is
     # one run of bytes. 16-bit codes' is split into a high and a low byte: the high bytes'
-    # products go into zeroed accumulators, which are then shifted left by 8 and given beta,
-    # and the low bytes' products are added: ``beta + (hi . gamma << 8) + lo . gamma``, exact
+    # products start the accumulators, which are then shifted left by 8 and given beta, and
+    # the low bytes' products are added: ``beta + (hi . gamma << 8) + lo . gamma``, exact
     # since the loader proves that the norm fits int32. (Adding the high products of each
     # block to the row's accumulators as they were made was measured 6x slower: the vector
     # loads wait on the tile stores.) A kernel of its own, so that only the amx path ever
@@ -236,15 +245,15 @@ def _gdn_amx(x, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, 
         amx_configure()
         if wide:
             lo, hi, refused[oy] = _split_row(x[oy], npix)
-            acc[:] = 0
-            _gdn_tiles(hi, c, npix, wu, blocks, nv, quads, acc, coutp)
+            _gdn_tiles(hi, c, npix, wu, blocks, nv, quads, acc, coutp, True)
             for p in range(npix):
-                for j in range(coutp):
-                    acc[p * coutp + j] = (acc[p * coutp + j] << 8) + beta[j]
+                a = np.uint64(p * coutp)
+                for j in range(np.uint64(coutp)):
+                    acc[a + j] = (acc[a + j] << 8) + beta[j]
         else:
             lo = _abs_row(x[oy], npix, np.uint8)
             _init_acc(acc, beta, npix, coutp)
-        _gdn_tiles(lo, c, npix, wu, blocks, nv, quads, acc, coutp)
+        _gdn_tiles(lo, c, npix, wu, blocks, nv, quads, acc, coutp, False)
         amx_release()
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,
                       out[oy])

@@ -159,16 +159,15 @@ class PackedWeights:
 
     def _pack_strip(self):
         # The amx path's RGB output layer (``convolution._deconv_strip``): the transposed
-        # convolution's weights as one (Cin, 80) matrix whose column (ky*5 + kx)*Cout + co is
-        # w[co, ky, kx, :] (75 columns for 3 channels, the rest zero), cut into the B tiles of
-        # ``amxtiles.amx_strip_first``: [64-byte chunk of Cin][tile of 16 columns][quad]
-        # [column][4].
+        # convolution's weights as one (80, Cin) matrix whose row (ky*5 + kx)*Cout + co is
+        # w[co, ky, kx, :] (75 rows for 3 channels, the rest zero), cut into the A tiles of
+        # ``amxtiles.amx_strip_first``: [64-byte chunk of Cin][tile of 16 rows][row][64].
         from .amxtiles import STRIP_COLUMNS, STRIP_TILES
         w = self.weight
         cout, k, _, cin = w.shape
-        m = np.zeros((cin, STRIP_COLUMNS), np.int8)
-        m[:, : k * k * cout] = w.transpose(3, 1, 2, 0).reshape(cin, k * k * cout)
-        tiles = m.reshape(cin // 64, 16, 4, STRIP_TILES, 16).transpose(0, 3, 1, 4, 2)
+        m = np.zeros((STRIP_COLUMNS, cin), np.int8)
+        m[: k * k * cout] = w.transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
+        tiles = m.reshape(STRIP_TILES, 16, cin // 64, 64).transpose(2, 0, 1, 3)
         self.strip = _aligned_copy(tiles)
 
     @property
