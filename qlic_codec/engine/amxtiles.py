@@ -168,6 +168,13 @@ def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
 
 
 @intrinsic
+def amx_block_signed(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
+                     apix):
+    """``amx_block`` with int8 inputs ``x`` (``tdpbssd``): the high bytes of 16-bit codes."""
+    return _block_signature(x, w, acc), _block_codegen("tdpbssd")
+
+
+@intrinsic
 def amx_block_unsigned_first(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
                              acc, aoff, apix):
     """``amx_block_unsigned`` that sets the accumulators to the sums instead of adding them."""

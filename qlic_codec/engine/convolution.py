@@ -19,10 +19,11 @@ from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
 from .amxtiles import STRIP_COLUMNS as _STRIP_COLUMNS
 from .amxtiles import STRIP_PIXELS as _STRIP_PIXELS
-from .amxtiles import amx_block, amx_configure, amx_release, amx_strip_add, amx_strip_first
+from .amxtiles import (amx_block, amx_block_signed, amx_configure, amx_release, amx_strip_add,
+                       amx_strip_first)
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
-                          _padded_bias, _require)
+                          _padded_bias, _padded_split, _require)
 from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _mk_vnni_dot4,
                            _mk_vnni_narrow, _mk_vnni_wide, _mk_wide, _mk_wssd_dot3,
                            _mk_wssd_dot4, _mk_wssd_narrow, _mk_wssd_wide)
@@ -129,7 +130,8 @@ def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, 
 
 
 @njit(inline="always")
-def _phase_amx(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix):
+def _phase_amx(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix,
+               signed=False):
     # The operands of _phase_vnni's byte blocks, multiplied in AMX tiles: blocks of 32 pixels
     # x 32 channels (two of the ``nv`` 16-channel vectors) over every tap row at once.
     # ``quads`` is a multiple of 16 and ``npix`` of 32 (``_amx_fits``, ``_pixel_unit``).
@@ -141,8 +143,12 @@ def _phase_amx(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, n
         for v in range(0, nv, 2):
             ao = a0 + b * nv * 16 + v * 16
             for p in range(0, npix, _AMX_PIXELS):
-                amx_block(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf, wb + v * 64, wtap,
-                          wrow, acc, ao + p * apix, apix)
+                if signed:  # int8 inputs: the high bytes of 16-bit codes
+                    amx_block_signed(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf,
+                                     wb + v * 64, wtap, wrow, acc, ao + p * apix, apix)
+                else:
+                    amx_block(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf, wb + v * 64,
+                              wtap, wrow, acc, ao + p * apix, apix)
 
 
 @njit(inline="always")
@@ -274,6 +280,36 @@ def _conv_amx(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, cou
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
+@njit(inline="always")
+def _shift_high(acc, bias, npix, coutp):
+    # Accumulators of the high bytes' products made the sums of whole 16-bit codes' products
+    # so far: shifted left by 8, and given the bias (int32 wrapping, as every sum).
+    for p in range(npix):
+        a = np.uint64(p * coutp)
+        for j in range(np.uint64(coutp)):
+            acc[a + j] = (acc[a + j] << 8) + bias[j]
+
+
+@njit(**JIT_PARALLEL)
+def _conv_amx16(xlo, xhi, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp,
+                requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # 16-bit codes on AMX: each code is 256 * hi + lo with a signed high byte and an unsigned
+    # low one, so the sums are (sum of hi * w) * 256 + sum of lo * w: the high bytes' tile
+    # products (``tdpbssd``) from zeroed accumulators, shifted left by 8 and given the bias,
+    # then the low bytes' (``tdpbusd``) added.
+    ho = out.shape[0]
+    for oy in prange(ho):
+        acc = np.zeros(npix * coutp, np.int32)
+        amx_configure()
+        _phase_amx(xhi, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
+                   acc, 0, coutp, npix, True)
+        _shift_high(acc, bias, npix, coutp)
+        _phase_amx(xlo, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
+                   acc, 0, coutp, npix)
+        amx_release()
+        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
+
+
 @njit(**JIT_PARALLEL)
 def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
                    leaky_mult, leaky_shift, lo, hi, out):
@@ -286,11 +322,12 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
-def _amx_fits(packed, x) -> bool:
-    """Whether a layer's byte blocks fill AMX tiles: 8-bit inputs, blocks of channel vectors
-    in pairs, and every phase's run a whole number of 64-byte rows (the 5x5 and 1x1 layers of
-    128 channels; the others run on the vnni path)."""
-    return (packed.kind != "gdn" and x.dtype == np.int8 and not packed.narrow
+def _amx_fits(packed) -> bool:
+    """Whether a layer's byte blocks fill AMX tiles: blocks of channel vectors in pairs, and
+    every phase's run a whole number of 64-byte rows (the 5x5 and 1x1 layers of 64, 128 and
+    192 channels; the others run on the vnni path). 8-bit inputs are one byte, 16-bit ones
+    two (``_conv_amx16``)."""
+    return (packed.kind != "gdn" and not packed.narrow
             and bool(packed.vnni) and (16 * packed.vnv) % _AMX_CHANNELS == 0
             and all(q % _AMX_QUADS == 0 for q in packed.quads))
 
@@ -315,7 +352,7 @@ def _layer_path(packed, x):
     # layers whose blocks fill its tiles; the vnni path runs the rest.
     path = cpu.active_path()
     if path == "amx":
-        if _amx_fits(packed, x) or _gdn_amx_fits(packed) or _strip_fits(packed):
+        if _amx_fits(packed) or _gdn_amx_fits(packed) or _strip_fits(packed):
             return "amx"
         path = "vnni"
     if path == "vnni" and not packed.vnni:
@@ -356,6 +393,12 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "amx" and x.dtype == np.int16:
+        xlo, xhi = _padded_split(x, (rows + 1, cols, cin), p, p, pad_value)
+        _conv_amx16(xlo, xhi, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
+                    packed.vnv, packed.quads[0], npix, _padded_bias(bias, packed.vcoutp),
+                    packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
+        return out
     if path == "vnni" and x.dtype == np.int16:
         flat = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.wssd[0], packed.vblocks,
@@ -488,6 +531,33 @@ def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2,
                 wf = _phase_weights(py, px, w00, w01, w10, w11)
                 quads = quads3 if px == 0 else quads2
                 _phase_amx(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                           nv, quads, acc, px * coutp, 2 * coutp, npix)
+            _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
+                      leaky_shift, lo, hi)
+        amx_release()
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_amx16(xlo, xhi, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix,
+                  bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # _deconv_amx on 16-bit codes, as _conv_amx16 splits them; ``bias`` is (2 * coutp,), the
+    # layer's bias for both column phases.
+    h = out.shape[0] // 2
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        amx_configure()
+        for py in range(2):
+            acc[:] = 0
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_amx(xhi, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
+                           nv, quads, acc, px * coutp, 2 * coutp, npix, True)
+            _shift_high(acc, bias, npix, 2 * coutp)
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_amx(xlo, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
                            nv, quads, acc, px * coutp, 2 * coutp, npix)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
@@ -652,6 +722,13 @@ def _run_deconv(x, packed, bias, req, out):
         npix = -(-wd // _STRIP_PIXELS) * _STRIP_PIXELS
         _deconv_strip(x, x.dtype == np.int16, npix, packed.strip, bias, requant, mult, shift,
                       lm, ls, lo, hi, out)
+        return out
+    if path == "amx" and x.dtype == np.int16:
+        xlo, xhi = _padded_split(x, (h + 3, cols, cin), 1, 1, 0)
+        bias2 = _padded_bias(bias, packed.vcoutp)
+        _deconv_amx16(xlo, xhi, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
+                      packed.quads[0], packed.quads[1], npix, np.concatenate([bias2, bias2]),
+                      packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni" and x.dtype == np.int16:
         flat = _padded(x, (h + 3, cols, cin), 1, 1, 0, np.int16)

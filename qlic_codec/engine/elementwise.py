@@ -183,6 +183,43 @@ def _pad_kernel(x, top, left, fill, flip, xp):
             dst[left + wd:, :] = fill
 
 
+@njit(**JIT_PARALLEL)
+def _pad_split_kernel(x, top, left, fill, lo, hi):
+    # ``_pad_kernel`` for 16-bit codes into two planes: the low bytes (uint8) and the high
+    # bytes (int8) of every code, ``x = 256 * hi + lo``.
+    h, wd, c = x.shape
+    rows, cols = lo.shape[0], lo.shape[1]
+    flo, fhi = np.uint8(fill & 255), np.int8(fill >> 8)
+    for r in prange(rows):
+        dlo, dhi = lo[r].reshape(cols * c), hi[r].reshape(cols * c)
+        if r < top or r >= top + h:
+            dlo[:] = flo
+            dhi[:] = fhi
+        else:
+            src = x[r - top].reshape(wd * c)
+            a, b = np.uint64(left * c), np.uint64((left + wd) * c)
+            dlo[:a] = flo
+            dhi[:a] = fhi
+            for i in range(np.uint64(wd * c)):  # unsigned: vectorised (no wraparound)
+                v = np.int32(src[i])
+                dlo[a + i] = np.uint8(v & 255)
+                dhi[a + i] = np.int8(v >> 8)
+            dlo[b:] = flo
+            dhi[b:] = fhi
+
+
+def _padded_split(x, shape, top, left, fill):
+    """``_padded`` of 16-bit codes as two flat buffers, their low bytes (uint8) and their high
+    bytes (int8), each 64-byte aligned with 64 spare zero bytes: the amx path's operands."""
+    size = int(np.prod(shape))
+    lo = _aligned(size + 64, np.uint8, None)
+    hi = _aligned(size + 64, np.int8, None)
+    lo[size:] = 0
+    hi[size:] = 0
+    _pad_split_kernel(x, top, left, int(fill), lo[:size].reshape(shape), hi[:size].reshape(shape))
+    return lo, hi
+
+
 def _padded(x, shape, top, left, fill, dtype):
     """``x`` (H, W, C) at rows ``top``.., columns ``left``.. of a 64-byte aligned buffer of
     ``shape`` and ``dtype`` whose other elements are ``fill``, with 64 spare bytes after it (a

@@ -263,15 +263,16 @@ AMX_SHAPES = [(3, 1, 64, 32, 1), (2, 33, 128, 64, 5), (3, 65, 64, 192, 1), (2, 4
               (4, 7, 64, 96, 5)]
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_layers_that_fill_amx_tiles(path, threads, stride):
-    # On the amx path these run on the tiles; every other path runs them too, as a check of
-    # its wide blocks.
-    rng = _rng("amx", stride)
+def test_layers_that_fill_amx_tiles(path, threads, stride, dtype):
+    # On the amx path these run on the tiles (16-bit codes as a high and a low byte); every
+    # other path runs them too, as a check of its wide blocks.
+    rng = _rng("amx", stride, np.dtype(dtype).name)
     for i, (h, wd, cin, cout, k) in enumerate(AMX_SHAPES):
         x_mode, w_mode = MODES[i % len(MODES)]
         pad_value = (0, -128)[i % 2]
-        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, np.int8, x_mode, w_mode)
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
         packed = kernels.pack_conv_weights(w)
         if path == "amx":
             assert kernels._layer_path(packed, x) == "amx"
@@ -286,8 +287,12 @@ def test_layers_that_fill_amx_tiles(path, threads, stride):
             packed = kernels.pack_deconv_weights(w)
             if path == "amx":
                 assert kernels._layer_path(packed, x) == "amx"
-            _assert_same(kernels.conv_transpose2d(x, packed, bias),
-                         reference.conv_transpose2d(x, w, bias))
+            want = reference.conv_transpose2d(x, w, bias)
+            _assert_same(kernels.conv_transpose2d(x, packed, bias), want)
+            mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 1000)
+            args = (x, packed, bias, mult, shift, *LEAKY[i % 2], -2047, 2047, np.int16)
+            _assert_same(kernels.conv_transpose2d_requant(*args),
+                         _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
 @pytest.mark.parametrize("cout", [3, 4])
