@@ -323,13 +323,12 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
 
 
 def _amx_fits(packed) -> bool:
-    """Whether a layer's byte blocks fill AMX tiles: blocks of channel vectors in pairs, and
-    every phase's run a whole number of 64-byte rows (the 5x5 and 1x1 layers of 64, 128 and
-    192 channels; the others run on the vnni path). 8-bit inputs are one byte, 16-bit ones
+    """Whether a layer runs on AMX tiles: blocks of channel vectors in pairs (every layer of
+    32, 64, 96, ... output channels); each phase's run of a tap row is padded to whole 64-byte
+    rows with zero weights (``PackedWeights.tiles``). 8-bit inputs are one byte, 16-bit ones
     two (``_conv_amx16``)."""
     return (packed.kind != "gdn" and not packed.narrow
-            and bool(packed.vnni) and (16 * packed.vnv) % _AMX_CHANNELS == 0
-            and all(q % _AMX_QUADS == 0 for q in packed.quads))
+            and bool(packed.vnni) and (16 * packed.vnv) % _AMX_CHANNELS == 0)
 
 
 def _gdn_amx_fits(packed) -> bool:
@@ -395,8 +394,8 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (rows + 1, cols, cin), p, p, pad_value)
-        _conv_amx16(xlo, xhi, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                    packed.vnv, packed.quads[0], npix, _padded_bias(bias, packed.vcoutp),
+        _conv_amx16(xlo, xhi, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
+                    packed.vnv, packed.tquads[0], npix, _padded_bias(bias, packed.vcoutp),
                     packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni" and x.dtype == np.int16:
@@ -410,8 +409,8 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
         flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
         vbias = _vnni_bias(bias, packed.vsum[0], packed.vcoutp)
         if path == "amx":
-            _conv_amx(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
-                      packed.vnv, packed.quads[0], npix, vbias, packed.vcoutp, requant, mult,
+            _conv_amx(flat, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
+                      packed.vnv, packed.tquads[0], npix, vbias, packed.vcoutp, requant, mult,
                       shift, lm, ls, lo, hi, out)
             return out
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
@@ -726,8 +725,8 @@ def _run_deconv(x, packed, bias, req, out):
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (h + 3, cols, cin), 1, 1, 0)
         bias2 = _padded_bias(bias, packed.vcoutp)
-        _deconv_amx16(xlo, xhi, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
-                      packed.quads[0], packed.quads[1], npix, np.concatenate([bias2, bias2]),
+        _deconv_amx16(xlo, xhi, cols * cin, cin, *packed.tiles, packed.vblocks, packed.vnv,
+                      packed.tquads[0], packed.tquads[1], npix, np.concatenate([bias2, bias2]),
                       packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni" and x.dtype == np.int16:
@@ -745,8 +744,8 @@ def _run_deconv(x, packed, bias, req, out):
         phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
         if path == "amx":
-            _deconv_amx(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,
-                        packed.quads[0], packed.quads[1], npix, rows, cp, requant, mult, shift,
+            _deconv_amx(flat, cols * cin, cin, *packed.tiles, packed.vblocks, packed.vnv,
+                        packed.tquads[0], packed.tquads[1], npix, rows, cp, requant, mult, shift,
                         lm, ls, lo, hi, out)
             return out
         _deconv_vnni(flat, cols * cin, cin, *packed.vnni, packed.vblocks, packed.vnv,

@@ -36,7 +36,7 @@ class PackedWeights:
              **{name: "_pack_vnni_all" for name in (
                  "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs",
                  "gamma_tiles")},
-             "strip": "_pack_strip"}
+             "strip": "_pack_strip", "tiles": "_pack_tiles", "tquads": "_pack_tiles"}
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
@@ -156,6 +156,27 @@ class PackedWeights:
             pad[:, :cout, :run] = runs.transpose(0, 2, 1)
             self.wssd.append(_aligned_copy(pad))
             self.wpairs.append(run32 // 32)
+
+    def _pack_tiles(self):
+        # The amx path's weights: the ``vnni`` layout with each phase's run of a tap row
+        # padded with zero weights to whole 64-byte rows of a tile (3x3 layers of 48..288
+        # channels, the 5x5 layer of 3); the tile then also reads the bytes past the run, the
+        # next pixels' inputs, which meet those zeros. Where the runs are whole rows already,
+        # the ``vnni`` arrays themselves.
+        self.tiles, self.tquads = [], []
+        blk = 16 * self.vnv
+        for runs, packed, quads in zip(self.phases, self.vnni, self.quads):
+            if quads % 16 == 0:
+                self.tiles.append(packed)
+                self.tquads.append(quads)
+                continue
+            kh, run, cout = runs.shape
+            run64 = -(-run // 64) * 64
+            pad = np.zeros((kh, run64, self.vcoutp), np.int8)
+            pad[:, :run, :cout] = runs
+            tiles = pad.reshape(kh, run64 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
+            self.tiles.append(_aligned_copy(tiles))
+            self.tquads.append(run64 // 4)
 
     def _pack_strip(self):
         # The amx path's RGB output layer (``convolution._deconv_strip``): the transposed

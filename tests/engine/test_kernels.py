@@ -256,11 +256,12 @@ def test_conv_transpose2d(path, threads, dtype):
         _assert_same(kernels.conv_transpose2d(x, w, bias), want)
 
 
-# Layers whose byte blocks fill AMX tiles (runs of whole 64-byte rows, channels in blocks of
-# 32): (H, W, Cin, Cout, K). Widths leave partial 32-pixel blocks; 192 channels are three
-# 64-channel blocks, 96 three blocks of 32.
+# Layers that the amx path runs on tiles (channels in blocks of 32): (H, W, Cin, Cout, K).
+# Widths leave partial 32-pixel blocks; 192 channels are three 64-channel blocks, 96 three
+# blocks of 32. The last three have runs that are not whole 64-byte rows (3x3 of 48 and 72
+# channels, 5x5 of 3), padded with zero weights.
 AMX_SHAPES = [(3, 1, 64, 32, 1), (2, 33, 128, 64, 5), (3, 65, 64, 192, 1), (2, 40, 128, 128, 5),
-              (4, 7, 64, 96, 5)]
+              (4, 7, 64, 96, 5), (3, 9, 48, 64, 3), (2, 20, 72, 32, 3), (4, 5, 3, 32, 5)]
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16])
