@@ -84,6 +84,46 @@ def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
 
 
 @njit(**JIT_PARALLEL)
+def _pixels_kernel(acc, width, m0, m1, m2, s0, s1, s2, out):
+    # The three channels unrolled, each with its own multiplier and shift, over a flat run of
+    # each row with unsigned indices: LLVM vectorises it (interleaved groups of three), where
+    # the generic ``_requantize_kernel`` runs one pixel's three channels at a time.
+    rows = out.shape[0]
+    r0 = np.int64(1) << (s0 - 1)
+    r1 = np.int64(1) << (s1 - 1)
+    r2 = np.int64(1) << (s2 - 1)
+    for r in prange(rows):
+        a = acc[r].reshape(acc.shape[1] * 3)
+        o = out[r].reshape(out.shape[1] * 3)
+        for x in range(np.uint64(width)):
+            i = x * np.uint64(3)
+            v0 = (np.int64(a[i]) * m0 + r0) >> s0
+            v1 = (np.int64(a[i + 1]) * m1 + r1) >> s1
+            v2 = (np.int64(a[i + 2]) * m2 + r2) >> s2
+            o[i] = min(max(v0, 0), 255)
+            o[i + 1] = min(max(v1, 0), 255)
+            o[i + 2] = min(max(v2, 0), 255)
+
+
+def requantize_pixels(acc, mult, shift, out):
+    """``requantize(acc, mult, shift, 0, 0, 0, 255)`` of the RGB output's accumulators, as
+    uint8 pixels written into ``out`` (rows, width, 3); ``acc`` is int32 (rows, W, 3) with
+    ``W >= width``, its columns past ``width`` ignored (the crop of a padded image)."""
+    acc = _require(acc, "acc", _I32, 3)
+    mult, shift = _check_requant(mult, shift, 3)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3
+            and out.flags.c_contiguous):
+        raise ValueError("out: a C-contiguous uint8 (rows, width, 3) array is required")
+    if acc.shape[2] != 3 or out.shape[2] != 3 or out.shape[0] != acc.shape[0] \
+            or out.shape[1] > acc.shape[1]:
+        raise ValueError(f"out {out.shape} does not fit the accumulators {acc.shape}")
+    m = [np.int64(v) for v in mult]
+    s = [np.int64(v) for v in shift]
+    _pixels_kernel(acc, out.shape[1], *m, *s, out)
+    return out
+
+
+@njit(**JIT_PARALLEL)
 def _scale_index_kernel(acc, mult, offset, shift, levels, out):
     n, c = acc.shape
     for p in prange(n):

@@ -411,6 +411,21 @@ class IntegerNetwork:
             mult, shift = mult[level], shift[level]
         return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
 
+    def _pixel_rows(self, acc, lo, pixels):
+        """The pixel head of a band: the RGB output's accumulators of rows ``lo ..`` as uint8
+        pixels into ``pixels`` (height, width, 3), cropped to it."""
+        height, width = pixels.shape[:2]
+        if lo >= height:
+            return
+        acc = acc[: height - lo]
+        fused = getattr(self.k, "requantize_pixels", None)
+        if fused is not None:
+            fused(acc, self.heads["pixel.mult"], self.heads["pixel.shift"],
+                  pixels[lo: lo + len(acc)])
+        else:  # the specification: ``requantize``, then the crop
+            pixels[lo: lo + len(acc)] = self._head(np.ascontiguousarray(acc[:, :width]), "pixel",
+                                                   None, 0, 255)
+
     def analysis(self, pixels: np.ndarray, level: int, band_rows: int | None = None):
         """uint8 (H, W, 3), any size -> (fixed-point y_g int32, z int32) of the image padded
         to multiples of 64 (``padding.pad_to_multiple``).
@@ -617,9 +632,7 @@ class IntegerNetwork:
             return self._head(y, "ys", level, -cys, cys).astype(np.int16)
 
         def pixel_head(lo, acc):
-            if lo < height:
-                acc = np.ascontiguousarray(acc[: height - lo, :width])
-                pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
+            self._pixel_rows(acc, lo, pixels)
 
         self._in_bands("g_s", y_g.shape, 2, codes, pixel_head, band_rows)
         return pixels
@@ -654,9 +667,7 @@ class IntegerNetwork:
         pixels = np.empty((height, width, 3), np.uint8)
 
         def pixel_head(lo, acc):
-            if lo < height:
-                acc = np.ascontiguousarray(acc[: height - lo, :width])
-                pixels[lo: lo + len(acc)] = self._head(acc, "pixel", None, 0, 255)
+            self._pixel_rows(acc, lo, pixels)
 
         def codes(a, b):
             # reconstruct() clamps to the range of the clamp in synthesis().

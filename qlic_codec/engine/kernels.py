@@ -64,12 +64,13 @@ that function calls or inlines: after editing one of these modules, delete the e
 from .convolution import _layer_path  # noqa: F401  (the path a layer runs on: tests check it)
 from .convolution import conv2d, conv2d_requant, conv_transpose2d, conv_transpose2d_requant
 from .cpu import PATHS, active_path, available_paths, set_path, use_path
-from .elementwise import requantize, scale_index, scale_index_sum
+from .elementwise import requantize, requantize_pixels, scale_index, scale_index_sum
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
 from .slicekernels import reconstruct, slice_heads, slice_residual
 
 __all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
            "conv_transpose2d", "conv_transpose2d_requant", "gdn", "igdn", "pack_conv_weights",
-           "pack_deconv_weights", "pack_gdn_weights", "reconstruct", "requantize", "scale_index",
+           "pack_deconv_weights", "pack_gdn_weights", "reconstruct", "requantize",
+           "requantize_pixels", "scale_index",
            "scale_index_sum", "set_path", "slice_heads", "slice_residual", "use_path"]

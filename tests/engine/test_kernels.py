@@ -435,6 +435,27 @@ def test_requantize(threads, leaky):
         _assert_same(kernels.requantize(acc, mult, shift, *leaky, lo, hi), want)
 
 
+def test_requantize_pixels(threads):
+    # The fused pixel head: requantize to 0..255 as uint8, columns past the width dropped.
+    rng = _rng("pixels")
+    inside = 0
+    for (rows, w, width), mode in itertools.product([(1, 1, 1), (3, 17, 17), (4, 33, 20)],
+                                                    ["random", "small", "min", "max"]):
+        if mode == "small":
+            acc = rng.integers(-(2**16), 2**16, (rows, w, 3)).astype(np.int32)
+        else:
+            acc = _fill(rng, (rows, w, 3), np.int32, mode)
+        mult, shift = _requant_tables(rng, 3, 2**16 if mode == "small" else 2**30, 64)
+        want = reference.requantize(acc, mult, shift, 0, 0, 0, 255)[:, :width].astype(np.uint8)
+        out = np.full((rows, width, 3), 7, np.uint8)
+        assert kernels.requantize_pixels(acc, mult, shift, out) is out
+        _assert_same(out, want)
+        inside += np.count_nonzero((want > 0) & (want < 255))
+    assert inside > 0  # not every value clamped
+    with pytest.raises(ValueError, match="out"):
+        kernels.requantize_pixels(acc, mult, shift, np.empty((rows, w + 1, 3), np.uint8))
+
+
 @pytest.mark.parametrize("leaky", LEAKY + [(1, 1), (3, 2)], ids=["linear", "leaky", "l1", "l2"])
 def test_requantize_rounding_ties(threads, leaky):
     # mult 1, shift 1..3 (and leaky 1/2, 3/4): every residue of the shift, exact halves included.
