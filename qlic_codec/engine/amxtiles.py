@@ -1,24 +1,32 @@
-"""The ``amx`` path's kernel: AMX tile multiplies (``tdpbusd``), written in LLVM IR.
+"""The ``amx`` path's kernels: AMX tile multiplies, written in LLVM IR.
 
 An AMX core holds eight tile registers of up to 16 rows of 64 bytes. ``tdpbusd`` adds to a
 16x16 int32 tile ``C`` the products of a 16x64 uint8 tile ``A`` (16 pixels, 64 input bytes)
 and a 16x64 int8 tile ``B`` (16 quads of input bytes, 16 output channels, four bytes each):
 ``C[m][n] += sum_k A[m][k] * B[k // 4][4 n + k % 4]``, 16,384 products in one instruction,
-wrapping modulo ``2**32`` like the other paths.
+wrapping modulo ``2**32`` like the other paths. ``tdpbssd`` (int8 x int8), ``tdpbsud``
+(int8 x uint8) and ``tdpbuud`` (uint8 x uint8) are the same with other signs.
 
-The operands are the ``vnni`` path's: inputs offset by 128 to unsigned bytes, one tap row's
-``(kx, ci)`` run contiguous per pixel, and weights packed as ``[tap row][block][quad][channel]
-[4]``, whose rows of one 16-channel vector are exactly the rows of a ``B`` tile (stride
-``nv * 64`` bytes). So the ``amx`` path changes only the inner multiply: a block of 32 pixels
-x 32 channels is four ``C`` tiles, loaded from the row's accumulators, fed by two ``A`` and
-two ``B`` tiles per 64-byte chunk of every tap row, and stored back.
+``amx_block`` takes the ``vnni`` path's operands: inputs offset by 128 to unsigned bytes, one
+tap row's ``(kx, ci)`` run contiguous per pixel, and weights packed as ``[tap row][block]
+[quad][channel][4]``, whose rows of one 16-channel vector are exactly the rows of a ``B`` tile
+(stride ``nv * 64`` bytes). A block of 32 pixels x 32 channels is four ``C`` tiles, loaded
+from the row's accumulators (or zeroed), fed by two ``A`` and two ``B`` tiles per 64-byte
+chunk of every tap row, and stored back. Its variants: ``amx_block_signed`` for the signed
+high bytes of 16-bit codes, ``amx_block_unsigned`` (and ``_first``, from zeroed tiles) for
+GDN's |x| against unsigned gamma.
+
+``amx_strip_first`` / ``amx_strip_add`` serve the RGB output layer: the weights of all its
+taps as the ``A`` tiles (80 rows: 25 taps x 3 channels and 5 zero rows), 16 pixels as a ``B``
+tile (their bytes in quads), so that five ``C`` tiles hold every product of 16 pixels, one
+row per (tap, channel).
 
 The tile configuration belongs to the thread, and the kernels run on Numba's worker threads:
-each row of output a thread computes starts with ``amx_configure()`` (``ldtilecfg``) and ends
-with ``amx_release()`` (``tilerelease``), and ``amx_block`` runs only between the two.
+each unit of work a thread takes starts with ``amx_configure()`` (``ldtilecfg``) and ends with
+``amx_release()`` (``tilerelease``), and the tile kernels run only between the two.
 
-Numba compiles the kernel only where the ``amx`` path runs: a CPU without AMX cannot select
-these instructions, so nothing that another path runs may call it.
+Numba compiles these only where the ``amx`` path runs: a CPU without AMX cannot select these
+instructions, so nothing that another path runs may call them.
 """
 
 from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)

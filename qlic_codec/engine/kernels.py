@@ -27,11 +27,15 @@ the same integers:
   of some GDN outputs) use the same blocks over int16 pairs with ``vpdpwssd`` (32 MACs per
   instruction). Layers with few output channels (the RGB output) run as dot products over
   64-byte chunks of the input run instead, on bytes or on int16.
-* ``amx`` (x86-64 hosts with AMX-INT8, on Linux): the ``vnni`` path, except that the layers
-  of 8-bit inputs whose runs are whole 64-byte rows and whose channels come in blocks of 32
-  (the 5x5 convolutions and transposed convolutions of 128 channels) multiply in AMX tiles
-  (``tdpbusd``: a 16x64 uint8 tile of pixels times a 16x64 int8 tile of the same packed
-  weights, 16,384 products per instruction, ``amxtiles``). The rest runs as on ``vnni``.
+* ``amx`` (x86-64 hosts with AMX-INT8, on Linux): the ``vnni`` path's operands multiplied in
+  AMX tiles (``amxtiles``), 16,384 products per instruction, for every layer whose output
+  channels come in blocks of 32: convolutions and transposed convolutions (``tdpbusd``: a
+  16x64 uint8 tile of pixels times a 16x64 int8 tile of the packed weights, each tap row's run
+  padded to whole 64-byte rows with zero weights), 16-bit codes split into a signed high byte
+  and an unsigned low one (``tdpbssd`` and ``tdpbusd``, the high sums shifted left by 8), GDN
+  and inverse GDN (``tdpbuud``: |x| against unsigned gamma, the same split for 16-bit codes),
+  and the RGB output layer as one product of its 75 (tap, channel) weight rows with the
+  pixels (``convolution._deconv_strip``). The rest runs as on ``vnni``.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 
