@@ -131,3 +131,37 @@ def reconstruct(symbols, mean_g, mean_bits, clamp):
                         np.ascontiguousarray(mean_g).reshape(-1), np.int64(mean_bits),
                         np.int64(clamp), out.reshape(-1))
     return out
+
+
+@njit(**JIT_PARALLEL)
+def _copy_channels_kernel(src, c0, n, dst, r0, d0):
+    rows, w, cs = src.shape
+    cd = dst.shape[2]
+    for r in prange(rows):
+        s = src[r].reshape(w * cs)
+        d = dst[r0 + r].reshape(w * cd)
+        # Unsigned indices: no negative-index wraparound, so that the copy is vectorised.
+        for x in range(np.uint64(w)):
+            so = x * np.uint64(cs) + np.uint64(c0)
+            do = x * np.uint64(cd) + np.uint64(d0)
+            for c in range(np.uint64(n)):
+                d[do + c] = s[so + c]
+
+
+def copy_channels(src, c0, n, dst, r0, d0):
+    """``dst[r0:r0 + rows, :, d0:d0 + n] = src[:, :, c0:c0 + n]`` for C-contiguous ``src``
+    (rows, W, Cs) and ``dst`` (R, W, Cd), in parallel over the rows: the slices' gathers of
+    channels (what h_s predicts for each slice, the support of its networks), which as numpy
+    slice assignments and concatenations ran on one thread. ``dst``'s type must hold every
+    value of ``src``'s, or the values themselves must fit (codes requantized into int32
+    going to int8): the caller's contract, as for a numpy assignment."""
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous) or src.ndim != 3 or dst.ndim != 3:
+        raise ValueError("copy_channels needs C-contiguous 3-D arrays")
+    rows, w, cs = src.shape
+    if (w != dst.shape[1] or not 0 <= c0 <= c0 + n <= cs or not 0 <= d0 <= d0 + n <= dst.shape[2]
+            or not 0 <= r0 <= r0 + rows <= dst.shape[0]):
+        raise ValueError(f"copy_channels: {src.shape} [{c0}:{c0 + n}] does not fit {dst.shape} "
+                         f"at row {r0}, channel {d0}")
+    if rows and w and n:
+        _copy_channels_kernel(src, c0, n, dst, r0, d0)
+    return dst

@@ -34,6 +34,7 @@ from . import bands
 # graph imports this module only inside IntegerNetwork, so it is whole by then.
 from .graph import _array, _check_range
 from .reference import WIDE_CODE_MAX
+from .slicekernels import copy_channels
 
 # A model with more slices than this is refused: each slice is a sequential decoding step.
 MAX_SLICES = 64
@@ -172,19 +173,33 @@ class SliceState:
                            -net.clamps["y"], net.clamps["y"])
         hyper = net.k.requantize(np.ascontiguousarray(acc), h["hyper.mult"], h["hyper.shift"],
                                  0, 0, -127, 127)
+        acc = np.ascontiguousarray(acc)
         for (codes, mean, scale), a, n in zip(self.parts, model.starts, model.sizes):
-            codes[rows, :, :n] = hyper[..., a:a + n]
-            codes[rows, :, n:] = hyper[..., M + a:M + a + n]
-            mean[rows] = mean_g[..., a:a + n]
-            scale[rows] = acc[..., M + a:M + a + n]
+            copy_channels(hyper, a, n, codes, lo, 0)
+            copy_channels(hyper, M + a, n, codes, lo, n)
+            copy_channels(mean_g, a, n, mean, lo, 0)
+            copy_channels(acc, M + a, n, scale, lo, 0)
 
-    def _support_rows(self, i, lo, hi):
+    def _support_rows(self, i, lo, hi, own=None):
         """Rows ``lo .. hi - 1`` of slice ``i``'s support: its hyper codes, then the context
-        codes of the slices before it."""
+        codes of the slices before it (and ``own``, rows of the slice's own context codes,
+        after them), gathered in parallel (``copy_channels``)."""
         a = self.model.starts[i]
-        if not a:  # hyper codes alone stay int8, whatever the context codes' width
-            return self.parts[i][0][lo:hi]
-        return np.concatenate([self.parts[i][0][lo:hi], self.ctx[lo:hi, :, :a]], axis=2)
+        codes = self.parts[i][0][lo:hi]
+        if not a and own is None:  # hyper codes alone stay int8, whatever the ctx width
+            return codes
+        parts = [(codes, codes.shape[2])]
+        if a:
+            parts.append((self.ctx[lo:hi], a))  # the first ``a`` channels, read in place
+        if own is not None:
+            parts.append((own, own.shape[2]))
+        out = np.empty((hi - lo, codes.shape[1], sum(n for _, n in parts)),
+                       np.result_type(*(p for p, _ in parts)))
+        d0 = 0
+        for part, n in parts:
+            copy_channels(part, 0, n, out, 0, d0)
+            d0 += n
+        return out
 
     def _run_in_bands(self, layers, channels, in_bytes, read_rows, write_rows):
         """A slice network over all latent rows, in bands whose activations fit the engine's
@@ -236,7 +251,7 @@ class SliceState:
         cy = net.clamps["y"]
 
         def read(lo, hi):
-            return np.concatenate([self._support_rows(i, lo, hi), own[lo:hi]], axis=2)
+            return self._support_rows(i, lo, hi, own[lo:hi])
 
         def residual(lo, acc_r):
             # The network reads the context codes of the slices before this one only, so

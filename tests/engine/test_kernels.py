@@ -456,6 +456,28 @@ def test_requantize_pixels(threads):
         kernels.requantize_pixels(acc, mult, shift, np.empty((rows, w + 1, 3), np.uint8))
 
 
+def test_copy_channels(threads):
+    # The slices' gathers: a run of channels into rows and channels of a wider array, int8
+    # into int8 / int16, int32 codes into int8, int32 into int32; the rest of ``dst`` kept.
+    from qlic_codec.engine.slicekernels import copy_channels
+    rng = _rng("copy channels")
+    for (rows, w, cs, cd), (st, dt) in itertools.product(
+            [(1, 1, 1, 1), (3, 7, 48, 72), (5, 33, 384, 48)],
+            [(np.int8, np.int8), (np.int8, np.int16), (np.int32, np.int8), (np.int32, np.int32)]):
+        src = _fill(rng, (rows, w, cs), st, "random", 127)
+        dst = _fill(rng, (rows + 3, w, cd), dt, "random", 127)
+        n = min(cs, cd) // 2 or 1
+        c0, d0, r0 = cs - n, cd - n, min(2, 3)
+        want = dst.copy()
+        want[r0:r0 + rows, :, d0:d0 + n] = src[:, :, c0:c0 + n]
+        assert copy_channels(src, c0, n, dst, r0, d0) is dst
+        _assert_same(dst, want)
+    with pytest.raises(ValueError, match="does not fit"):
+        copy_channels(src, 0, cs + 1, dst, 0, 0)
+    with pytest.raises(ValueError, match="contiguous"):
+        copy_channels(src[:, ::2], 0, 1, dst, 0, 0)
+
+
 @pytest.mark.parametrize("leaky", LEAKY + [(1, 1), (3, 2)], ids=["linear", "leaky", "l1", "l2"])
 def test_requantize_rounding_ties(threads, leaky):
     # mult 1, shift 1..3 (and leaky 1/2, 3/4): every residue of the shift, exact halves included.
