@@ -379,6 +379,11 @@ def _vnni_bias(bias, vsum, coutp):
 
 
 def _run_conv(x, packed, bias, stride, pad_value, req, out):
+    info = np.iinfo(x.dtype)
+    if not info.min <= pad_value <= info.max:
+        # The paths would wrap it differently (bytes, two bytes, int16); the reference pads
+        # with the exact value, which codes of this type cannot be.
+        raise ValueError(f"pad_value {pad_value} is not a code of the input's type {x.dtype}")
     path = _layer_path(packed, x)
     h, wd, cin = x.shape
     k = packed.k

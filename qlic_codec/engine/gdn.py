@@ -241,18 +241,22 @@ def _gdn_amx(x, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, 
     # compiles a tile instruction.
     h, wd, c = x.shape
     for oy in prange(h):
+        # Everything allocated before the tiles are configured: they hold state only
+        # between amx_configure and amx_release.
         acc = np.empty(npix * coutp, np.int32)
-        amx_configure()
         if wide:
             lo, hi, refused[oy] = _split_row(x[oy], npix)
+        else:
+            lo = _abs_row(x[oy], npix, np.uint8)
+            hi = lo
+            _init_acc(acc, beta, npix, coutp)
+        amx_configure()
+        if wide:
             _gdn_tiles(hi, c, npix, wu, blocks, nv, quads, acc, coutp, True)
             for p in range(npix):
                 a = np.uint64(p * coutp)
                 for j in range(np.uint64(coutp)):
                     acc[a + j] = (acc[a + j] << 8) + beta[j]
-        else:
-            lo = _abs_row(x[oy], npix, np.uint8)
-            _init_acc(acc, beta, npix, coutp)
         _gdn_tiles(lo, c, npix, wu, blocks, nv, quads, acc, coutp, False)
         amx_release()
         _gdn_epilogue(acc, coutp, x[oy], inverse, gmult, gshift, imult, ishift, fast, omax,

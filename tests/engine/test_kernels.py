@@ -339,6 +339,29 @@ def test_output_layer_as_tile_strips(path, threads, cout):
                      _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
+def test_output_layer_strips_on_extreme_codes(path, threads):
+    # Every 16-bit code, -32768 and 32767 included, so that the high bytes reach -128 and
+    # 127: small weights keep the sums inside int32.
+    rng = _rng("strips extreme")
+    for x_mode in ("random", "min", "max"):
+        x = _fill(rng, (9, 19, 64), np.int16, x_mode)
+        w = rng.integers(-2, 3, (3, 5, 5, 64)).astype(np.int8)
+        bias = rng.integers(-(2**20), 2**20, 3).astype(np.int32)
+        packed = kernels.pack_deconv_weights(w)
+        if path == "amx":
+            assert kernels._layer_path(packed, x) == "amx"
+        _assert_same(kernels.conv_transpose2d(x, packed, bias),
+                     reference.conv_transpose2d(x, w, bias))
+
+
+def test_pad_value_must_be_a_code(path):
+    x, w, bias = np.zeros((2, 3, 4), np.int16), np.ones((4, 3, 3, 4), np.int8), np.zeros(4, np.int32)
+    with pytest.raises(ValueError, match="pad_value"):
+        kernels.conv2d(x, w, bias, 1, 40000)
+    with pytest.raises(ValueError, match="pad_value"):
+        kernels.conv2d(x.astype(np.int8), w, bias, 1, 200)
+
+
 @pytest.mark.parametrize("leaky", LEAKY, ids=["linear", "leaky"])
 @pytest.mark.parametrize("out_spec", OUT_SPECS, ids=_spec_id)
 def test_conv2d_requant(path, threads, out_spec, leaky):
