@@ -6,7 +6,9 @@ Convolutions are output-stationary implicit GEMMs on NHWC without im2col: for a 
 one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5 stride-2
 convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1). The
 loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of ``|x|``
-(``gdn``).
+(``gdn``). On the ``amx`` path 16-bit codes run as two byte planes (``_conv_amx16``,
+``_deconv_amx16``), and a transposed convolution into at most 3 channels (the RGB output)
+as one product of all its taps with the pixels (``_deconv_strip``).
 """
 
 import numpy as np

@@ -28,7 +28,9 @@ class PackedWeights:
     ``(KH, KW*Cin, Cout)`` (``(KH, Cout, KW*Cin)`` if ``narrow``); ``simd`` is the flat int16
     ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
     length and channels to ``coutp`` with zeros; ``vnni`` (empty where the host has no VNNI or
-    the layer cannot use it) and ``wssd`` are the VNNI layouts (see ``_pack_vnni``).
+    the layer cannot use it) and ``wssd`` are the VNNI layouts (see ``_pack_vnni``);
+    ``tiles``, ``gamma_tiles`` and ``strip`` are the ``amx`` path's (``_pack_tiles``,
+    ``_pack_vnni_all``, ``_pack_strip``).
     """
 
     # Lazily packed attributes and the method that sets each group of them.
