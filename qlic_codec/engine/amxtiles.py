@@ -90,15 +90,17 @@ def amx_release(typingctx):
     return types.void(), codegen
 
 
-def _block_codegen(product, first=False):
+def _block_codegen(product, first=False, biased=False):
     """The code of ``amx_block`` with the tile product ``product`` (an LLVM intrinsic's name:
     ``tdpbusd`` for int8 weights, ``tdpbuud`` for uint8 ones); ``first`` starts from zeroed
-    accumulator tiles (``tilezero``) instead of loading them."""
+    accumulator tiles (``tilezero``) instead of loading them, ``biased`` from the bias (two
+    more arguments, the int32 bias array and the offset of the block's first channel in it,
+    each tile row loaded from the same 64 bytes: a load of stride 0)."""
 
     def codegen(context, builder, signature, args):
         from llvmlite import ir
 
-        x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff, apix = args
+        x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff, apix = args[:13]
         tx, tw, ta = signature.args[0], signature.args[6], signature.args[10]
         I8, I64 = ir.IntType(8), ir.IntType(64)
         byte_ptr = I8.as_pointer()
@@ -128,9 +130,17 @@ def _block_codegen(product, first=False):
                                                  c(TILE_BYTES * vec)))
             c_ptrs.append((t, builder.gep(aptr, [off])))
         tilezero = _declare(module, "llvm.x86.tilezero", [I8])
-        for t, ptr in c_ptrs:
+        if biased:
+            tb = signature.args[13]
+            bptr = builder.bitcast(
+                cgutils.create_struct_proxy(tb)(context, builder, value=args[13]).data, byte_ptr)
+            bbase = builder.mul(args[14], c(4))
+        for (t, ptr), (_, half, vec) in zip(c_ptrs, _C):
             if first:
                 builder.call(tilezero, [tile(t)])
+            elif biased:
+                bias_row = builder.gep(bptr, [builder.add(bbase, c(TILE_BYTES * vec))])
+                builder.call(tileload, [tile(t), bias_row, c(0)])
             else:
                 builder.call(tileload, [tile(t), ptr, astride])
 
@@ -173,6 +183,16 @@ def amx_block(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow,
     ``w``, offsets in elements, ``kh >= 1``, ``chunks >= 1``. The tiles must be configured
     (``amx_configure``)."""
     return _block_signature(x, w, acc), _block_codegen("tdpbusd")
+
+
+@intrinsic
+def amx_block_biased(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
+                     apix, bias, boff):
+    """``amx_block`` that sets the accumulators to ``bias[boff + c]`` plus the sums, instead
+    of adding the sums to them: the accumulators need no initialising pass."""
+    i64 = types.int64
+    sig = types.void(x, i64, i64, i64, i64, i64, w, i64, i64, i64, acc, i64, i64, bias, i64)
+    return sig, _block_codegen("tdpbusd", biased=True)
 
 
 @intrinsic

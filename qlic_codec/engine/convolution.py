@@ -21,8 +21,8 @@ from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
 from .amxtiles import STRIP_COLUMNS as _STRIP_COLUMNS
 from .amxtiles import STRIP_PIXELS as _STRIP_PIXELS
-from .amxtiles import (amx_block, amx_block_signed, amx_configure, amx_release, amx_strip_add,
-                       amx_strip_first)
+from .amxtiles import (amx_block, amx_block_biased, amx_block_signed, amx_configure,
+                       amx_release, amx_strip_add, amx_strip_first)
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
                           _padded_bias, _padded_split, _require)
@@ -129,6 +129,24 @@ def _phase_vnni(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, 
                 for p in range(0, npix, 12):
                     _mk_vnni_narrow(xf, xo + p * xpix, xpix, wf, woff, acc, ao + p * apix,
                                     apix, quads)
+
+
+@njit(inline="always")
+def _phase_amx_biased(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, npix,
+                      bias):
+    # _phase_amx for a phase that alone makes its accumulators: each block starts from the
+    # bias (``bias[a0 + c]`` for channel c of the block) instead of from ``acc``, so that
+    # the kernels need no pass to initialise them.
+    chunks = quads // _AMX_QUADS
+    wrow = nv * 64
+    wtap = blocks * quads * wrow
+    for b in range(blocks):
+        wb = b * quads * wrow
+        for v in range(0, nv, 2):
+            ao = a0 + b * nv * 16 + v * 16
+            for p in range(0, npix, _AMX_PIXELS):
+                amx_block_biased(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf, wb + v * 64,
+                                 wtap, wrow, acc, ao + p * apix, apix, bias, ao)
 
 
 @njit(inline="always")
@@ -274,10 +292,9 @@ def _conv_amx(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, cou
     ho = out.shape[0]
     for oy in prange(ho):
         acc = np.empty(npix * coutp, np.int32)
-        _init_acc(acc, bias, npix, coutp)
         amx_configure()
-        _phase_amx(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                   acc, 0, coutp, npix)
+        _phase_amx_biased(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv,
+                          quads, acc, 0, coutp, npix, bias)
         amx_release()
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
@@ -532,12 +549,12 @@ def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2,
         acc = np.empty(2 * npix * coutp, np.int32)
         amx_configure()
         for py in range(2):
-            _init_acc(acc, bias[py], npix, 2 * coutp)
+            # Each column phase makes its own half of every pixel's accumulators.
             for px in range(2):
                 wf = _phase_weights(py, px, w00, w01, w10, w11)
                 quads = quads3 if px == 0 else quads2
-                _phase_amx(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf, blocks,
-                           nv, quads, acc, px * coutp, 2 * coutp, npix)
+                _phase_amx_biased(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf,
+                                  blocks, nv, quads, acc, px * coutp, 2 * coutp, npix, bias[py])
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
         amx_release()
