@@ -107,12 +107,8 @@ class PackedWeights:
         self.vblocks = self.vcoutp // blk
         self.quads, self.vsum = [], []
         for runs in phases:
-            kh, run, cout = runs.shape
-            run4 = -(-run // 4) * 4
-            pad = np.zeros((kh, run4, self.vcoutp), np.int8)
-            pad[:, :run, :cout] = runs
-            packed = pad.reshape(kh, run4 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
-            self.vnni.append(_aligned_copy(packed))
+            run4 = -(-runs.shape[1] // 4) * 4
+            self.vnni.append(self._quad_blocks(runs, run4))
             self.quads.append(run4 // 4)
             self.vsum.append(runs.astype(np.int64).sum(axis=(0, 1)))
         if self.kind != "gdn":
@@ -159,6 +155,16 @@ class PackedWeights:
             self.wssd.append(_aligned_copy(pad))
             self.wpairs.append(run32 // 32)
 
+    def _quad_blocks(self, runs, length):
+        # The VNNI layout of one phase, [tap row][block][quad][channel][4], its runs padded
+        # with zero weights to ``length`` (a multiple of 4) and its channels to ``vcoutp``.
+        kh, run, cout = runs.shape
+        blk = 16 * self.vnv
+        pad = np.zeros((kh, length, self.vcoutp), np.int8)
+        pad[:, :run, :cout] = runs
+        return _aligned_copy(
+            pad.reshape(kh, length // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2))
+
     def _pack_tiles(self):
         # The amx path's weights: the ``vnni`` layout with each phase's run of a tap row
         # padded with zero weights to whole 64-byte rows of a tile (3x3 layers of 48..288
@@ -166,18 +172,13 @@ class PackedWeights:
         # next pixels' inputs, which meet those zeros. Where the runs are whole rows already,
         # the ``vnni`` arrays themselves.
         self.tiles, self.tquads = [], []
-        blk = 16 * self.vnv
         for runs, packed, quads in zip(self.phases, self.vnni, self.quads):
             if quads % 16 == 0:
                 self.tiles.append(packed)
                 self.tquads.append(quads)
                 continue
-            kh, run, cout = runs.shape
-            run64 = -(-run // 64) * 64
-            pad = np.zeros((kh, run64, self.vcoutp), np.int8)
-            pad[:, :run, :cout] = runs
-            tiles = pad.reshape(kh, run64 // 4, 4, self.vblocks, blk).transpose(0, 3, 1, 4, 2)
-            self.tiles.append(_aligned_copy(tiles))
+            run64 = -(-runs.shape[1] // 64) * 64
+            self.tiles.append(self._quad_blocks(runs, run64))
             self.tquads.append(run64 // 4)
 
     def _pack_strip(self):
