@@ -10,7 +10,6 @@ import numpy as np
 from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
-from .amxtiles import CHANNELS as _AMX_CHANNELS
 from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
 from .amxtiles import (amx_block_unsigned, amx_block_unsigned_first, amx_configure,
@@ -235,6 +234,40 @@ def _gdn_tiles(xb, c, npix, wu, blocks, nv, quads, acc, coutp, first):
 _GDN_AMX_CHUNK = 64
 
 
+@njit(inline="always")
+def _gdn_amx_row(xr, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, gshift,
+                 imult, ishift, fast, omax, orow):
+    # One row of ``_gdn_amx``: the codes ``xr`` (pixels, channels) to ``orow``; returns
+    # whether the row holds -32768 (16-bit codes). Everything is allocated before the tiles
+    # are configured: they hold state only between amx_configure and amx_release.
+    wd, c = xr.shape
+    acc = np.empty(_GDN_AMX_CHUNK * coutp, np.int32)
+    refused = False
+    if wide:
+        lo, hi, refused = _split_row(xr, npix)
+    else:
+        lo = _abs_row(xr, npix, np.uint8)
+        hi = lo
+    for p0 in range(0, npix, _GDN_AMX_CHUNK):
+        n = min(_GDN_AMX_CHUNK, npix - p0)  # a multiple of 32, as npix is
+        amx_configure()
+        if wide:
+            _gdn_tiles(hi[p0 * c:], c, n, wu, blocks, nv, quads, acc, coutp, True)
+            for p in range(n):
+                a = np.uint64(p * coutp)
+                for j in range(np.uint64(coutp)):
+                    acc[a + j] = (acc[a + j] << 8) + beta[j]
+        else:
+            _init_acc(acc, beta, n, coutp)
+        _gdn_tiles(lo[p0 * c:], c, n, wu, blocks, nv, quads, acc, coutp, False)
+        amx_release()
+        m = min(n, wd - p0)  # the row's pixels in this chunk
+        if m > 0:
+            _gdn_epilogue(acc, coutp, xr[p0: p0 + m], inverse, gmult, gshift, imult, ishift,
+                          fast, omax, orow[p0: p0 + m])
+    return refused
+
+
 @njit(**JIT_PARALLEL)
 def _gdn_amx(x, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, gshift, imult,
              ishift, fast, omax, out, refused):
@@ -246,34 +279,9 @@ def _gdn_amx(x, wide, npix, wu, blocks, nv, quads, beta, coutp, inverse, gmult, 
     # block to the accumulators as they were made was measured 6x slower: the vector loads
     # wait on the tile stores.) A kernel of its own, so that only the amx path ever compiles
     # a tile instruction.
-    h, wd, c = x.shape
-    for oy in prange(h):
-        # Everything allocated before the tiles are configured: they hold state only
-        # between amx_configure and amx_release.
-        acc = np.empty(_GDN_AMX_CHUNK * coutp, np.int32)
-        if wide:
-            lo, hi, refused[oy] = _split_row(x[oy], npix)
-        else:
-            lo = _abs_row(x[oy], npix, np.uint8)
-            hi = lo
-        xr, orow = x[oy], out[oy]
-        for p0 in range(0, npix, _GDN_AMX_CHUNK):
-            n = min(_GDN_AMX_CHUNK, npix - p0)  # a multiple of 32, as npix is
-            amx_configure()
-            if wide:
-                _gdn_tiles(hi[p0 * c:], c, n, wu, blocks, nv, quads, acc, coutp, True)
-                for p in range(n):
-                    a = np.uint64(p * coutp)
-                    for j in range(np.uint64(coutp)):
-                        acc[a + j] = (acc[a + j] << 8) + beta[j]
-            else:
-                _init_acc(acc, beta, n, coutp)
-            _gdn_tiles(lo[p0 * c:], c, n, wu, blocks, nv, quads, acc, coutp, False)
-            amx_release()
-            m = min(n, wd - p0)  # the row's pixels in this chunk
-            if m > 0:
-                _gdn_epilogue(acc, coutp, xr[p0: p0 + m], inverse, gmult, gshift, imult, ishift,
-                              fast, omax, orow[p0: p0 + m])
+    for oy in prange(x.shape[0]):
+        refused[oy] = _gdn_amx_row(x[oy], wide, npix, wu, blocks, nv, quads, beta, coutp,
+                                   inverse, gmult, gshift, imult, ishift, fast, omax, out[oy])
 
 
 def _ones(n):
@@ -298,9 +306,7 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax, out):
     npix = -(-wd // unit) * unit
     wide = x.dtype == np.int16
     out = _output(out, x.shape, np.int8 if omax == 127 else np.int16)
-    # The largest norm any input can produce, for the fast GDN division (its top bit).
-    norm_max = int(beta.max(initial=0)) + _gdn_input_max(x) * int(packed.gamma_l1_max)
-    fast = (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
+    fast = _fast_division(x.dtype, packed, beta, gshift, omax)
     refused = np.zeros(h, np.bool_)  # rows holding the code -32768 (``_abs_row_16``)
     if path == "amx":
         _gdn_amx(x, wide, npix, packed.gamma_tiles[0], packed.vblocks, packed.vnv, packed.quads[0],
@@ -326,9 +332,12 @@ def _run_gdn(x, packed, beta, inverse, gmult, gshift, imult, ishift, omax, out):
     return out
 
 
-def _gdn_input_max(x) -> int:
-    """The largest ``|x|`` that codes of ``x``'s type can have (int16: -32768 is refused)."""
-    return 128 if x.dtype == np.int8 else 32767
+def _fast_division(dtype, packed, beta, gshift, omax) -> bool:
+    """Whether GDN's rounded division can run as ``_gdn_epilogue``'s restoring division on
+    inputs of ``dtype``: from the largest norm any of them can produce (its top bit)."""
+    in_max = 128 if np.dtype(dtype) == np.int8 else 32767  # int16: -32768 is refused
+    norm_max = int(beta.max(initial=0)) + in_max * int(packed.gamma_l1_max)
+    return (2 * (norm_max << max(gshift, 0))) * (64 if omax == 127 else 1024) < 2**62
 
 
 def _check_gdn(x, gamma, beta):

@@ -96,6 +96,22 @@ def _into(codes: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _fused_steps(layers: list) -> list:
+    """``layers`` with each requantized transposed convolution and the inverse GDN after it
+    as one step: the convolution's description (what ``bands`` reads: op, weight, stride),
+    named after both, with ``pair`` holding the two layers and ``wide`` the GDN's."""
+    steps = []
+    for layer in layers:
+        before = steps[-1] if steps else None
+        if (layer["op"] == "igdn" and before is not None and before["op"] == "deconv"
+                and "pair" not in before and before["out"] is not None):
+            steps[-1] = {**before, "name": f"{before['name']}+{layer['name']}",
+                         "pair": (before, layer), "wide": layer["wide"]}
+        else:
+            steps.append(layer)
+    return steps
+
+
 def _conv_code_dtype(layer: dict) -> type:
     """The type of the codes a (not last) convolution writes: 12-bit codes where marked wide."""
     return np.int16 if layer["wide"] else np.int8
@@ -154,6 +170,9 @@ class IntegerNetwork:
             raise ModelFileError(f"model layer description is malformed: {exc!r}") from None
         self._load_heads(arrays)
         self._check_chain()
+        # What runs: the layers, with each transposed convolution and the inverse GDN after
+        # it as one step (``_fused_steps``). The band heights still come from the layers.
+        self.steps = {t: _fused_steps(layers) for t, layers in self.layers.items()}
         # The channel-conditional entropy model of y (``engine.slices``), when the model has one.
         self.cc = None
         if "cc" in m:
@@ -327,7 +346,7 @@ class IntegerNetwork:
 
     def _run(self, transform: str, x: np.ndarray) -> np.ndarray:
         """Run a transform on codes; returns the last layer's int32 accumulators."""
-        return self.run_layers(self.layers[transform], x)
+        return self.run_layers(self.steps[transform], x)
 
     def run_layers(self, layers: list, x: np.ndarray) -> np.ndarray:
         """Run validated layers on codes, whole; returns the last layer's accumulators."""
@@ -342,6 +361,8 @@ class IntegerNetwork:
         layer), else a new array."""
         k = self.k
         op = layer["op"]
+        if "pair" in layer:
+            return self._run_pair(layer["pair"], x, out)
         if op in ("conv", "deconv"):
             args = (layer["packed"], layer["bias"])
             if op == "conv":
@@ -368,8 +389,24 @@ class IntegerNetwork:
             return _into(gdn(*args), out)
         return gdn(*args, out=out)
 
+    def _run_pair(self, pair: tuple, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """A transposed convolution and the inverse GDN after it (``_fused_steps``): one
+        kernel where the kernels have it, else the two layers in turn."""
+        deconv, inverse = pair
+        fused = getattr(self.k, "conv_transpose2d_requant_igdn", None)
+        if fused is None:
+            return self._run_layer(inverse, self._run_layer(deconv, x), out)
+        leaky = (self.leaky_mult, self.leaky_shift) if deconv["leaky"] else (0, 0)
+        return fused(x, deconv["packed"], deconv["bias"], deconv["mult"], deconv["shift"],
+                     *leaky, deconv["lo"], deconv["hi"], _conv_code_dtype(deconv),
+                     inverse["packed"], inverse["beta"], inverse["mult"], inverse["shift"],
+                     inverse["out_max"], out=out)
+
     def _output_of(self, layer: dict, x: np.ndarray) -> tuple[tuple, type]:
         """The shape and type of the codes a layer (not a last one) makes of ``x``."""
+        if "pair" in layer:
+            shape = self._output_of(layer["pair"][0], x)[0]
+            return shape, np.int8 if layer["pair"][1]["out_max"] == 127 else np.int16
         if layer["op"] in ("gdn", "igdn"):
             return x.shape, np.int8 if layer["out_max"] == 127 else np.int16
         cout = layer["weight"].shape[0]
@@ -399,11 +436,10 @@ class IntegerNetwork:
         """Run a transform band by band (``bands.run``) on an input of ``shape`` (rows,
         columns, channels) with ``in_bytes`` per code; ``band_rows`` None takes the band
         height from the memory budget."""
-        layers = self.layers[transform]
         if band_rows is None:
-            band_rows = bands.band_height(layers, *shape, in_bytes)
-        bands.run(self._run_layer, layers, shape[0], read_rows, write_rows, band_rows,
-                  join_into=self._run_layer_joined)
+            band_rows = bands.band_height(self.layers[transform], *shape, in_bytes)
+        bands.run(self._run_layer, self.steps[transform], shape[0], read_rows, write_rows,
+                  band_rows, join_into=self._run_layer_joined)
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
         mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
@@ -658,7 +694,7 @@ class IntegerNetwork:
         def y_rows(a, b):
             if mean_g is not None:
                 return self.reconstruct(symbols[a:b], mean_g[a:b])
-            acc = bands.run_rows(self._run_layer, self.layers["h_s"], z16.shape[0],
+            acc = bands.run_rows(self._run_layer, self.steps["h_s"], z16.shape[0],
                                  lambda c, d: z16[c:d], a, b)
             return self.reconstruct(symbols[a:b], self._mean_head(acc, level))
 
@@ -673,6 +709,6 @@ class IntegerNetwork:
             # reconstruct() clamps to the range of the clamp in synthesis().
             return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
 
-        bands.run(self._run_layer, self.layers["g_s"], rows, codes, pixel_head, band_rows,
+        bands.run(self._run_layer, self.steps["g_s"], rows, codes, pixel_head, band_rows,
                   join_into=self._run_layer_joined)
         return pixels

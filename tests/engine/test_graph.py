@@ -38,6 +38,10 @@ def test_tiny_model_loads(tiny_spec):
     assert set(net.layers) == set(TRANSFORMS)
     assert [d["op"] for d in net.layers["g_a"]] == ["conv", "gdn"] * 3 + ["conv"]
     assert [d["op"] for d in net.layers["g_s"]] == ["deconv", "igdn"] * 3 + ["deconv"]
+    # Each transposed convolution runs with the inverse GDN after it as one step.
+    assert [d["name"] for d in net.steps["g_s"]] == ["g_s.0+g_s.1", "g_s.2+g_s.3",
+                                                    "g_s.4+g_s.5", "g_s.6"]
+    assert net.steps["g_a"] == net.layers["g_a"] and net.steps["h_s"] == net.layers["h_s"]
 
 
 # -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlic_codec.engine import fixedpoint, kernels, reference
+from qlic_codec.engine import fixedpoint, fused, kernels, reference
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 W_ABS = 128  # the largest |int8 weight|
@@ -717,6 +717,61 @@ def test_gdn_on_amx_tiles(path, threads, inverse):
     with pytest.raises(ValueError, match="-32767, 32767"):
         kernels.igdn(x, np.ones((128, 128), np.uint8), np.ones(128, np.int32),
                      np.ones(128, np.int32), np.ones(128, np.int32))
+
+
+# A transposed convolution and the inverse GDN after it: (H, W, Cin, C). Widths leave partial
+# 32-pixel blocks of the convolution's input and of the GDN's wider rows; the last two do not
+# fuse on the amx path (a GDN of 32 or 96 channels is not on the tiles).
+FUSED_SHAPES = [(2, 7, 64, 64), (3, 20, 128, 128), (1, 1, 64, 32), (2, 33, 32, 96)]
+
+
+@pytest.mark.parametrize("codes", [np.int8, np.int16], ids=["8-bit", "12-bit"])
+def test_transposed_convolution_fused_with_inverse_gdn(path, threads, codes):
+    # The codes between the two layers, 8- or 12-bit, never exist whole where the pair is
+    # fused (the amx path, 8-bit convolution inputs); every path gives the two layers' codes.
+    rng = _rng("fused", np.dtype(codes).name)
+    limit = 127 if codes == np.int8 else 2047
+    for i, (h, wd, cin, c) in enumerate(FUSED_SHAPES):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        for x_dtype in (np.int8, np.int16):
+            x, w, bias = _conv_operands(rng, h, wd, cin, c, 5, x_dtype, x_mode, w_mode)
+            packed = kernels.pack_deconv_weights(w)
+            acc = reference.conv_transpose2d(x, w, bias)
+            mult, shift = _requant_tables(rng, c, np.abs(acc).mean(), limit // 2)
+            leaky = LEAKY[i % 2]
+            codes_want = reference.requantize(acc, mult, shift, *leaky, -limit, limit).astype(codes)
+            gamma = _fill(rng, (c, c), np.uint8, ("random", "max")[i % 2])
+            beta = rng.integers(1, 2**16, c, endpoint=True).astype(np.int32)
+            gpacked = kernels.pack_gdn_weights(gamma)
+            fuses = fused._fuses(x, packed, gpacked, codes)
+            # The tile GDN takes runs of whole 64-byte rows: 64 or 128 channels.
+            assert fuses == (path == "amx" and x_dtype == np.int8 and c % 64 == 0)
+            for out_max in (127, 2047):
+                gmult = rng.integers(0, 2**16, c, dtype=np.int64).astype(np.int32)
+                gshift = rng.integers(20, 40, c).astype(np.int32)
+                want = reference.igdn(codes_want, gamma, beta, gmult, gshift, out_max)
+                args = (x, packed, bias, mult, shift, *leaky, -limit, limit, codes, gpacked,
+                        beta, gmult, gshift, out_max)
+                _assert_same(kernels.conv_transpose2d_requant_igdn(*args), want)
+                out = np.full(want.shape, 99, want.dtype)
+                assert kernels.conv_transpose2d_requant_igdn(*args, out=out) is out
+                _assert_same(out, want)
+
+
+def test_fused_pair_refuses_bad_operands():
+    x = np.zeros((2, 3, 64), np.int8)
+    w, bias = np.zeros((32, 5, 5, 64), np.int8), np.zeros(32, np.int32)
+    ones = np.ones(32, np.int32)
+    gamma, beta = np.ones((32, 32), np.uint8), np.ones(32, np.int32)
+    args = (x, w, bias, ones, ones, 0, 0, -127, 127)
+    with pytest.raises(TypeError, match="codes_dtype"):
+        kernels.conv_transpose2d_requant_igdn(*args, np.int32, gamma, beta, ones, ones)
+    with pytest.raises(ValueError, match="GDN shapes"):
+        kernels.conv_transpose2d_requant_igdn(*args, np.int8, gamma[:16, :16], beta[:16],
+                                              ones, ones)
+    with pytest.raises(ValueError, match="out:"):
+        kernels.conv_transpose2d_requant_igdn(*args, np.int8, gamma, beta, ones, ones, 127,
+                                              out=np.zeros((4, 6, 32), np.int16))
 
 
 def test_gdn_16_bit_norm_bound_is_refused():

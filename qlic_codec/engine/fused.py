@@ -1,0 +1,107 @@
+"""A transposed convolution and the inverse GDN after it, as one kernel.
+
+The synthesis transform alternates requantized transposed convolutions and inverse GDNs. Run
+one after the other, each output row of the convolution goes out to memory whole (16-bit
+codes: 272 MB per 1920x1080 decode for ``g_s.4`` alone) and comes back for the GDN, which
+reads each pixel alone. Fused, each row of codes is made into a buffer that stays in the
+core's cache, and the inverse GDN of that row is written out instead. The integers are those
+of the two steps: the same convolution row, the same requantized codes of the same type, the
+same GDN of them.
+
+Only the ``amx`` path fuses (both layers on the tiles, 8-bit convolution inputs); every other
+case runs the two kernels in turn.
+"""
+
+import numpy as np
+
+from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
+from numba import njit, prange
+
+from .amxtiles import amx_configure, amx_release
+from .convolution import (_check_deconv, _epilogue, _layer_path, _padded, _phase_amx_biased,
+                          _phase_weights, _pixel_unit, _strip_fits, _vnni_bias,
+                          conv_transpose2d_requant)
+from .elementwise import _check_requant, _output, _padded_bias
+from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
+from .reference import conv_transpose2d_shape
+
+
+@njit(**JIT_PARALLEL)
+def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix,
+                     bias, coutp, mult, shift, leaky_mult, leaky_shift, lo, hi, codes, gnpix,
+                     gamma, gblocks, gnv, gquads, beta, gcoutp, imult, ishift, omax, out,
+                     refused):
+    # ``_deconv_amx`` into one row of ``codes``' type at a time, and ``_gdn_amx_row`` of that
+    # row into ``out``: the row (245 KiB for g_s.4 at 1920x1080) and its accumulators stay in
+    # the core's L2 cache between the two.
+    h = out.shape[0] // 2
+    wo, cout = out.shape[1], out.shape[2]
+    wide = codes.itemsize == 2
+    unused = np.zeros(1, np.int64)  # the forward GDN's multipliers (and its ``fast``, False)
+    for a in prange(h):
+        acc = np.empty(2 * npix * coutp, np.int32)
+        row = np.empty((wo, cout), codes.dtype)
+        for py in range(2):
+            amx_configure()
+            # Each column phase makes its own half of every pixel's accumulators.
+            for px in range(2):
+                wf = _phase_weights(py, px, w00, w01, w10, w11)
+                quads = quads3 if px == 0 else quads2
+                _phase_amx_biased(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf,
+                                  blocks, nv, quads, acc, px * coutp, 2 * coutp, npix, bias[py])
+            amx_release()
+            _epilogue(acc, coutp, row, True, mult, shift, leaky_mult, leaky_shift, lo, hi)
+            refused[2 * a + py] = _gdn_amx_row(row, wide, gnpix, gamma, gblocks, gnv, gquads,
+                                               beta, gcoutp, True, unused, 0, imult, ishift,
+                                               False, omax, out[2 * a + py])
+
+
+def _fuses(x, packed, gpacked, codes_dtype) -> bool:
+    """Whether ``_deconv_amx_igdn`` runs the pair: both layers on the tiles, the convolution
+    as 8-bit blocks (not the 16-bit split, nor the output layer's strips)."""
+    if x.dtype != np.int8 or _layer_path(packed, x) != "amx" or _strip_fits(packed):
+        return False
+    return _layer_path(gpacked, np.empty((0, 0, 0), codes_dtype)) == "amx"
+
+
+def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,
+                                  codes_dtype, gamma, beta, gdn_mult, gdn_shift, out_max=127,
+                                  out=None):
+    """``igdn(conv_transpose2d_requant(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo,
+    hi, codes_dtype), gamma, beta, gdn_mult, gdn_shift, out_max)``, without the codes between
+    them ever existing whole; ``out`` as for ``igdn``."""
+    x, packed, bias = _check_deconv(x, w, bias)
+    mult, shift = _check_requant(mult, shift, packed.cout)
+    codes_dtype = np.dtype(codes_dtype)
+    if codes_dtype not in (np.int8, np.int16):
+        raise TypeError(f"codes_dtype must be int8 or int16, got {codes_dtype}")
+    shape = conv_transpose2d_shape(x.shape, packed.cout)
+    out_max = _check_out_max(out_max)
+    # The GDN's operands are checked against codes of the convolution's output shape and type
+    # (a one-pixel stand-in: the checks read only the channels and the type).
+    _, gpacked, beta = _check_gdn(np.zeros((1, 1, shape[2]), codes_dtype), gamma, beta)
+    gdn_mult, gdn_shift = _check_requant(gdn_mult, gdn_shift, shape[2])
+    if not _fuses(x, packed, gpacked, codes_dtype):
+        codes = conv_transpose2d_requant(x, packed, bias, mult, shift, leaky_mult, leaky_shift,
+                                         lo, hi, codes_dtype)
+        return igdn(codes, gpacked, beta, gdn_mult, gdn_shift, out_max, out=out)
+    out = _output(out, shape, np.int8 if out_max == 127 else np.int16)
+    h, wd, cin = x.shape
+    npix = -(-wd // _pixel_unit(packed, "amx")) * _pixel_unit(packed, "amx")
+    cols = npix + 4
+    flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
+    cp = packed.vcoutp
+    phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+    rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
+    gunit = _pixel_unit(gpacked, "amx")
+    gnpix = -(-shape[1] // gunit) * gunit
+    refused = np.zeros(shape[0], np.bool_)
+    _deconv_amx_igdn(flat, cols * cin, cin, *packed.tiles, packed.vblocks, packed.vnv,
+                     packed.tquads[0], packed.tquads[1], npix, rows, cp, mult, shift,
+                     int(leaky_mult), int(leaky_shift), int(lo), int(hi),
+                     np.empty(0, codes_dtype), gnpix, gpacked.gamma_tiles[0], gpacked.vblocks,
+                     gpacked.vnv, gpacked.quads[0], _padded_bias(beta, gpacked.vcoutp),
+                     gpacked.vcoutp, gdn_mult, gdn_shift, out_max, out, refused)
+    if refused.any():
+        raise ValueError(_WIDE_RANGE)
+    return out
