@@ -571,11 +571,14 @@ def print_stages(rows, key, title, repeat):
         names = list(layered[0][key]["g_s_layers_s"])
         print(f"\n{title}: g_s by layer, milliseconds over all bands, best of "
               f"{repeat} each")
-        print(f"{'size':>10} {'thr':>3} " + " ".join(f"{n:>7}" for n in names))
+        # A step of two layers run as one (a transposed convolution and its inverse GDN) is
+        # named after both.
+        widths = [max(7, len(n)) for n in names]
+        print(f"{'size':>10} {'thr':>3} " + " ".join(f"{n:>{w}}" for n, w in zip(names, widths)))
         for r in layered:
             t = r[key]["g_s_layers_s"]
             print(f"{r['size']:>10} {r['threads']:>3} " +
-                  " ".join(f"{1e3 * t.get(n, 0.0):7.1f}" for n in names))
+                  " ".join(f"{1e3 * t.get(n, 0.0):{w}.1f}" for n, w in zip(names, widths)))
 
 
 def print_tables(rows, classic_rows, memory, processes, repeat, quality):

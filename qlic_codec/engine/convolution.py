@@ -243,7 +243,7 @@ def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift
         a = acc[ox * coutp: ox * coutp + cout]
         o = out_row[ox]
         if requant:
-            for co in range(cout):
+            for co in range(np.uint64(cout)):
                 v = np.int64(a[co])
                 lv = (v * lm + lr) >> ls
                 v = lv if (leaky and v < 0) else v
@@ -654,9 +654,37 @@ def _strip_interleave(planes, bias, span, wd, cout, row):
                 row[dst + b * step] = planes[src + b] + bias[co]
 
 
+@njit(inline="always")
+def _requant_run(a, mtab, rtab, stab, leaky_mult, leaky_shift, lo, hi, o):
+    # ``_epilogue``'s requantization of a row as one flat run of ``len(o)`` values, each
+    # position with its channel's multiplier, rounding term and shift (tables of the row's
+    # length): LLVM vectorises it whatever the channel count, where ``_epilogue`` would run
+    # the RGB output's three channels one pixel at a time.
+    leaky = leaky_shift > 0
+    lm = np.int64(np.int32(leaky_mult))
+    ls = np.int64(leaky_shift if leaky else 1)
+    lr = np.int64(1) << (ls - 1)
+    lo64, hi64 = np.int64(lo), np.int64(hi)
+    for j in range(np.uint64(o.size)):
+        v = np.int64(a[j])
+        lv = (v * lm + lr) >> ls
+        v = lv if (leaky and v < 0) else v
+        r = (v * mtab[j] + rtab[j]) >> stab[j]
+        r = lo64 if r < lo64 else r
+        o[j] = hi64 if r > hi64 else r
+
+
+def _requant_tables(mult, shift, width):
+    """``_requant_run``'s tables for rows of ``width`` pixels: per position, its channel's
+    multiplier, rounding term ``2**(shift - 1)`` and shift, as int64."""
+    m = np.tile(np.asarray(mult, np.int64), width)
+    sh = np.tile(np.asarray(shift, np.int64), width)
+    return m, np.left_shift(np.int64(1), sh - 1), sh
+
+
 @njit(**JIT_PARALLEL)
-def _deconv_strip(x, wide, npix, ws, bias, requant, mult, shift, leaky_mult, leaky_shift, lo,
-                  hi, out):
+def _deconv_strip(x, wide, npix, ws, bias, requant, mtab, rtab, stab, leaky_mult, leaky_shift,
+                  lo, hi, out):
     # The transposed convolution of a layer with few output channels (the RGB output) on AMX
     # tiles: every input pixel's products with all 25 taps of every channel, as 80 rows of
     # one product over the row's pixels (``_strip_products``). Output row 2a + py is the sum
@@ -664,9 +692,11 @@ def _deconv_strip(x, wide, npix, ws, bias, requant, mult, shift, leaky_mult, lea
     # output pixel 2b + px takes tap kx = px + 2s of input pixel b + 1 - s, so each tap and
     # channel adds one shifted run of a product row to one plane (px, co) of the output row,
     # and the planes are interleaved into pixels at the end. The products of input rows a-1,
-    # a, a+1 are kept in a ring of three rows.
+    # a, a+1 are kept in a ring of three rows. Requantized (``requant``: ``_requant_run``'s
+    # tables), ``out`` may keep fewer columns than the layer makes: the crop of a padded image.
     h, wd, cin = x.shape
     cout = out.shape[2]
+    kept = out.shape[1] * cout  # of each output row
     chunks = cin // 64
     rowp = npix * _STRIP_COLUMNS
     span = wd + 2  # a plane: output pixels b - 1 .. b + wd of one parity
@@ -709,8 +739,8 @@ def _deconv_strip(x, wide, npix, ws, bias, requant, mult, shift, leaky_mult, lea
                 # output row, or (a last layer) the output row itself.
                 if requant:
                     _strip_interleave(planes, bias, span, wd, cout, acc)
-                    _epilogue(acc, cout, out[2 * a + py], requant, mult, shift, leaky_mult,
-                              leaky_shift, lo, hi)
+                    _requant_run(acc, mtab, rtab, stab, leaky_mult, leaky_shift, lo, hi,
+                                 out[2 * a + py].reshape(kept))
                 else:
                     _strip_interleave(planes, bias, span, wd, cout,
                                       out[2 * a + py].reshape(2 * wd * cout))
@@ -733,6 +763,9 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
                       leaky_shift, lo, hi)
 
 
+_NO_TABLE = np.zeros(1, np.int64)
+
+
 def _run_deconv(x, packed, bias, req, out):
     path = _layer_path(packed, x)
     h, wd, cin = x.shape
@@ -743,8 +776,9 @@ def _run_deconv(x, packed, bias, req, out):
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "amx" and _strip_fits(packed):
         npix = -(-wd // _STRIP_PIXELS) * _STRIP_PIXELS
-        _deconv_strip(x, x.dtype == np.int16, npix, packed.strip, bias, requant, mult, shift,
-                      lm, ls, lo, hi, out)
+        tables = _requant_tables(mult, shift, out.shape[1]) if requant else (_NO_TABLE,) * 3
+        _deconv_strip(x, x.dtype == np.int16, npix, packed.strip, bias, requant, *tables, lm,
+                      ls, lo, hi, out)
         return out
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (h + 3, cols, cin), 1, 1, 0)

@@ -1,4 +1,5 @@
-"""A transposed convolution and the inverse GDN after it, as one kernel.
+"""Layers fused with what follows them: a transposed convolution and the inverse GDN after
+it, and the RGB output layer and the pixel head.
 
 The synthesis transform alternates requantized transposed convolutions and inverse GDNs. Run
 one after the other, each output row of the convolution goes out to memory whole (16-bit
@@ -10,6 +11,10 @@ same GDN of them.
 
 Only the ``amx`` path fuses (both layers on the tiles, 8-bit convolution inputs); every other
 case runs the two kernels in turn.
+
+The RGB output layer's accumulators (int32, 25 MB per 1920x1080 decode) are likewise never
+written out on the ``amx`` path: its strips requantize each output row to uint8 pixels in
+cache (``conv_transpose2d_pixels``).
 """
 
 import numpy as np
@@ -19,9 +24,9 @@ from numba import njit, prange
 
 from .amxtiles import amx_configure, amx_release
 from .convolution import (_check_deconv, _epilogue, _layer_path, _padded, _phase_amx_biased,
-                          _phase_weights, _pixel_unit, _strip_fits, _vnni_bias,
-                          conv_transpose2d_requant)
-from .elementwise import _check_requant, _output, _padded_bias
+                          _phase_weights, _pixel_unit, _run_deconv, _strip_fits, _vnni_bias,
+                          conv_transpose2d, conv_transpose2d_requant)
+from .elementwise import _check_requant, _output, _padded_bias, requantize, requantize_pixels
 from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
 from .reference import conv_transpose2d_shape
 
@@ -104,4 +109,25 @@ def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shi
                      gpacked.vcoutp, gdn_mult, gdn_shift, out_max, out, refused)
     if refused.any():
         raise ValueError(_WIDE_RANGE)
+    return out
+
+
+def conv_transpose2d_pixels(x, w, bias, mult, shift, width):
+    """The RGB output layer and the pixel head: ``requantize(conv_transpose2d(x, w, bias),
+    mult, shift, 0, 0, 0, 255)`` as uint8, of the first ``width`` columns (the crop of a
+    padded image). On the amx path the layer's strips requantize each row in cache
+    (``convolution._deconv_strip``); elsewhere the accumulators are made whole first."""
+    x, packed, bias = _check_deconv(x, w, bias)
+    mult, shift = _check_requant(mult, shift, packed.cout)
+    h, wd = 2 * x.shape[0], 2 * x.shape[1]
+    width = int(width)
+    if not 1 <= width <= wd:
+        raise ValueError(f"width must be 1 .. {wd}, got {width}")
+    out = np.empty((h, width, packed.cout), np.uint8)
+    if _layer_path(packed, x) == "amx" and _strip_fits(packed):
+        return _run_deconv(x, packed, bias, (mult, shift, 0, 0, 0, 255), out)
+    acc = conv_transpose2d(x, packed, bias)
+    if packed.cout == 3:
+        return requantize_pixels(acc, mult, shift, out)
+    out[:] = requantize(np.ascontiguousarray(acc[:, :width]), mult, shift, 0, 0, 0, 255)
     return out

@@ -36,7 +36,7 @@ def _gdn_epilogue(acc, coutp, xr, inverse, gmult, gshift, imult, ishift, fast, o
         xv = xr[ox]
         o = out_row[ox]
         if inverse:
-            for i in range(c):
+            for i in range(np.uint64(c)):
                 v = np.int64(xv[i]) * np.int64(norm[i])
                 sh = np.int64(ishift[i])
                 r = (v * np.int64(imult[i]) + (np.int64(1) << (sh - 1))) >> sh

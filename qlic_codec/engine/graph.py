@@ -363,6 +363,8 @@ class IntegerNetwork:
         op = layer["op"]
         if "pair" in layer:
             return self._run_pair(layer["pair"], x, out)
+        if "pixels" in layer:
+            return self._run_pixels(layer, x)
         if op in ("conv", "deconv"):
             args = (layer["packed"], layer["bias"])
             if op == "conv":
@@ -402,6 +404,26 @@ class IntegerNetwork:
                      inverse["packed"], inverse["beta"], inverse["mult"], inverse["shift"],
                      inverse["out_max"], out=out)
 
+    def _run_pixels(self, layer: dict, x: np.ndarray) -> np.ndarray:
+        """The RGB output layer and the pixel head (``_synthesis_steps``): uint8 pixels of the
+        first ``layer["pixels"]`` columns; one step where the kernels have it, else the
+        layer's accumulators requantized."""
+        mult, shift = self.heads["pixel.mult"], self.heads["pixel.shift"]
+        fused = getattr(self.k, "conv_transpose2d_pixels", None)
+        if fused is not None:
+            return fused(x, layer["packed"], layer["bias"], mult, shift, layer["pixels"])
+        acc = self.k.conv_transpose2d(x, layer["packed"], layer["bias"])
+        acc = np.ascontiguousarray(acc[:, : layer["pixels"]])
+        return self.k.requantize(acc, mult, shift, 0, 0, 0, 255).astype(np.uint8)
+
+    def _synthesis_steps(self, width: int) -> list:
+        """g_s's steps, its last layer run with the pixel head into pixels of ``width``
+        columns (the crop of a padded image), so that its int32 accumulators are never
+        written out whole."""
+        last = self.steps["g_s"][-1]
+        return self.steps["g_s"][:-1] + [{**last, "name": f"{last['name']}+pixels",
+                                          "pixels": width}]
+
     def _output_of(self, layer: dict, x: np.ndarray) -> tuple[tuple, type]:
         """The shape and type of the codes a layer (not a last one) makes of ``x``."""
         if "pair" in layer:
@@ -432,14 +454,14 @@ class IntegerNetwork:
         return buf[top - k: top + rows]
 
     def _in_bands(self, transform: str, shape: tuple, in_bytes: int, read_rows, write_rows,
-                  band_rows: int | None) -> None:
+                  band_rows: int | None, steps: list | None = None) -> None:
         """Run a transform band by band (``bands.run``) on an input of ``shape`` (rows,
         columns, channels) with ``in_bytes`` per code; ``band_rows`` None takes the band
-        height from the memory budget."""
+        height from the memory budget; ``steps``: what runs, if not the transform's steps."""
         if band_rows is None:
             band_rows = bands.band_height(self.layers[transform], *shape, in_bytes)
-        bands.run(self._run_layer, self.steps[transform], shape[0], read_rows, write_rows,
-                  band_rows, join_into=self._run_layer_joined)
+        bands.run(self._run_layer, steps or self.steps[transform], shape[0], read_rows,
+                  write_rows, band_rows, join_into=self._run_layer_joined)
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
         mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
@@ -447,20 +469,14 @@ class IntegerNetwork:
             mult, shift = mult[level], shift[level]
         return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
 
-    def _pixel_rows(self, acc, lo, pixels):
-        """The pixel head of a band: the RGB output's accumulators of rows ``lo ..`` as uint8
-        pixels into ``pixels`` (height, width, 3), cropped to it."""
-        height, width = pixels.shape[:2]
-        if lo >= height:
-            return
-        acc = acc[: height - lo]
-        fused = getattr(self.k, "requantize_pixels", None)
-        if fused is not None:
-            fused(acc, self.heads["pixel.mult"], self.heads["pixel.shift"],
-                  pixels[lo: lo + len(acc)])
-        else:  # the specification: ``requantize``, then the crop
-            pixels[lo: lo + len(acc)] = self._head(np.ascontiguousarray(acc[:, :width]), "pixel",
-                                                   None, 0, 255)
+    def _pixel_rows(self, rows, lo, pixels):
+        """A band's pixel rows ``lo ..`` (the last of ``_synthesis_steps``, cropped to the
+        width of ``pixels`` already) into ``pixels`` (height, width, 3), cropped to its
+        height."""
+        height = pixels.shape[0]
+        if lo < height:
+            rows = rows[: height - lo]
+            pixels[lo: lo + len(rows)] = rows
 
     def analysis(self, pixels: np.ndarray, level: int, band_rows: int | None = None):
         """uint8 (H, W, 3), any size -> (fixed-point y_g int32, z int32) of the image padded
@@ -670,7 +686,8 @@ class IntegerNetwork:
         def pixel_head(lo, acc):
             self._pixel_rows(acc, lo, pixels)
 
-        self._in_bands("g_s", y_g.shape, 2, codes, pixel_head, band_rows)
+        self._in_bands("g_s", y_g.shape, 2, codes, pixel_head, band_rows,
+                       self._synthesis_steps(width))
         return pixels
 
     def synthesis_band_rows(self, z_shape: tuple) -> int:
@@ -709,6 +726,6 @@ class IntegerNetwork:
             # reconstruct() clamps to the range of the clamp in synthesis().
             return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
 
-        bands.run(self._run_layer, self.steps["g_s"], rows, codes, pixel_head, band_rows,
-                  join_into=self._run_layer_joined)
+        bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_head,
+                  band_rows, join_into=self._run_layer_joined)
         return pixels

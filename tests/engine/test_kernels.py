@@ -339,6 +339,27 @@ def test_output_layer_as_tile_strips(path, threads, cout):
                      _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
+@pytest.mark.parametrize("cout", [1, 3, 4])
+def test_output_layer_with_the_pixel_head(path, threads, cout):
+    # The RGB output layer requantized to uint8 pixels and cropped to a width, in one step on
+    # the amx path's strips (up to 3 channels); the same pixels on every path.
+    rng = _rng("pixels", cout)
+    cases = itertools.product(STRIP_SHAPES, [np.int16, np.int8])
+    for i, ((h, wd, cin), dtype) in enumerate(cases):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
+        packed = kernels.pack_deconv_weights(w)
+        acc = reference.conv_transpose2d(x, w, bias)
+        mult, shift = _requant_tables(rng, cout, np.abs(acc).mean(), 128)
+        for width in sorted({1, 2 * wd - 1, 2 * wd} - {0}):
+            want = reference.requantize(acc[:, :width], mult, shift, 0, 0, 0, 255)
+            got = kernels.conv_transpose2d_pixels(x, packed, bias, mult, shift, width)
+            assert got.dtype == np.uint8 and got.shape == (2 * h, width, cout)
+            _assert_same(got.astype(np.int32), want)
+    with pytest.raises(ValueError, match="width"):
+        kernels.conv_transpose2d_pixels(x, packed, bias, mult, shift, 2 * wd + 1)
+
+
 def test_output_layer_strips_on_extreme_codes(path, threads):
     # Every 16-bit code, -32768 and 32767 included, so that the high bytes reach -128 and
     # 127: small weights keep the sums inside int32.
