@@ -44,6 +44,12 @@ LAYERS = [
     ("g_a conv 128->128 @192x128", "conv", (192, 128), 128, 128, 5, 2, np.int16, False),
     ("g_a conv 128->192 @96x64", "conv", (96, 64), 128, 192, 5, 2, np.int16, False),
     ("g_a gdn 128 @384x256", "gdn", (384, 256), 128, 128, 1, 1, np.int16, False),
+    # A transposed convolution and its inverse GDN as the decoder runs them, one step (not in
+    # the g_s total, which has each of them above).
+    ("g_s deconv+igdn @96x64, one step", "deconv+igdn", (96, 64), 128, 128, 5, 2, np.int8,
+     False),
+    ("g_s deconv+igdn @192x128, one step", "deconv+igdn", (192, 128), 128, 128, 5, 2, np.int8,
+     False),
 ]
 
 
@@ -59,6 +65,8 @@ def _best(fn, reps):
 
 def _macs(op, wh, cin, cout, k, stride):
     w, h = wh
+    if op == "deconv+igdn":  # and the GDN's 1x1 product at the output's 4 w h pixels
+        return w * h * cin * cout * k * k + 4 * w * h * cout * cout
     if op == "deconv":
         return w * h * cin * cout * k * k
     return -(-w // stride) * -(-h // stride) * cin * cout * k * k
@@ -78,6 +86,13 @@ def _ours(op, wh, cin, cout, k, stride, dtype, rng):
         return lambda: kernels.igdn(x, gamma, beta, mult, shift)
     wt = rng.integers(-20, 21, (cout, k, k, cin)).astype(np.int8)
     bias = np.zeros(cout, np.int32)
+    if op == "deconv+igdn":  # 12-bit codes between them, as g_s.4 makes for g_s.5
+        packed = kernels.pack_deconv_weights(wt)
+        gamma = kernels.pack_gdn_weights(rng.integers(0, 256, (cout, cout)).astype(np.uint8))
+        beta = np.full(cout, 1 << 16, np.int32)
+        return lambda: kernels.conv_transpose2d_requant_igdn(
+            x, packed, bias, mult, shift, 655, 16, -2047, 2047, np.int16, gamma, beta, mult,
+            shift, 127)
     if op == "deconv":
         packed = kernels.pack_deconv_weights(wt)
         return lambda: kernels.conv_transpose2d_requant(x, packed, bias, mult, shift, 655, 16,
@@ -97,10 +112,17 @@ def _torch(op, wh, cin, cout, k, stride, channels_last, rng):
         if op == "gdn":
             return lambda: x / torch.sqrt(F.conv2d(x.abs(), g, b))
         return lambda: x * torch.sqrt(F.conv2d(x.abs(), g, b))
-    if op == "deconv":
+    if op in ("deconv", "deconv+igdn"):
         wt = torch.from_numpy(rng.standard_normal((cin, cout, k, k), np.float32))
         wt = wt.to(memory_format=fmt)
-        return lambda: F.leaky_relu(F.conv_transpose2d(x, wt, b, 2, 2, 1))
+        if op == "deconv":
+            return lambda: F.leaky_relu(F.conv_transpose2d(x, wt, b, 2, 2, 1))
+        g = torch.from_numpy(rng.random((cout, cout, 1, 1), np.float32)).to(memory_format=fmt)
+
+        def pair():
+            y = F.conv_transpose2d(x, wt, b, 2, 2, 1)
+            return y * torch.sqrt(F.conv2d(y.abs(), g, b))
+        return pair
     wt = torch.from_numpy(rng.standard_normal((cout, cin, k, k), np.float32))
     wt = wt.to(memory_format=fmt)
     return lambda: F.leaky_relu(F.conv2d(x, wt, b, stride, k // 2))
