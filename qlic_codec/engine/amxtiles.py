@@ -12,9 +12,9 @@ tap row's ``(kx, ci)`` run contiguous per pixel, and weights packed as ``[tap ro
 [quad][channel][4]``, whose rows of one 16-channel vector are exactly the rows of a ``B`` tile
 (stride ``nv * 64`` bytes). A block of 32 pixels x 32 channels is four ``C`` tiles, loaded
 from the row's accumulators (or zeroed), fed by two ``A`` and two ``B`` tiles per 64-byte
-chunk of every tap row, and stored back. Its variants: ``amx_block_signed`` for the signed
-high bytes of 16-bit codes, ``amx_block_unsigned`` (and ``_first``, from zeroed tiles) for
-GDN's |x| against unsigned gamma.
+chunk of every tap row, and stored back. Its variants: ``amx_block_signed_first`` for the
+signed high bytes of 16-bit codes, from zeroed tiles, and ``amx_block_unsigned`` (and
+``_first``) for GDN's |x| against unsigned gamma.
 
 ``amx_strip_first`` / ``amx_strip_add`` serve the RGB output layer: the weights of all its
 taps as the ``A`` tiles (80 rows: 25 taps x 3 channels and 5 zero rows), 16 pixels as a ``B``
@@ -196,10 +196,11 @@ def amx_block_biased(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap
 
 
 @intrinsic
-def amx_block_signed(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc, aoff,
-                     apix):
-    """``amx_block`` with int8 inputs ``x`` (``tdpbssd``): the high bytes of 16-bit codes."""
-    return _block_signature(x, w, acc), _block_codegen("tdpbssd")
+def amx_block_signed_first(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wtap, wrow, acc,
+                           aoff, apix):
+    """``amx_block`` with int8 inputs ``x`` (``tdpbssd``: the high bytes of 16-bit codes),
+    setting the accumulators to the sums instead of adding them (from zeroed tiles)."""
+    return _block_signature(x, w, acc), _block_codegen("tdpbssd", True)
 
 
 @intrinsic

@@ -21,7 +21,7 @@ from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
 from .amxtiles import STRIP_COLUMNS as _STRIP_COLUMNS
 from .amxtiles import STRIP_PIXELS as _STRIP_PIXELS
-from .amxtiles import (amx_block, amx_block_biased, amx_block_signed, amx_configure,
+from .amxtiles import (amx_block, amx_block_biased, amx_block_signed_first, amx_configure,
                        amx_release, amx_strip_add, amx_strip_first)
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
@@ -163,9 +163,9 @@ def _phase_amx(xf, x0, rowlen, xpix, kh, wf, blocks, nv, quads, acc, a0, apix, n
         for v in range(0, nv, 2):
             ao = a0 + b * nv * 16 + v * 16
             for p in range(0, npix, _AMX_PIXELS):
-                if signed:  # int8 inputs: the high bytes of 16-bit codes
-                    amx_block_signed(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf,
-                                     wb + v * 64, wtap, wrow, acc, ao + p * apix, apix)
+                if signed:  # int8 inputs: the high bytes of 16-bit codes, from zero
+                    amx_block_signed_first(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf,
+                                           wb + v * 64, wtap, wrow, acc, ao + p * apix, apix)
                 else:
                     amx_block(xf, x0 + p * xpix, xpix, rowlen, kh, chunks, wf, wb + v * 64,
                               wtap, wrow, acc, ao + p * apix, apix)
@@ -314,11 +314,11 @@ def _conv_amx16(xlo, xhi, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, b
                 requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
     # 16-bit codes on AMX: each code is 256 * hi + lo with a signed high byte and an unsigned
     # low one, so the sums are (sum of hi * w) * 256 + sum of lo * w: the high bytes' tile
-    # products (``tdpbssd``) from zeroed accumulators, shifted left by 8 and given the bias,
-    # then the low bytes' (``tdpbusd``) added.
+    # products (``tdpbssd``) from zeroed tiles, shifted left by 8 and given the bias, then the
+    # low bytes' (``tdpbusd``) added.
     ho = out.shape[0]
     for oy in prange(ho):
-        acc = np.zeros(npix * coutp, np.int32)
+        acc = np.empty(npix * coutp, np.int32)
         amx_configure()
         _phase_amx(xhi, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
                    acc, 0, coutp, npix, True)
@@ -570,7 +570,6 @@ def _deconv_amx16(xlo, xhi, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3,
         acc = np.empty(2 * npix * coutp, np.int32)
         amx_configure()
         for py in range(2):
-            acc[:] = 0
             for px in range(2):
                 wf = _phase_weights(py, px, w00, w01, w10, w11)
                 quads = quads3 if px == 0 else quads2
