@@ -172,8 +172,9 @@ def run_rows(run_layer, layers: list, rows: int, read_rows, lo: int, hi: int) ->
 def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int,
         join_into=None) -> None:
     """Run a transform over all its output rows in bands of ``band`` rows (at least 1):
-    ``write_rows(lo, acc)`` takes the last layer's accumulators of output rows ``lo ..
-    lo + len(acc) - 1``; the other arguments are those of ``run_rows``.
+    ``write_rows(lo, acc)`` takes the last layer's output (accumulators, or the pixels of
+    ``IntegerNetwork._synthesis_steps``) of output rows ``lo .. lo + len(acc) - 1``; the
+    other arguments are those of ``run_rows``.
 
     Each layer keeps the input rows that the next band reads too (its halo), so a band
     computes only rows that no band before it computed: every row of every layer is computed

@@ -2,15 +2,15 @@
 it, and the RGB output layer and the pixel head.
 
 The synthesis transform alternates requantized transposed convolutions and inverse GDNs. Run
-one after the other, each output row of the convolution goes out to memory whole (16-bit
-codes: 272 MB per 1920x1080 decode for ``g_s.4`` alone) and comes back for the GDN, which
-reads each pixel alone. Fused, each row of codes is made into a buffer that stays in the
-core's cache, and the inverse GDN of that row is written out instead. The integers are those
+one after the other, the convolution's output goes out to memory whole (16-bit codes, 134 MB
+per 1920x1080 decode for ``g_s.4`` alone) and comes back for the GDN, which reads each pixel
+alone. Fused, each row of codes is made into a buffer that stays in the core's cache, and
+the inverse GDN of that row is written out instead. The integers are those
 of the two steps: the same convolution row, the same requantized codes of the same type, the
 same GDN of them.
 
-Only the ``amx`` path fuses (both layers on the tiles, 8-bit convolution inputs); every other
-case runs the two kernels in turn.
+Only the ``amx`` path fuses (both layers on the tiles: 8-bit convolution inputs, a GDN of 64
+or 128 channels; ``igdn_fuses``); every other case runs the two kernels in turn.
 
 The RGB output layer's accumulators (int32, 25 MB per 1920x1080 decode) are likewise never
 written out on the ``amx`` path: its strips requantize each output row to uint8 pixels in
@@ -28,6 +28,7 @@ from .convolution import (_check_deconv, _epilogue, _layer_path, _padded, _phase
                           conv_transpose2d, conv_transpose2d_requant)
 from .elementwise import _check_requant, _output, _padded_bias, requantize, requantize_pixels
 from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
+from .packing import PackedWeights
 from .reference import conv_transpose2d_shape
 
 
@@ -37,7 +38,7 @@ def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, qu
                      gamma, gblocks, gnv, gquads, beta, gcoutp, imult, ishift, omax, out,
                      refused):
     # ``_deconv_amx`` into one row of ``codes``' type at a time, and ``_gdn_amx_row`` of that
-    # row into ``out``: the row (245 KiB for g_s.4 at 1920x1080) and its accumulators stay in
+    # row into ``out``: the row (240 KiB for g_s.4 at 1920x1080) and its accumulators stay in
     # the core's L2 cache between the two.
     h = out.shape[0] // 2
     wo, cout = out.shape[1], out.shape[2]
@@ -63,10 +64,19 @@ def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, qu
 
 def _fuses(x, packed, gpacked, codes_dtype) -> bool:
     """Whether ``_deconv_amx_igdn`` runs the pair: both layers on the tiles, the convolution
-    as 8-bit blocks (not the 16-bit split, nor the output layer's strips)."""
+    as 8-bit blocks (not the 16-bit split, nor the output layer's strips), the GDN on 64 or
+    128 channels (``convolution._gdn_amx_fits``)."""
     if x.dtype != np.int8 or _layer_path(packed, x) != "amx" or _strip_fits(packed):
         return False
     return _layer_path(gpacked, np.empty((0, 0, 0), codes_dtype)) == "amx"
+
+
+def igdn_fuses(x, w, gamma, codes_dtype) -> bool:
+    """Whether ``conv_transpose2d_requant_igdn`` runs as one kernel on ``x`` with these
+    packed weights (``pack_deconv_weights``, ``pack_gdn_weights``) on the active path; where
+    it does not, it runs the two layers in turn."""
+    return (isinstance(w, PackedWeights) and isinstance(gamma, PackedWeights)
+            and isinstance(x, np.ndarray) and _fuses(x, w, gamma, np.dtype(codes_dtype)))
 
 
 def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shift, lo, hi,

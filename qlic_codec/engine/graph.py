@@ -356,7 +356,8 @@ class IntegerNetwork:
 
     def _run_layer(self, layer: dict, x: np.ndarray, out: np.ndarray | None = None
                    ) -> np.ndarray:
-        """One layer on codes: the next codes, or the int32 accumulators of a last layer.
+        """One layer (or step, ``_fused_steps`` / ``_synthesis_steps``) on codes: the next
+        codes, the int32 accumulators of a last layer, or the pixels of a pixel step.
         ``out``: where to write the codes (of ``_output_of``'s shape and type; not for a last
         layer), else a new array."""
         k = self.k
@@ -396,7 +397,7 @@ class IntegerNetwork:
         kernel where the kernels have it, else the two layers in turn."""
         deconv, inverse = pair
         fused = getattr(self.k, "conv_transpose2d_requant_igdn", None)
-        if fused is None:
+        if fused is None or not self._pair_fuses(pair, x):
             return self._run_layer(inverse, self._run_layer(deconv, x), out)
         leaky = (self.leaky_mult, self.leaky_shift) if deconv["leaky"] else (0, 0)
         return fused(x, deconv["packed"], deconv["bias"], deconv["mult"], deconv["shift"],
@@ -404,25 +405,35 @@ class IntegerNetwork:
                      inverse["packed"], inverse["beta"], inverse["mult"], inverse["shift"],
                      inverse["out_max"], out=out)
 
+    def _pair_fuses(self, pair: tuple, x: np.ndarray) -> bool:
+        """Whether the kernels run the pair as one kernel on ``x``: where they do not, the
+        convolution runs first and then the GDN, each with only its own buffers alive (the
+        peak memory of the two layers, which ``bands.band_bytes`` budgets)."""
+        fuses = getattr(self.k, "igdn_fuses", None)
+        deconv, inverse = pair
+        return fuses is not None and fuses(x, deconv["packed"], inverse["packed"],
+                                           _conv_code_dtype(deconv))
+
     def _run_pixels(self, layer: dict, x: np.ndarray) -> np.ndarray:
         """The RGB output layer and the pixel head (``_synthesis_steps``): uint8 pixels of the
         first ``layer["pixels"]`` columns; one step where the kernels have it, else the
         layer's accumulators requantized."""
+        last, width = layer["pixels"]
         mult, shift = self.heads["pixel.mult"], self.heads["pixel.shift"]
         fused = getattr(self.k, "conv_transpose2d_pixels", None)
-        if fused is not None:
-            return fused(x, layer["packed"], layer["bias"], mult, shift, layer["pixels"])
-        acc = self.k.conv_transpose2d(x, layer["packed"], layer["bias"])
-        acc = np.ascontiguousarray(acc[:, : layer["pixels"]])
+        if fused is not None and last["op"] == "deconv":
+            return fused(x, last["packed"], last["bias"], mult, shift, width)
+        acc = np.ascontiguousarray(self._run_layer(last, x)[:, :width])
         return self.k.requantize(acc, mult, shift, 0, 0, 0, 255).astype(np.uint8)
 
     def _synthesis_steps(self, width: int) -> list:
-        """g_s's steps, its last layer run with the pixel head into pixels of ``width``
-        columns (the crop of a padded image), so that its int32 accumulators are never
-        written out whole."""
+        """g_s's steps, its last layer (a transposed convolution, or a stride-1 convolution,
+        which the format allows) run with the pixel head into pixels of ``width`` columns
+        (the crop of a padded image), so that its int32 accumulators are never written out
+        whole."""
         last = self.steps["g_s"][-1]
         return self.steps["g_s"][:-1] + [{**last, "name": f"{last['name']}+pixels",
-                                          "pixels": width}]
+                                          "pixels": (last, width)}]
 
     def _output_of(self, layer: dict, x: np.ndarray) -> tuple[tuple, type]:
         """The shape and type of the codes a layer (not a last one) makes of ``x``."""
@@ -445,6 +456,10 @@ class IntegerNetwork:
         rows ``skip ..`` right after ``head``, and ``head`` is copied in front of them (over
         rows of the output that are dropped). What ``bands.run`` joins for the next layer,
         the kept rows of a band before and this band's new ones."""
+        if "pair" in layer and not self._pair_fuses(layer["pair"], x):
+            # The GDN's buffer is made only once the convolution's codes exist.
+            deconv, inverse = layer["pair"]
+            return self._run_layer_joined(inverse, self._run_layer(deconv, x), head, skip, rows)
         shape, dtype = self._output_of(layer, x)
         k = len(head)
         top = max(k, skip)  # the buffer row where output row ``skip`` lands
@@ -683,10 +698,10 @@ class IntegerNetwork:
             y = np.clip(y_g[a:b], -cy, cy).astype(np.int32)
             return self._head(y, "ys", level, -cys, cys).astype(np.int16)
 
-        def pixel_head(lo, acc):
-            self._pixel_rows(acc, lo, pixels)
+        def pixel_rows(lo, rows):
+            self._pixel_rows(rows, lo, pixels)
 
-        self._in_bands("g_s", y_g.shape, 2, codes, pixel_head, band_rows,
+        self._in_bands("g_s", y_g.shape, 2, codes, pixel_rows, band_rows,
                        self._synthesis_steps(width))
         return pixels
 
@@ -719,13 +734,13 @@ class IntegerNetwork:
         height, width = size or (16 * rows, 16 * symbols.shape[1])
         pixels = np.empty((height, width, 3), np.uint8)
 
-        def pixel_head(lo, acc):
-            self._pixel_rows(acc, lo, pixels)
+        def pixel_rows(lo, rows):
+            self._pixel_rows(rows, lo, pixels)
 
         def codes(a, b):
             # reconstruct() clamps to the range of the clamp in synthesis().
             return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
 
-        bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_head,
+        bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_rows,
                   band_rows, join_into=self._run_layer_joined)
         return pixels

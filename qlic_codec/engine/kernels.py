@@ -71,14 +71,14 @@ from .convolution import _layer_path  # noqa: F401  (the path a layer runs on: t
 from .convolution import conv2d, conv2d_requant, conv_transpose2d, conv_transpose2d_requant
 from .cpu import PATHS, active_path, available_paths, set_path, use_path
 from .elementwise import requantize, requantize_pixels, scale_index, scale_index_sum
-from .fused import conv_transpose2d_pixels, conv_transpose2d_requant_igdn
+from .fused import conv_transpose2d_pixels, conv_transpose2d_requant_igdn, igdn_fuses
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
 from .slicekernels import reconstruct, slice_heads, slice_residual
 
 __all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
            "conv_transpose2d", "conv_transpose2d_pixels", "conv_transpose2d_requant",
-           "conv_transpose2d_requant_igdn", "gdn",
-           "igdn", "pack_conv_weights", "pack_deconv_weights", "pack_gdn_weights", "reconstruct",
-           "requantize", "requantize_pixels", "scale_index", "scale_index_sum", "set_path",
-           "slice_heads", "slice_residual", "use_path"]
+           "conv_transpose2d_requant_igdn", "gdn", "igdn", "igdn_fuses", "pack_conv_weights",
+           "pack_deconv_weights", "pack_gdn_weights", "reconstruct", "requantize",
+           "requantize_pixels", "scale_index", "scale_index_sum", "set_path", "slice_heads",
+           "slice_residual", "use_path"]

@@ -86,6 +86,52 @@ def test_reference_and_numba_kernels_agree(networks, level):
     assert np.ptp(x_fast) > 0
 
 
+def _pixels_of_accumulators(net, y_g, level):
+    """The specification of the synthesis: g_s's accumulators whole, then the pixel head."""
+    cy, cys = net.clamps["y"], net.clamps["ys"]
+    y = np.clip(y_g, -cy, cy).astype(np.int32)
+    acc = net._run("g_s", net._head(y, "ys", level, -cys, cys).astype(np.int16))
+    return reference.requantize(acc, net.heads["pixel.mult"], net.heads["pixel.shift"], 0, 0,
+                                0, 255).astype(np.uint8)
+
+
+def test_synthesis_ends_in_a_stride_1_convolution(tiny_spec):
+    # The format allows g_s to end in a stride-1 convolution after its four transposed ones;
+    # the pixel head then runs on that convolution's accumulators, cropped.
+    manifest, arrays = fresh(tiny_spec)
+    g_s = manifest["transforms"]["g_s"]
+    last = g_s[-1]
+    last["out"] = {"hi": 127, "leaky": True, "lo": -127}
+    rng = np.random.default_rng(11)
+    arrays["g_s.6.mult"] = np.full(3, 1 << 20, np.int32)
+    arrays["g_s.6.shift"] = np.full(3, 24, np.int32)
+    g_s.append({"in_max": 127, "name": "g_s.7", "op": "conv", "out": None, "pad_value": 0,
+                "stride": 1})
+    arrays["g_s.7.weight"] = rng.integers(-20, 21, (3, 3, 3, 3)).astype(np.int8)
+    arrays["g_s.7.bias"] = rng.integers(-999, 1000, 3).astype(np.int32)
+    fast = IntegerNetwork(ModelSpec(manifest, arrays))
+    slow = IntegerNetwork(ModelSpec(manifest, arrays), kernels=reference)
+    y_g, _ = fast.analysis(synthetic_photo(64, 128, seed=4), 40)
+    want = _pixels_of_accumulators(slow, y_g, 40)
+    for net in (fast, slow):
+        assert_same(net.synthesis(y_g, 40), want)
+        assert_same(net.synthesis(y_g, 40, size=(50, 101)), want[:50, :101])
+        assert_same(net.synthesis(y_g, 40, band_rows=16, size=(61, 97)), want[:61, :97])
+
+
+def test_synthesis_with_the_pixel_head_in_bands(networks):
+    # The last step makes pixels, cropped as the bands are written: the same as the
+    # accumulators made whole and requantized.
+    fast, slow = networks
+    y_g, _ = fast.analysis(synthetic_photo(64, 128, seed=6), 70)
+    want = _pixels_of_accumulators(slow, y_g, 70)
+    for net in (fast, slow):
+        assert_same(net.synthesis(y_g, 70), want)
+        for band_rows in (16, 32):
+            assert_same(net.synthesis(y_g, 70, band_rows=band_rows, size=(47, 113)),
+                        want[:47, :113])
+
+
 def test_outputs_differ_between_levels(networks):
     fast, _ = networks
     pixels = synthetic_photo(64, 64, seed=5)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlic_codec.engine import fixedpoint, fused, kernels, reference
+from qlic_codec.engine import fixedpoint, kernels, reference
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 W_ABS = 128  # the largest |int8 weight|
@@ -741,9 +741,11 @@ def test_gdn_on_amx_tiles(path, threads, inverse):
 
 
 # A transposed convolution and the inverse GDN after it: (H, W, Cin, C). Widths leave partial
-# 32-pixel blocks of the convolution's input and of the GDN's wider rows; the last two do not
-# fuse on the amx path (a GDN of 32 or 96 channels is not on the tiles).
-FUSED_SHAPES = [(2, 7, 64, 64), (3, 20, 128, 128), (1, 1, 64, 32), (2, 33, 32, 96)]
+# 32-pixel blocks of the convolution's input and of the GDN's wider rows (rows of 80 and 140
+# pixels: several blocks and GDN chunks); the last two do not fuse on the amx path (a GDN of
+# 32 or 96 channels is not on the tiles).
+FUSED_SHAPES = [(2, 7, 64, 64), (3, 20, 128, 128), (2, 40, 64, 64), (1, 70, 128, 128),
+                (1, 1, 64, 32), (2, 33, 32, 96)]
 
 
 @pytest.mark.parametrize("codes", [np.int8, np.int16], ids=["8-bit", "12-bit"])
@@ -764,9 +766,9 @@ def test_transposed_convolution_fused_with_inverse_gdn(path, threads, codes):
             gamma = _fill(rng, (c, c), np.uint8, ("random", "max")[i % 2])
             beta = rng.integers(1, 2**16, c, endpoint=True).astype(np.int32)
             gpacked = kernels.pack_gdn_weights(gamma)
-            fuses = fused._fuses(x, packed, gpacked, codes)
             # The tile GDN takes runs of whole 64-byte rows: 64 or 128 channels.
-            assert fuses == (path == "amx" and x_dtype == np.int8 and c % 64 == 0)
+            assert kernels.igdn_fuses(x, packed, gpacked, codes) == (
+                path == "amx" and x_dtype == np.int8 and c % 64 == 0)
             for out_max in (127, 2047):
                 gmult = rng.integers(0, 2**16, c, dtype=np.int64).astype(np.int32)
                 gshift = rng.integers(20, 40, c).astype(np.int32)
