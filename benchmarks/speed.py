@@ -390,21 +390,29 @@ def layer_times(net, run, repeat):
     best = {}
     for _ in range(repeat):
         spent = {}
+        depth = [0]  # a step that runs its layers one by one is timed as the step alone
 
-        def timed(layer, x, _run=type(net)._run_layer, **kw):
-            # ``kw``: ``out`` where a band's join writes the layer's codes in place.
-            start = time.perf_counter()
-            try:
-                return _run(net, layer, x, **kw)
-            finally:
-                spent[layer["name"]] = spent.get(layer["name"], 0.0) + \
-                    time.perf_counter() - start
+        def timer(method):
+            def timed(layer, *args, **kw):
+                # ``kw``: ``out`` where a band's join writes the layer's codes in place.
+                start = time.perf_counter()
+                depth[0] += 1
+                try:
+                    return method(net, layer, *args, **kw)
+                finally:
+                    depth[0] -= 1
+                    if depth[0] == 0:
+                        spent[layer["name"]] = spent.get(layer["name"], 0.0) + \
+                            time.perf_counter() - start
+            return timed
 
-        net._run_layer = timed
+        # A band's join (``_run_layer_joined``) runs its step too.
+        net._run_layer = timer(type(net)._run_layer)
+        net._run_layer_joined = timer(type(net)._run_layer_joined)
         try:
             run()
         finally:
-            del net._run_layer
+            del net._run_layer, net._run_layer_joined
         for name, seconds in spent.items():
             best[name] = min(best.get(name, seconds), seconds)
     return best

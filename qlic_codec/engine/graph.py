@@ -398,7 +398,7 @@ class IntegerNetwork:
         deconv, inverse = pair
         fused = getattr(self.k, "conv_transpose2d_requant_igdn", None)
         if fused is None or not self._pair_fuses(pair, x):
-            return self._run_layer(inverse, self._run_layer(deconv, x), out)
+            return self._run_layer(inverse, self._run_layer(deconv, x), out=out)
         leaky = (self.leaky_mult, self.leaky_shift) if deconv["leaky"] else (0, 0)
         return fused(x, deconv["packed"], deconv["bias"], deconv["mult"], deconv["shift"],
                      *leaky, deconv["lo"], deconv["hi"], _conv_code_dtype(deconv),
