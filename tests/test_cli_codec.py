@@ -92,6 +92,26 @@ def test_decode_keeps_scipy_out_and_restores_the_import_system(tiny_model, tmp_p
     assert (tmp_path / "a.png").is_file()
 
 
+def test_decode_freezes_the_imports_once_and_info_does_not(tiny_model, tmp_path):
+    # The command's imports leave the garbage collector's scans (gc.freeze), once: objects
+    # made later are still collected. `qlic info` loads no engine and freezes nothing.
+    data = qlic_codec.encode(synthetic_photo(30, 30), 4, tiny_model)
+    (tmp_path / "a.qlic").write_bytes(data)
+    script = ("import gc, sys; from qlic_codec.cli import main\n"
+              "def run(args):\n"
+              "    try:\n        main(args)\n"
+              "    except SystemExit as exc:\n        assert exc.code in (0, None), exc.code\n"
+              "run(['info', 'a.qlic']); print(gc.get_freeze_count())\n"
+              f"run(['decode', 'a.qlic', '-o', 'a.png', '--model', {str(tiny_model)!r}])\n"
+              "frozen = gc.get_freeze_count(); print(frozen > 10000)\n"
+              f"run(['decode', 'a.qlic', '-o', 'b.png', '--model', {str(tiny_model)!r}])\n"
+              # Not frozen again (the count only falls, as frozen objects are freed).
+              "print(gc.get_freeze_count() <= frozen, gc.isenabled())")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-3:] == ["0", "True", "True True"], out.stderr
+
+
 def test_info_describes_a_model_file_and_decode_refuses_one(tmp_path):
     """``qlic info`` on a ``.qlicm`` says what the model is (a model file shares the stream's
     first four bytes, so it used to read as a stream of format 77); ``qlic decode`` refuses
