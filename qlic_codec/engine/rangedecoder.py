@@ -6,7 +6,8 @@ and gives the values constriction's ``RangeDecoder`` gives, symbol for symbol
 (``tests/entropy/test_rangedecoder.py``). Decoding was constriction's before: one call per
 table and per piece from Python, a sort of the positions and the bookkeeping around them made
 about 34 ns per symbol of a 1920x1080 decode (55 ms on one thread). Here each symbol is a
-binary search in its table's cumulative counts and a few integer operations, about 11-14 ns.
+test against its table's likeliest symbol (or a binary search in the table's cumulative
+counts) and a few integer operations, about 4 ns (``_table_symbols``).
 
 Corrupt data ends in a status code, never in a read outside an array: the caller
 (``coder.SegmentDecoder``) turns it into ``CorruptStreamError``.
@@ -173,6 +174,65 @@ def _advance(words, pos, lower, rng, point, scale, left, prob):
     return pos, lower, rng, point
 
 
+@njit(inline="never")
+def _table_symbols(words, pos, lower, rng, point, row, size, offset, bits, used, budget, order,
+                   a, b, values, escaped):
+    """Step 1 of ``decode_sequence`` for the positions ``order[a:b]`` of one table (cumulative
+    counts ``row``): returns ``(status, pos, lower, range, point, used, escapes found)``.
+
+    A function of its own, never inlined, with unsigned indices: inside ``decode_sequence``
+    the loop kept its state on the stack and its indices' wraparound checks (too many values
+    live at once), 26 ms for the 1,632,000 symbols of a 1920x1080 decode; here it runs in
+    registers, 8 ms. Each symbol is first tested against the table's likeliest one (98% of
+    them at quality 4): ``cdf[m] <= (point - lower) // scale < cdf[m + 1]`` is ``scale *
+    cdf[m] <= point - lower < scale * cdf[m + 1]`` (no product reaches 2**64: scale < 2**40,
+    counts <= 2**24), so the division and the search run only for the others (6.8 ms).
+    Steps 4 and 5 are written out here: through ``_advance`` this loop took 25 ms again."""
+    m = 0  # the likeliest symbol
+    for k in range(1, size):
+        if row[k + 1] - row[k] > row[m + 1] - row[m]:
+            m = k
+    m_lo, m_hi = np.uint64(row[m]), np.uint64(row[m + 1])
+    m_bits = bits[m]
+    last = np.uint64(size - 1)  # the escape symbol
+    found = 0
+    for j in range(np.uint64(a), np.uint64(b)):
+        scale = rng >> np.uint64(PRECISION)
+        d = point - lower
+        left = scale * m_lo
+        if left <= d and d < scale * m_hi:
+            s = np.uint64(m)
+            lower = lower + left
+            rng = scale * (m_hi - m_lo)
+            used += m_bits
+        else:
+            q = np.int64(d // scale)
+            if q >= 1 << PRECISION:
+                return QUANTILE, pos, lower, rng, point, used, found
+            s = np.uint64(_search(row, 0, size, q))
+            lower = lower + scale * np.uint64(row[s])
+            rng = scale * np.uint64(row[s + np.uint64(1)] - row[s])
+            used += bits[s]
+        if rng < np.uint64(1 << 32):  # step 5: renormalise
+            lower = lower << np.uint64(32)
+            rng = rng << np.uint64(32)
+            word = np.uint64(0)
+            if pos < words.size:
+                word = np.uint64(words[pos])
+                pos += 1
+            point = (point << np.uint64(32)) | word
+        if used > budget:
+            return BUDGET, pos, lower, rng, point, used, found
+        p = np.uint64(order[j])
+        if s == last:
+            escaped[p] = 1
+            found += 1
+            values[p] = 0
+        else:
+            values[p] = offset + np.int64(s)
+    return OK, pos, lower, rng, point, used, found
+
+
 @njit(**JIT)
 def decode_sequence(words, state, indexes, table_counts, cdf, sizes, offsets, info, budget,
                     header_cdf, header_info, values):
@@ -203,25 +263,12 @@ def decode_sequence(words, state, indexes, table_counts, cdf, sizes, offsets, in
         a, b = counts[t], counts[t + 1]
         if a == b:
             continue
-        row, size, offset = cdf[t], sizes[t], offsets[t]
-        bits = info[t]
-        for j in range(a, b):
-            scale, q = _quantile(lower, rng, point)
-            if q >= 1 << PRECISION:
-                return QUANTILE
-            s = _search(row, 0, size, q)
-            pos, lower, rng, point = _advance(words, pos, lower, rng, point, scale, row[s],
-                                              row[s + 1] - row[s])
-            used += bits[s]
-            if used > budget:
-                return BUDGET
-            p = order[j]
-            if s == size - 1:
-                escaped[p] = 1
-                n_escaped += 1
-                values[p] = 0
-            else:
-                values[p] = offset + s
+        status, pos, lower, rng, point, used, found = _table_symbols(
+            words, pos, lower, rng, point, cdf[t], sizes[t], offsets[t], info[t], used, budget,
+            order, a, b, values, escaped)
+        if status != OK:
+            return status
+        n_escaped += found
     if n_escaped:
         # 2. Escape headers, in position order.
         positions = np.empty(n_escaped, np.int64)
