@@ -837,6 +837,7 @@ def _import_codec_to_run(debug: bool) -> ModuleType:
     return api
 
 
+@functools.cache
 def _freeze_imports() -> None:
     """Moves every object that exists now (the imports: about 100,000, most of them Numba's,
     which live as long as the process) out of the garbage collector's way, once per process
@@ -844,13 +845,7 @@ def _freeze_imports() -> None:
     of them took about 32 ms, and a ``qlic decode`` of a 1920x1080 photo ran two; with them
     frozen the command took 1.39-1.58 s against 1.58-1.67 s, the same peak memory
     (``benchmarks/README.md``). The collector still runs, so cycles made later are freed."""
-    global _imports_frozen
-    if not _imports_frozen:
-        gc.freeze()
-        _imports_frozen = True
-
-
-_imports_frozen = False
+    gc.freeze()
 
 
 def _fail_now(message: str, code: int) -> NoReturn:

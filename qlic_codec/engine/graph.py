@@ -394,10 +394,11 @@ class IntegerNetwork:
 
     def _run_pair(self, pair: tuple, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """A transposed convolution and the inverse GDN after it (``_fused_steps``): one
-        kernel where the kernels have it, else the two layers in turn."""
+        kernel where the kernels have it (which runs the two in turn where it cannot fuse
+        them), else the two layers in turn."""
         deconv, inverse = pair
         fused = getattr(self.k, "conv_transpose2d_requant_igdn", None)
-        if fused is None or not self._pair_fuses(pair, x):
+        if fused is None:
             return self._run_layer(inverse, self._run_layer(deconv, x), out=out)
         leaky = (self.leaky_mult, self.leaky_shift) if deconv["leaky"] else (0, 0)
         return fused(x, deconv["packed"], deconv["bias"], deconv["mult"], deconv["shift"],

@@ -187,7 +187,8 @@ def _table_symbols(words, pos, lower, rng, point, row, size, offset, bits, used,
     them at quality 4): ``cdf[m] <= (point - lower) // scale < cdf[m + 1]`` is ``scale *
     cdf[m] <= point - lower < scale * cdf[m + 1]`` (no product reaches 2**64: scale < 2**40,
     counts <= 2**24), so the division and the search run only for the others (6.8 ms).
-    Steps 4 and 5 are written out here: through ``_advance`` this loop took 25 ms again."""
+    Steps 4 and 5 are written out here: through ``_advance``, or a step-5 helper shared with
+    it (inlined, returning the state as a tuple), this loop took 25 ms again."""
     m = 0  # the likeliest symbol
     for k in range(1, size):
         if row[k + 1] - row[k] > row[m + 1] - row[m]:
