@@ -16,10 +16,9 @@ chunk of every tap row, and stored back. Its variants: ``amx_block_signed_first`
 signed high bytes of 16-bit codes, from zeroed tiles, and ``amx_block_unsigned`` (and
 ``_first``) for GDN's |x| against unsigned gamma.
 
-``amx_strip_first`` / ``amx_strip_add`` serve the RGB output layer: the weights of all its
-taps as the ``A`` tiles (80 rows: 25 taps x 3 channels and 5 zero rows), 16 pixels as a ``B``
-tile (their bytes in quads), so that five ``C`` tiles hold every product of 16 pixels, one
-row per (tap, channel).
+``amx_merged`` / ``amx_merged_wide`` serve the RGB output layer: its four phases as one 3x3
+convolution into 16 columns, ``(py, px, channel)`` (at most 4 channels), so that 32 pixels
+of input, loaded as they are, fill two ``C`` tiles per byte plane.
 
 The tile configuration belongs to the thread, and the kernels run on Numba's worker threads:
 each unit of work a thread takes starts with ``amx_configure()`` (``ldtilecfg``) and ends with
@@ -217,22 +216,20 @@ def amx_block_unsigned(typingctx, x, xoff, xpix, rowlen, kh, chunks, w, woff, wt
     return _block_signature(x, w, acc), _block_codegen("tdpbuud")
 
 
-# The RGB output layer: every tap of a transposed convolution as rows of one product.
-STRIP_TILES = 5  # C tiles of a strip: 80 rows, the 75 (tap, channel) pairs of 3 channels
-STRIP_COLUMNS = 16 * STRIP_TILES
-STRIP_PIXELS = 16  # pixels of a strip: the columns of its C tiles
-_STRIP_A, _STRIP_B = 5, 6
+# The RGB output layer: a transposed convolution into at most 4 channels as one 3x3
+# convolution into the 16 columns of its four phases (``PackedWeights.merged``).
+MERGED_COLUMNS = 16  # (py, px, channel) of the four phases, the rest zero
+MERGED_PIXELS = 2 * TILE_ROWS  # pixels of one ``amx_merged`` block
 
 
-def _strip_codegen(product, first):
-    """The code of ``amx_strip_first`` / ``amx_strip_add``: tile product ``product``; ``first``
-    starts from zeroed accumulators (``tilezero``) instead of loading them."""
+def _merged_codegen(wide):
+    """The code of ``amx_merged`` (``wide``: also the low bytes, ``amx_merged_wide``)."""
 
     def codegen(context, builder, signature, args):
         from llvmlite import ir
 
-        x, xoff, chunks, w, acc, aoff, astride = args
-        tx, tw, ta = signature.args[0], signature.args[3], signature.args[4]
+        xhi, xlo, row0, row1, row2, xpix, chunks, w, acc, aoff, loff = args
+        types_ = signature.args
         I8, I64 = ir.IntType(8), ir.IntType(64)
         byte_ptr = I8.as_pointer()
 
@@ -240,12 +237,14 @@ def _strip_codegen(product, first):
             return builder.bitcast(cgutils.create_struct_proxy(t)(context, builder, value=v).data,
                                    byte_ptr)
 
-        xptr, wptr, aptr = data(tx, x), data(tw, w), data(ta, acc)
+        hptr, lptr = data(types_[0], xhi), data(types_[1], xlo)
+        wptr, aptr = data(types_[7], w), data(types_[8], acc)
         module = builder.module
         tileload = _declare(module, "llvm.x86.tileloadd64", [I8, byte_ptr, I64])
         tilestore = _declare(module, "llvm.x86.tilestored64", [I8, byte_ptr, I64])
         tilezero = _declare(module, "llvm.x86.tilezero", [I8])
-        tdp = _declare(module, f"llvm.x86.{product}", [I8, I8, I8])
+        signed = _declare(module, "llvm.x86.tdpbssd", [I8, I8, I8])
+        unsigned = _declare(module, "llvm.x86.tdpbusd", [I8, I8, I8])
 
         def c(n):
             return ir.Constant(I64, n)
@@ -253,46 +252,57 @@ def _strip_codegen(product, first):
         def tile(n):
             return ir.Constant(I8, n)
 
+        # Tiles 0, 1: the high bytes' sums of pixels 0-15 and 16-31; 2, 3: the low bytes';
+        # 4, 5, 6: inputs; 7: the weights, loaded once for all four products.
+        for t in range(4 if wide else 2):
+            builder.call(tilezero, [tile(t)])
+        half = builder.mul(xpix, c(TILE_ROWS))
         tile_bytes = TILE_ROWS * TILE_BYTES
-        cstride = builder.mul(astride, c(4))  # bytes from one row of products to the next
-        abase = builder.mul(aoff, c(4))
-        c_ptrs = [builder.gep(aptr, [builder.add(abase, builder.mul(cstride, c(16 * t)))])
-                  for t in range(STRIP_TILES)]
-        for t, ptr in enumerate(c_ptrs):
-            if first:
-                builder.call(tilezero, [tile(t)])
-            else:
-                builder.call(tileload, [tile(t), ptr, cstride])
-        with cgutils.for_range(builder, chunks) as chunk:
-            xo = builder.add(xoff, builder.mul(chunk.index, c(tile_bytes)))
-            builder.call(tileload, [tile(_STRIP_B), builder.gep(xptr, [xo]), c(TILE_BYTES)])
-            wo = builder.mul(chunk.index, c(STRIP_TILES * tile_bytes))
-            for t in range(STRIP_TILES):
-                wt = builder.add(wo, c(t * tile_bytes))
-                builder.call(tileload, [tile(_STRIP_A), builder.gep(wptr, [wt]), c(TILE_BYTES)])
-                builder.call(tdp, [tile(t), tile(_STRIP_A), tile(_STRIP_B)])
-        for t, ptr in enumerate(c_ptrs):
-            builder.call(tilestore, [tile(t), ptr, cstride])
+        for tap, row in enumerate((row0, row1, row2)):
+            with cgutils.for_range(builder, chunks) as chunk:
+                xo = builder.add(row, builder.mul(chunk.index, c(TILE_BYTES)))
+                wo = builder.mul(builder.add(builder.mul(c(tap), chunks), chunk.index),
+                                 c(tile_bytes))
+                builder.call(tileload, [tile(7), builder.gep(wptr, [wo]), c(TILE_BYTES)])
+                builder.call(tileload, [tile(4), builder.gep(hptr, [xo]), xpix])
+                builder.call(tileload, [tile(5), builder.gep(hptr, [builder.add(xo, half)]),
+                                        xpix])
+                if wide:
+                    builder.call(tileload, [tile(6), builder.gep(lptr, [xo]), xpix])
+                builder.call(signed, [tile(0), tile(4), tile(7)])
+                builder.call(signed, [tile(1), tile(5), tile(7)])
+                if wide:
+                    builder.call(unsigned, [tile(2), tile(6), tile(7)])
+                    builder.call(tileload, [tile(4), builder.gep(lptr, [builder.add(xo, half)]),
+                                            xpix])
+                    builder.call(unsigned, [tile(3), tile(4), tile(7)])
+        stores = [(0, aoff), (1, aoff)] + ([(2, loff), (3, loff)] if wide else [])
+        for t, off in stores:
+            ptr = builder.gep(aptr, [builder.add(builder.mul(off, c(4)), c(tile_bytes * (t % 2)))])
+            builder.call(tilestore, [tile(t), ptr, c(TILE_BYTES)])
         return context.get_dummy_value()
 
     return codegen
 
 
-def _strip_signature(x, w, acc):
+def _merged_signature(xhi, xlo, w, acc):
     i64 = types.int64
-    return types.void(x, i64, i64, w, acc, i64, i64)
+    return types.void(xhi, xlo, i64, i64, i64, i64, i64, w, acc, i64, i64)
 
 
 @intrinsic
-def amx_strip_first(typingctx, x, xoff, chunks, w, acc, aoff, astride):
-    """Sets ``acc[aoff + n*astride + j]`` (n < 80, j < 16) to the sums over bytes
-    ``k < 64 * chunks`` of int8 weights ``w`` packed by ``PackedWeights.strip`` (row n, byte k)
-    times int8 pixels in quads, ``x[xoff + (k // 64)*1024 + (k % 64 // 4)*64 + 4*j + k % 4]``
-    (pixel j, byte k; ``tdpbssd``). The tiles must be configured (``amx_configure``)."""
-    return _strip_signature(x, w, acc), _strip_codegen("tdpbssd", True)
+def amx_merged(typingctx, xhi, xlo, row0, row1, row2, xpix, chunks, w, acc, aoff, loff):
+    """Sets ``acc[aoff + 16*p + n]`` (p < 32 pixels, n < 16 columns) to the sums over tap rows
+    ``t < 3`` and bytes ``k < 64 * chunks`` of ``xhi[row_t + p*xpix + k] * w[(t*chunks +
+    k // 64)*1024 + (k % 64 // 4)*64 + 4*n + k % 4]``: int8 ``xhi`` and ``w``
+    (``tdpbssd``), offsets in elements. ``xlo`` is not read. The tiles must be configured
+    (``amx_configure``)."""
+    return _merged_signature(xhi, xlo, w, acc), _merged_codegen(False)
 
 
 @intrinsic
-def amx_strip_add(typingctx, x, xoff, chunks, w, acc, aoff, astride):
-    """Adds to ``acc`` what ``amx_strip_first`` sets, for uint8 pixels ``x`` (``tdpbsud``)."""
-    return _strip_signature(x, w, acc), _strip_codegen("tdpbsud", False)
+def amx_merged_wide(typingctx, xhi, xlo, row0, row1, row2, xpix, chunks, w, acc, aoff, loff):
+    """``amx_merged`` of the high bytes ``xhi`` of 16-bit codes into ``acc[aoff + ...]``, and
+    of their unsigned low bytes ``xlo`` (``tdpbusd``) into ``acc[loff + ...]``, on the same
+    weights."""
+    return _merged_signature(xhi, xlo, w, acc), _merged_codegen(True)

@@ -7,8 +7,8 @@ one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5
 convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1). The
 loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of ``|x|``
 (``gdn``). On the ``amx`` path 16-bit codes run as two byte planes (``_conv_amx16``,
-``_deconv_amx16``), and a transposed convolution into at most 3 channels (the RGB output)
-as one product of all its taps with the pixels (``_deconv_strip``).
+``_deconv_amx16``), and a transposed convolution into at most 4 channels (the RGB output)
+as one 3x3 convolution into its four phases' channels (``_deconv_merged``).
 """
 
 import numpy as np
@@ -19,10 +19,10 @@ from numba import njit, prange
 from .amxtiles import CHANNELS as _AMX_CHANNELS
 from .amxtiles import PIXELS as _AMX_PIXELS
 from .amxtiles import TILE_ROWS as _AMX_QUADS
-from .amxtiles import STRIP_COLUMNS as _STRIP_COLUMNS
-from .amxtiles import STRIP_PIXELS as _STRIP_PIXELS
+from .amxtiles import MERGED_COLUMNS as _MERGED_COLUMNS
+from .amxtiles import MERGED_PIXELS as _MERGED_PIXELS
 from .amxtiles import (amx_block, amx_block_biased, amx_block_signed_first, amx_configure,
-                       amx_release, amx_strip_add, amx_strip_first)
+                       amx_merged, amx_merged_wide, amx_release)
 from .cpu import JIT_PARALLEL
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
                           _padded_bias, _padded_split, _require)
@@ -357,11 +357,10 @@ def _gdn_amx_fits(packed) -> bool:
             and (16 * packed.vnv) % _AMX_CHANNELS == 0 and packed.quads[0] % _AMX_QUADS == 0)
 
 
-def _strip_fits(packed) -> bool:
-    """Whether a transposed convolution runs as ``_deconv_strip`` on the tiles: at most 3
-    output channels (their 25 taps fill 80 columns), input channels in 64-byte chunks."""
-    return (packed.kind == "deconv" and packed.cout * 25 <= _STRIP_COLUMNS
-            and packed.cin % 64 == 0)
+def _merged_fits(packed) -> bool:
+    """Whether a transposed convolution runs as ``_deconv_merged`` on the tiles: at most 4
+    output channels (the four phases' channels fill 16 columns)."""
+    return packed.kind == "deconv" and 4 * packed.cout <= _MERGED_COLUMNS
 
 
 def _layer_path(packed, x):
@@ -370,7 +369,7 @@ def _layer_path(packed, x):
     # layers whose blocks fill its tiles; the vnni path runs the rest.
     path = cpu.active_path()
     if path == "amx":
-        if _amx_fits(packed) or _gdn_amx_fits(packed) or _strip_fits(packed):
+        if _amx_fits(packed) or _gdn_amx_fits(packed) or _merged_fits(packed):
             return "amx"
         path = "vnni"
     if path == "vnni" and not packed.vnni:
@@ -586,164 +585,133 @@ def _deconv_amx16(xlo, xhi, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3,
         amx_release()
 
 
-# Rows of input a thread takes at a time in ``_deconv_strip``: each group also makes the
-# products of the row above it, so larger groups repeat less of the tile work.
-_STRIP_ROWS = 8
+# Rows of input a thread takes at a time in ``_deconv_merged``: each group also splits the
+# rows above and below it, so larger groups read less of the input twice.
+_MERGED_ROWS = 16
 
 
 @njit(inline="always")
-def _strip_quads(x_row, wide, npix, lo, hi, tmp_lo, tmp_hi):
-    # One row of codes as the B tiles of ``amx_strip_first``: per 16 pixels and 64-byte chunk
-    # of channels, 16 rows of 4 channels x 16 pixels. 16-bit codes split into a signed high
-    # byte (``hi``) and an unsigned low one (``lo``); 8-bit codes go to ``hi`` as they are.
-    # Pixels past the row are zero. Per 16 pixels, the bytes are made in pixel order into
-    # ``tmp_lo`` / ``tmp_hi`` (16 * Cin bytes each, in L1), then moved as 4-byte words to
-    # the tile order (measured 1.5x faster than moving them from the codes directly).
-    # Unsigned indices: Numba then emits no negative-index wraparound, which kept these
-    # loops from being vectorised inside a parallel kernel (4x slower, measured).
-    wd, cin = x_row.shape
-    words = np.uint64(cin // 4)
-    xf = x_row.reshape(wd * cin)
-    lo32, hi32 = lo[: npix * cin].view(np.uint32), hi[: npix * cin].view(np.uint32)
-    tl, th = tmp_lo.view(np.uint32), tmp_hi.view(np.uint32)
-    px = np.uint64(_STRIP_PIXELS)
-    for blk in range(npix // _STRIP_PIXELS):
-        e0 = np.uint64(blk * _STRIP_PIXELS * cin)
-        n = min(_STRIP_PIXELS * cin, wd * cin - blk * _STRIP_PIXELS * cin)
-        for e in range(np.uint64(n)):
-            v = np.int32(xf[e0 + e])
-            tmp_hi[e] = np.uint8((v >> 8) & 255) if wide else np.uint8(v & 255)
-            tmp_lo[e] = np.uint8(v & 255)
-        tmp_hi[n:] = 0
-        tmp_lo[n:] = 0
-        base = np.uint64(blk) * px * words
-        for k4 in range(words):
-            for j in range(px):
-                hi32[base + k4 * px + j] = th[j * words + k4]
-        if wide:
-            for k4 in range(words):
-                for j in range(px):
-                    lo32[base + k4 * px + j] = tl[j * words + k4]
-
-
-@njit(inline="always")
-def _strip_products(x_row, wide, npix, chunks, ws, lo, hi, tmp_lo, tmp_hi, prod):
-    # Every (tap, channel) product of one row of input pixels, ``prod[n*npix + p]`` for n =
-    # (ky*5 + kx)*Cout + co: the high bytes' products (``tdpbssd``), shifted left by 8 over
-    # the whole row, plus the low bytes' (``tdpbsud``), wrapping like every int32 sum.
-    _strip_quads(x_row, wide, npix, lo, hi, tmp_lo, tmp_hi)
-    for p in range(0, npix, _STRIP_PIXELS):
-        amx_strip_first(hi, p * 64 * chunks, chunks, ws, prod, p, npix)
+def _split_row(x_row, wide, hi, lo, start):
+    # One row of codes into the tile operands at ``start``: 16-bit codes as their signed high
+    # and unsigned low bytes, 8-bit ones as they are (into ``hi``). Unsigned indices, so that
+    # LLVM vectorises the loop inside a parallel kernel.
+    xf = x_row.reshape(x_row.size)
+    s = np.uint64(start)
     if wide:
-        for j in range(np.uint64(_STRIP_COLUMNS * npix)):
-            prod[j] = prod[j] << 8
-        for p in range(0, npix, _STRIP_PIXELS):
-            amx_strip_add(lo, p * 64 * chunks, chunks, ws, prod, p, npix)
+        for e in range(np.uint64(xf.size)):
+            v = np.int32(xf[e])
+            hi[s + e] = np.int8(v >> 8)
+            lo[s + e] = np.uint8(v & 255)
+    else:
+        for e in range(np.uint64(xf.size)):
+            hi[s + e] = np.int8(xf[e])
 
 
 @njit(inline="always")
-def _strip_interleave(planes, bias, span, wd, cout, row):
-    # row[(2b + px)*cout + co] = planes[(px*cout + co)*span + b + 1] + bias[co]
-    step = np.uint64(2 * cout)
-    for px in range(2):
-        for co in range(cout):
-            src = np.uint64((px * cout + co) * span + 1)
-            dst = np.uint64(px * cout + co)
-            for b in range(np.uint64(wd)):
-                row[dst + b * step] = planes[src + b] + bias[co]
-
-
-@njit(inline="always")
-def _requant_run(a, mtab, rtab, stab, leaky_mult, leaky_shift, lo, hi, o):
-    # ``_epilogue``'s requantization of a row as one flat run of ``len(o)`` values, each
-    # position with its channel's multiplier, rounding term and shift (tables of the row's
-    # length): LLVM vectorises it whatever the channel count, where ``_epilogue`` would run
-    # the RGB output's three channels one pixel at a time.
+def _merged_values(acc, low, wide, npix, bias, requant, mtab, rtab, stab, leaky_mult,
+                   leaky_shift, lo, hi, q):
+    # The tile sums made whole, ``(high << 8) + low + bias`` wrapping in int32 like every
+    # sum, and requantized, column by column of the 16 (``_epilogue``'s integers, with each
+    # column's multiplier, rounding term and shift: constant vectors, so LLVM vectorises it).
     leaky = leaky_shift > 0
     lm = np.int64(np.int32(leaky_mult))
     ls = np.int64(leaky_shift if leaky else 1)
     lr = np.int64(1) << (ls - 1)
     lo64, hi64 = np.int64(lo), np.int64(hi)
-    for j in range(np.uint64(o.size)):
-        v = np.int64(a[j])
-        lv = (v * lm + lr) >> ls
-        v = lv if (leaky and v < 0) else v
-        r = (v * mtab[j] + rtab[j]) >> stab[j]
-        r = lo64 if r < lo64 else r
-        o[j] = hi64 if r > hi64 else r
+    for b in range(np.uint64(npix)):
+        base = b * np.uint64(_MERGED_COLUMNS)
+        for n in range(_MERGED_COLUMNS):
+            i = base + np.uint64(n)
+            v = np.int64(acc[i])
+            if wide:
+                v = np.int64(np.int32(v << 8)) + np.int64(acc[np.uint64(low) + i])
+            v = np.int64(np.int32(v + np.int64(bias[n])))
+            if requant:
+                lv = (v * lm + lr) >> ls
+                v = lv if (leaky and v < 0) else v
+                r = (v * mtab[n] + rtab[n]) >> stab[n]
+                r = lo64 if r < lo64 else r
+                q[i] = hi64 if r > hi64 else r
+            else:
+                q[i] = v
 
 
-def _requant_tables(mult, shift, width):
-    """``_requant_run``'s tables for rows of ``width`` pixels: per position, its channel's
-    multiplier, rounding term ``2**(shift - 1)`` and shift, as int64."""
-    m = np.tile(np.asarray(mult, np.int64), width)
-    sh = np.tile(np.asarray(shift, np.int64), width)
-    return m, np.left_shift(np.int64(1), sh - 1), sh
+@njit(inline="always")
+def _merged_rows(q, cout, out, a):
+    # Output rows 2a and 2a + 1 from the columns (py, px, co): pixel 2b + px of row 2a + py
+    # is column (py*2 + px)*cout + co of input pixel b, cropped to the output's width.
+    run = np.uint64(2 * cout)
+    kept = np.uint64(out.shape[1] * cout)
+    for py in range(2):
+        o = out[2 * a + py].reshape(out.shape[1] * cout)
+        n0 = np.uint64(py) * run
+        whole = kept // run
+        for b in range(whole):
+            for j in range(run):
+                o[b * run + j] = q[b * np.uint64(_MERGED_COLUMNS) + n0 + j]
+        for j in range(kept - whole * run):
+            o[whole * run + j] = q[whole * np.uint64(_MERGED_COLUMNS) + n0 + j]
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_strip(x, wide, npix, ws, bias, requant, mtab, rtab, stab, leaky_mult, leaky_shift,
-                  lo, hi, out):
-    # The transposed convolution of a layer with few output channels (the RGB output) on AMX
-    # tiles: every input pixel's products with all 25 taps of every channel, as 80 rows of
-    # one product over the row's pixels (``_strip_products``). Output row 2a + py is the sum
-    # of the products of the three (py = 0) or two input rows it reads, tap row by tap row:
-    # output pixel 2b + px takes tap kx = px + 2s of input pixel b + 1 - s, so each tap and
-    # channel adds one shifted run of a product row to one plane (px, co) of the output row,
-    # and the planes are interleaved into pixels at the end. The products of input rows a-1,
-    # a, a+1 are kept in a ring of three rows. Requantized (``requant``: ``_requant_run``'s
-    # tables), ``out`` may keep fewer columns than the layer makes: the crop of a padded image.
+def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mtab, rtab, stab, leaky_mult,
+                   leaky_shift, lo, hi, out):
+    # The transposed convolution of a layer with at most 4 output channels (the RGB output)
+    # on AMX tiles, as one 3x3 convolution of the input padded by one pixel into 16 columns,
+    # the four phases' channels (``PackedWeights._pack_merged``). Each input row, split into
+    # byte planes (``_split_row``), goes into a ring of three padded rows in cache, with a
+    # fourth of zeros for the rows past the edges; ``amx_merged`` multiplies them as they lie,
+    # 32 pixels x 16 columns per call, and each input row makes output rows 2a and 2a + 1.
     h, wd, cin = x.shape
     cout = out.shape[2]
-    kept = out.shape[1] * cout  # of each output row
-    chunks = cin // 64
-    rowp = npix * _STRIP_COLUMNS
-    span = wd + 2  # a plane: output pixels b - 1 .. b + wd of one parity
-    for g in prange(-(-h // _STRIP_ROWS)):
-        a0 = g * _STRIP_ROWS
-        a1 = min(h, a0 + _STRIP_ROWS)
-        ring = np.empty(3 * rowp, np.int32)
-        lo_raw = np.empty(npix * cin + 128, np.uint8)
-        hi_raw = np.empty(npix * cin + 128, np.int8)
-        xlo = lo_raw[(-lo_raw.ctypes.data) % 64:][: npix * cin + 64]
-        xhi = hi_raw[(-hi_raw.ctypes.data) % 64:][: npix * cin + 64]
-        tmp_lo = np.empty(_STRIP_PIXELS * cin, np.uint8)
-        tmp_hi = np.empty(_STRIP_PIXELS * cin, np.uint8)
-        planes = np.empty(2 * cout * span, np.int32)
-        acc = np.empty(2 * wd * cout, np.int32)
+    rowb = (npix + 2) * cin  # a padded row: one zero pixel on the left, zeros past wd
+    low = npix * _MERGED_COLUMNS  # the low bytes' sums, after the high bytes'
+    for g in prange(-(-h // _MERGED_ROWS)):
+        a0 = g * _MERGED_ROWS
+        a1 = min(h, a0 + _MERGED_ROWS)
+        hi_raw = np.zeros(4 * rowb + 128, np.int8)
+        lo_raw = np.zeros(4 * rowb + 128, np.uint8)
+        xh = hi_raw[(-hi_raw.ctypes.data) % 64:][: 4 * rowb + 64]
+        xl = lo_raw[(-lo_raw.ctypes.data) % 64:][: 4 * rowb + 64]
+        acc = np.empty(2 * low, np.int32)
+        q = np.empty(low, out.dtype)
+        for iy in range(max(a0 - 1, 0), a0 + 1):
+            _split_row(x[iy], wide, xh, xl, (iy % 3) * rowb + cin)
         amx_configure()
-        for iy in range(max(a0 - 1, 0), min(a0 + 1, h)):
-            _strip_products(x[iy], wide, npix, chunks, ws, xlo, xhi, tmp_lo, tmp_hi,
-                            ring[(iy % 3) * rowp: (iy % 3 + 1) * rowp])
         for a in range(a0, a1):
             if a + 1 < h:
-                iy = a + 1
-                _strip_products(x[iy], wide, npix, chunks, ws, xlo, xhi, tmp_lo, tmp_hi,
-                                ring[(iy % 3) * rowp: (iy % 3 + 1) * rowp])
-            for py in range(2):
-                planes[:] = 0
-                # Output row 2a + py reads input row a + 1 - t with tap row py + 2t.
-                for t in range(3 - py):
-                    iy = a + 1 - t
-                    if iy < 0 or iy >= h:
-                        continue
-                    ky = py + 2 * t
-                    for kx in range(5):
-                        for co in range(cout):
-                            src = np.uint64((iy % 3) * rowp + ((ky * 5 + kx) * cout + co) * npix)
-                            dst = np.uint64(((kx & 1) * cout + co) * span + (kx >> 1))
-                            for ix in range(np.uint64(wd)):
-                                planes[dst + ix] += ring[src + ix]
-                # The planes interleaved into pixels, with the bias: the accumulators of the
-                # output row, or (a last layer) the output row itself.
-                if requant:
-                    _strip_interleave(planes, bias, span, wd, cout, acc)
-                    _requant_run(acc, mtab, rtab, stab, leaky_mult, leaky_shift, lo, hi,
-                                 out[2 * a + py].reshape(kept))
+                _split_row(x[a + 1], wide, xh, xl, ((a + 1) % 3) * rowb + cin)
+            r0 = (a - 1) % 3 * rowb if a >= 1 else 3 * rowb
+            r1 = a % 3 * rowb
+            r2 = (a + 1) % 3 * rowb if a + 1 < h else 3 * rowb
+            for p in range(0, npix, _MERGED_PIXELS):
+                o = p * cin
+                if wide:
+                    amx_merged_wide(xh, xl, r0 + o, r1 + o, r2 + o, cin, chunks, wm, acc,
+                                    p * _MERGED_COLUMNS, low + p * _MERGED_COLUMNS)
                 else:
-                    _strip_interleave(planes, bias, span, wd, cout,
-                                      out[2 * a + py].reshape(2 * wd * cout))
+                    amx_merged(xh, xl, r0 + o, r1 + o, r2 + o, cin, chunks, wm, acc,
+                               p * _MERGED_COLUMNS, low + p * _MERGED_COLUMNS)
+            _merged_values(acc, low, wide, npix, bias, requant, mtab, rtab, stab, leaky_mult,
+                           leaky_shift, lo, hi, q)
+            _merged_rows(q, cout, out, a)
         amx_release()
+
+
+def _merged_tables(bias, cout, req):
+    """``_deconv_merged``'s per-column operands: the bias of each of the 16 columns (py, px,
+    co) and, where it requantizes, each column's multiplier, rounding term ``2**(shift - 1)``
+    and shift, as int64 (columns past 4 * cout: 0, 1 and 1, values never kept)."""
+    col = np.arange(_MERGED_COLUMNS)
+    used = col < 4 * cout
+    chan = np.where(used, col % cout, 0)
+    bias16 = np.where(used, np.asarray(bias, np.int32)[chan], 0).astype(np.int32)
+    if req is None:
+        return bias16, (_NO_TABLE,) * 3
+    mult, shift = req
+    m = np.where(used, np.asarray(mult, np.int64)[chan], 0)
+    sh = np.where(used, np.asarray(shift, np.int64)[chan], 1)
+    return bias16, (m, np.left_shift(np.int64(1), sh - 1), sh)
 
 
 @njit(**JIT_PARALLEL)
@@ -773,11 +741,11 @@ def _run_deconv(x, packed, bias, req, out):
     cols = npix + 4
     requant = req is not None
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
-    if path == "amx" and _strip_fits(packed):
-        npix = -(-wd // _STRIP_PIXELS) * _STRIP_PIXELS
-        tables = _requant_tables(mult, shift, out.shape[1]) if requant else (_NO_TABLE,) * 3
-        _deconv_strip(x, x.dtype == np.int16, npix, packed.strip, bias, requant, *tables, lm,
-                      ls, lo, hi, out)
+    if path == "amx" and _merged_fits(packed):
+        npix = -(-wd // _MERGED_PIXELS) * _MERGED_PIXELS
+        bias16, tables = _merged_tables(bias, packed.cout, (mult, shift) if requant else None)
+        _deconv_merged(x, x.dtype == np.int16, npix, packed.merged, -(-3 * cin // 64), bias16,
+                       requant, *tables, lm, ls, lo, hi, out)
         return out
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (h + 3, cols, cin), 1, 1, 0)

@@ -13,8 +13,8 @@ Only the ``amx`` path fuses (both layers on the tiles: 8-bit convolution inputs,
 or 128 channels; ``igdn_fuses``); every other case runs the two kernels in turn.
 
 The RGB output layer's accumulators (int32, 25 MB per 1920x1080 decode) are likewise never
-written out on the ``amx`` path: its strips requantize each output row to uint8 pixels in
-cache (``conv_transpose2d_pixels``).
+written out on the ``amx`` path: its tile kernel requantizes each pair of output rows to uint8
+pixels in cache (``conv_transpose2d_pixels``).
 """
 
 import numpy as np
@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .amxtiles import amx_configure, amx_release
 from .convolution import (_check_deconv, _epilogue, _layer_path, _padded, _phase_amx_biased,
-                          _phase_weights, _pixel_unit, _run_deconv, _strip_fits, _vnni_bias,
+                          _phase_weights, _pixel_unit, _run_deconv, _merged_fits, _vnni_bias,
                           conv_transpose2d, conv_transpose2d_requant)
 from .elementwise import _check_requant, _output, _padded_bias, requantize, requantize_pixels
 from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
@@ -64,9 +64,9 @@ def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, qu
 
 def _fuses(x, packed, gpacked, codes_dtype) -> bool:
     """Whether ``_deconv_amx_igdn`` runs the pair: both layers on the tiles, the convolution
-    as 8-bit blocks (not the 16-bit split, nor the output layer's strips), the GDN on 64 or
+    as 8-bit blocks (not the 16-bit split, nor the output layer's merged phases), the GDN on 64 or
     128 channels (``convolution._gdn_amx_fits``)."""
-    if x.dtype != np.int8 or _layer_path(packed, x) != "amx" or _strip_fits(packed):
+    if x.dtype != np.int8 or _layer_path(packed, x) != "amx" or _merged_fits(packed):
         return False
     return _layer_path(gpacked, np.empty((0, 0, 0), codes_dtype)) == "amx"
 
@@ -125,8 +125,8 @@ def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shi
 def conv_transpose2d_pixels(x, w, bias, mult, shift, width):
     """The RGB output layer and the pixel head: ``requantize(conv_transpose2d(x, w, bias),
     mult, shift, 0, 0, 0, 255)`` as uint8, of the first ``width`` columns (the crop of a
-    padded image). On the amx path the layer's strips requantize each row in cache
-    (``convolution._deconv_strip``); elsewhere the accumulators are made whole first."""
+    padded image). On the amx path the layer's tile kernel requantizes each row in cache
+    (``convolution._deconv_merged``); elsewhere the accumulators are made whole first."""
     x, packed, bias = _check_deconv(x, w, bias)
     mult, shift = _check_requant(mult, shift, packed.cout)
     h, wd = 2 * x.shape[0], 2 * x.shape[1]
@@ -134,7 +134,7 @@ def conv_transpose2d_pixels(x, w, bias, mult, shift, width):
     if not 1 <= width <= wd:
         raise ValueError(f"width must be 1 .. {wd}, got {width}")
     out = np.empty((h, width, packed.cout), np.uint8)
-    if _layer_path(packed, x) == "amx" and _strip_fits(packed):
+    if _layer_path(packed, x) == "amx" and _merged_fits(packed):
         return _run_deconv(x, packed, bias, (mult, shift, 0, 0, 0, 255), out)
     acc = conv_transpose2d(x, packed, bias)
     if packed.cout == 3:

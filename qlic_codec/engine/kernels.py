@@ -34,8 +34,8 @@ the same integers:
   padded to whole 64-byte rows with zero weights), 16-bit codes split into a signed high byte
   and an unsigned low one (``tdpbssd`` and ``tdpbusd``, the high sums shifted left by 8), GDN
   and inverse GDN (``tdpbuud``: |x| against unsigned gamma, the same split for 16-bit codes),
-  and the RGB output layer as one product of its 75 (tap, channel) weight rows with the
-  pixels (``convolution._deconv_strip``). The rest runs as on ``vnni``.
+  and the RGB output layer as one 3x3 convolution into its four phases' channels
+  (``convolution._deconv_merged``). The rest runs as on ``vnni``.
 * ``portable`` (any machine): plain Numba loops over the same decomposition, vectorised by
   LLVM over the output channels with int32 accumulators.
 

@@ -29,8 +29,8 @@ class PackedWeights:
     ``(KH, blocks, pairs, 8*nv, 2)`` layout of the AVX2 micro-kernel, runs padded to an even
     length and channels to ``coutp`` with zeros; ``vnni`` (empty where the host has no VNNI or
     the layer cannot use it) and ``wssd`` are the VNNI layouts (see ``_pack_vnni``);
-    ``tiles``, ``gamma_tiles`` and ``strip`` are the ``amx`` path's (``_pack_tiles``,
-    ``_pack_vnni_all``, ``_pack_strip``).
+    ``tiles``, ``gamma_tiles`` and ``merged`` are the ``amx`` path's (``_pack_tiles``,
+    ``_pack_vnni_all``, ``_pack_merged``).
     """
 
     # Lazily packed attributes and the method that sets each group of them.
@@ -38,7 +38,7 @@ class PackedWeights:
              **{name: "_pack_vnni_all" for name in (
                  "vnni", "quads", "vsum", "vnp", "vnv", "vcoutp", "vblocks", "wssd", "wpairs",
                  "gamma_tiles")},
-             "strip": "_pack_strip", "tiles": "_pack_tiles", "tquads": "_pack_tiles"}
+             "merged": "_pack_merged", "tiles": "_pack_tiles", "tquads": "_pack_tiles"}
 
     def __init__(self, weight, kind, phases, cout, cin, k):
         self.weight, self.kind, self.cout, self.cin, self.k = weight, kind, cout, cin, k
@@ -181,18 +181,30 @@ class PackedWeights:
             self.tiles.append(self._quad_blocks(runs, run64))
             self.tquads.append(run64 // 4)
 
-    def _pack_strip(self):
-        # The amx path's RGB output layer (``convolution._deconv_strip``): the transposed
-        # convolution's weights as one (80, Cin) matrix whose row (ky*5 + kx)*Cout + co is
-        # w[co, ky, kx, :] (75 rows for 3 channels, the rest zero), cut into the A tiles of
-        # ``amxtiles.amx_strip_first``: [64-byte chunk of Cin][tile of 16 rows][row][64].
-        from .amxtiles import STRIP_COLUMNS, STRIP_TILES
+    def _pack_merged(self):
+        # The amx path's RGB output layer (``convolution._deconv_merged``): the four phases of
+        # the transposed convolution as one 3x3 convolution over the input padded by one
+        # pixel. Output pixel (2a + py, 2b + px) takes input pixel (a - 1 + dy, b - 1 + dx)
+        # with tap (4 + py - 2*dy, 4 + px - 2*dx) where both are at most 4
+        # (``_DECONV_TAPS``), so column (py*2 + px)*Cout + co of tap row dy holds those taps,
+        # zero elsewhere. Each tap row's run of (dx, ci) bytes, padded with zero weights to
+        # whole 64-byte chunks, is cut into the B tiles of ``amxtiles.amx_merged``:
+        # [tap row][chunk][quad][column][4].
+        from .amxtiles import MERGED_COLUMNS
         w = self.weight
         cout, k, _, cin = w.shape
-        m = np.zeros((STRIP_COLUMNS, cin), np.int8)
-        m[: k * k * cout] = w.transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
-        tiles = m.reshape(STRIP_TILES, 16, cin // 64, 64).transpose(2, 0, 1, 3)
-        self.strip = _aligned_copy(tiles)
+        run64 = -(-3 * cin // 64) * 64
+        m = np.zeros((3, run64, MERGED_COLUMNS), np.int8)
+        for dy in range(3):
+            for dx in range(3):
+                for py in range(2):
+                    for px in range(2):
+                        ky, kx = 4 + py - 2 * dy, 4 + px - 2 * dx
+                        if ky < k and kx < k:
+                            n = (py * 2 + px) * cout
+                            m[dy, dx * cin: (dx + 1) * cin, n: n + cout] = w[:, ky, kx].T
+        self.merged = _aligned_copy(
+            m.reshape(3, run64 // 64, 16, 4, MERGED_COLUMNS).transpose(0, 1, 2, 4, 3))
 
     @property
     def shape(self):

@@ -296,7 +296,7 @@ def test_layers_that_fill_amx_tiles(path, threads, stride, dtype):
                          _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
-@pytest.mark.parametrize("cout", [3, 4])
+@pytest.mark.parametrize("cout", [3, 4, 5])
 def test_output_layer_on_12_bit_codes(path, threads, cout):
     # The RGB output layer reading a 12-bit inverse GDN: 128 channels, runs of several 64-byte
     # chunks, widths that leave a partial block of pixels, extreme codes at both ends. On the
@@ -308,8 +308,8 @@ def test_output_layer_on_12_bit_codes(path, threads, cout):
         w = _fill(rng, (cout, 5, 5, 128), np.int8, "random")
         bias = rng.integers(-(2**20), 2**20, cout, endpoint=True).astype(np.int32)
         packed = kernels.pack_deconv_weights(w)
-        if path == "amx":  # 3 channels fill the tiles' 80 columns with their 25 taps; 4 do not
-            assert kernels._layer_path(packed, x) == ("amx" if cout == 3 else "vnni")
+        if path == "amx":  # 4 phases of up to 4 channels fill the tiles' 16 columns; 5 do not
+            assert kernels._layer_path(packed, x) == ("amx" if cout <= 4 else "vnni")
         elif path == "vnni":
             assert kernels._layer_path(packed, x) == "vnni"
         _assert_same(kernels.conv_transpose2d(x, packed, bias),
@@ -317,15 +317,17 @@ def test_output_layer_on_12_bit_codes(path, threads, cout):
         _assert_same(kernels.conv2d(x, w, bias, 1, 0), reference.conv2d(x, w, bias, 1, 0))
 
 
-# Output layers that the amx path runs as strips of tile products: heights across groups of
-# 8 input rows (and their rows above and below), widths that leave a partial strip of 16.
-STRIP_SHAPES = [(9, 17, 128), (17, 5, 64), (1, 1, 128), (8, 33, 64), (2, 16, 192)]
+# Output layers that the amx path runs as one 3x3 convolution into their four phases'
+# channels: heights across groups of 16 input rows (and their rows above and below), widths
+# that leave a partial block of 32 pixels, runs of 3 * Cin bytes that are not whole chunks.
+MERGED_SHAPES = [(9, 17, 128), (17, 5, 64), (1, 1, 128), (18, 33, 48), (2, 16, 192),
+                 (3, 40, 16), (33, 3, 8)]
 
 
-@pytest.mark.parametrize("cout", [1, 2, 3])
-def test_output_layer_as_tile_strips(path, threads, cout):
-    rng = _rng("strips", cout)
-    cases = itertools.product(STRIP_SHAPES, [np.int16, np.int8], MODES)
+@pytest.mark.parametrize("cout", [1, 2, 3, 4])
+def test_output_layer_as_merged_phases(path, threads, cout):
+    rng = _rng("merged", cout)
+    cases = itertools.product(MERGED_SHAPES, [np.int16, np.int8], MODES)
     for i, ((h, wd, cin), dtype, (x_mode, w_mode)) in enumerate(cases):
         x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
         packed = kernels.pack_deconv_weights(w)
@@ -339,12 +341,12 @@ def test_output_layer_as_tile_strips(path, threads, cout):
                      _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
-@pytest.mark.parametrize("cout", [1, 3, 4])
+@pytest.mark.parametrize("cout", [1, 3, 4, 5])
 def test_output_layer_with_the_pixel_head(path, threads, cout):
     # The RGB output layer requantized to uint8 pixels and cropped to a width, in one step on
-    # the amx path's strips (up to 3 channels); the same pixels on every path.
+    # the amx path's merged phases (up to 4 channels); the same pixels on every path.
     rng = _rng("pixels", cout)
-    cases = itertools.product(STRIP_SHAPES, [np.int16, np.int8])
+    cases = itertools.product(MERGED_SHAPES, [np.int16, np.int8])
     for i, ((h, wd, cin), dtype) in enumerate(cases):
         x_mode, w_mode = MODES[i % len(MODES)]
         x, w, bias = _conv_operands(rng, h, wd, cin, cout, 5, dtype, x_mode, w_mode)
@@ -360,10 +362,10 @@ def test_output_layer_with_the_pixel_head(path, threads, cout):
         kernels.conv_transpose2d_pixels(x, packed, bias, mult, shift, 2 * wd + 1)
 
 
-def test_output_layer_strips_on_extreme_codes(path, threads):
+def test_output_layer_merged_on_extreme_codes(path, threads):
     # Every 16-bit code, -32768 and 32767 included, so that the high bytes reach -128 and
     # 127: small weights keep the sums inside int32.
-    rng = _rng("strips extreme")
+    rng = _rng("merged extreme")
     for x_mode in ("random", "min", "max"):
         x = _fill(rng, (9, 19, 64), np.int16, x_mode)
         w = rng.integers(-2, 3, (3, 5, 5, 64)).astype(np.int8)
