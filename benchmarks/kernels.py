@@ -79,6 +79,11 @@ def _ours(op, wh, cin, cout, k, stride, dtype, rng):
     x = rng.integers(-100, 101, (h, w, cin)).astype(dtype)
     mult = np.full(cout, 1 << 20, np.int32)
     shift = np.full(cout, 30, np.int32)
+    # The convolutions' requantization as in the shipped g_a and g_s layers: no LeakyReLU
+    # (their non-linearity is the GDN) and shifts of 33 or more (35 to 43 there), which the
+    # epilogue computes from the products' high words (``engine/highword.py``).
+    conv_mult = np.full(cout, 1 << 30, np.int32)
+    conv_shift = np.full(cout, 40, np.int32)
     if op in ("gdn", "igdn"):
         gamma = kernels.pack_gdn_weights(rng.integers(0, 256, (cin, cin)).astype(np.uint8))
         beta = np.full(cin, 1 << 16, np.int32)
@@ -94,15 +99,15 @@ def _ours(op, wh, cin, cout, k, stride, dtype, rng):
         beta = np.full(cout, 1 << 16, np.int32)
         out_max = 2047 if wh == (192, 128) else 127
         return lambda: kernels.conv_transpose2d_requant_igdn(
-            x, packed, bias, mult, shift, 655, 16, -2047, 2047, np.int16, gamma, beta, mult,
-            shift, out_max)
+            x, packed, bias, conv_mult, conv_shift, 0, 0, -2047, 2047, np.int16, gamma, beta,
+            mult, shift, out_max)
     if op == "deconv":
         packed = kernels.pack_deconv_weights(wt)
-        return lambda: kernels.conv_transpose2d_requant(x, packed, bias, mult, shift, 655, 16,
-                                                        -127, 127, np.int8)
+        return lambda: kernels.conv_transpose2d_requant(x, packed, bias, conv_mult, conv_shift,
+                                                        0, 0, -127, 127, np.int8)
     packed = kernels.pack_conv_weights(wt)
-    return lambda: kernels.conv2d_requant(x, packed, bias, stride, 0, mult, shift, 655, 16, -127,
-                                          127, np.int8)
+    return lambda: kernels.conv2d_requant(x, packed, bias, stride, 0, conv_mult, conv_shift, 0,
+                                          0, -127, 127, np.int8)
 
 
 def _torch(op, wh, cin, cout, k, stride, channels_last, rng):

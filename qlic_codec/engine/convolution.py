@@ -24,6 +24,8 @@ from .amxtiles import MERGED_PIXELS as _MERGED_PIXELS
 from .amxtiles import (amx_block, amx_block_biased, amx_block_signed_first, amx_configure,
                        amx_merged, amx_merged_wide, amx_release)
 from .cpu import JIT_PARALLEL
+from .highword import LANES as _LANES
+from .highword import high_word_fits, requant_high_word
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
                           _padded_bias, _padded_split, _require)
 from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _mk_vnni_dot4,
@@ -231,9 +233,17 @@ def _init_acc(acc, bias, npix, coutp):
 
 @njit(inline="always")
 def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi):
+    # ``requant``: 0 copies the accumulators, 1 requantizes in int64 lanes, 2 from the
+    # products' high words in int32 lanes (``highword``; the caller checked that it fits).
     # Branch-free per channel (selects, not jumps), so that LLVM vectorises it: the products
     # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
     wo, cout = out_row.shape
+    if requant == _HIGH_WORD:
+        flat = out_row.reshape(wo * cout)
+        for ox in range(wo):
+            requant_high_word(acc, ox * coutp, flat, ox * cout, cout // _LANES, mult, shift,
+                              lo, hi)
+        return
     leaky = leaky_shift > 0
     lm = np.int64(np.int32(leaky_mult))
     ls = np.int64(leaky_shift if leaky else 1)
@@ -341,6 +351,19 @@ def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requa
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
+# ``_epilogue``'s modes: the accumulators copied, requantized in int64 lanes, or from the
+# products' high words.
+_COPY, _INT64, _HIGH_WORD = 0, 1, 2
+
+
+def _requant_mode(req, out) -> int:
+    """``_epilogue``'s mode for the requantization ``req`` (None: none) into ``out``."""
+    if req is None:
+        return _COPY
+    mult, shift, lm, ls, lo, hi = req
+    return _HIGH_WORD if high_word_fits(ls, shift, out.shape[-1], out.dtype) else _INT64
+
+
 def _amx_fits(packed) -> bool:
     """Whether a layer runs on AMX tiles: blocks of channel vectors in pairs (every layer of
     32, 64, 96, ... output channels); each phase's run of a tap row is padded to whole 64-byte
@@ -413,7 +436,7 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     # end of a run read as a pair or a quad (its weights there are zero).
     rows = h + 2 * p + stride
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
-    requant = req is not None
+    requant = _requant_mode(req, out)
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (rows + 1, cols, cin), p, p, pad_value)
@@ -698,6 +721,9 @@ def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mtab, rtab, stab, l
         amx_release()
 
 
+_NO_TABLE = np.zeros(1, np.int64)
+
+
 def _merged_tables(bias, cout, req):
     """``_deconv_merged``'s per-column operands: the bias of each of the 16 columns (py, px,
     co) and, where it requantizes, each column's multiplier, rounding term ``2**(shift - 1)``
@@ -730,8 +756,6 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
                       leaky_shift, lo, hi)
 
 
-_NO_TABLE = np.zeros(1, np.int64)
-
 
 def _run_deconv(x, packed, bias, req, out):
     path = _layer_path(packed, x)
@@ -739,7 +763,7 @@ def _run_deconv(x, packed, bias, req, out):
     unit = _pixel_unit(packed, path)
     npix = -(-wd // unit) * unit
     cols = npix + 4
-    requant = req is not None
+    requant = _requant_mode(req, out)
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "amx" and _merged_fits(packed):
         npix = -(-wd // _MERGED_PIXELS) * _MERGED_PIXELS

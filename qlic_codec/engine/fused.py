@@ -23,9 +23,9 @@ from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
 from .amxtiles import amx_configure, amx_release
-from .convolution import (_check_deconv, _epilogue, _layer_path, _padded, _phase_amx_biased,
-                          _phase_weights, _pixel_unit, _run_deconv, _merged_fits, _vnni_bias,
-                          conv_transpose2d, conv_transpose2d_requant)
+from .convolution import (_check_deconv, _epilogue, _layer_path, _merged_fits, _padded,
+                          _phase_amx_biased, _phase_weights, _pixel_unit, _requant_mode,
+                          _run_deconv, _vnni_bias, conv_transpose2d, conv_transpose2d_requant)
 from .elementwise import _check_requant, _output, _padded_bias, requantize, requantize_pixels
 from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
 from .packing import PackedWeights
@@ -34,8 +34,8 @@ from .reference import conv_transpose2d_shape
 
 @njit(**JIT_PARALLEL)
 def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix,
-                     bias, coutp, mult, shift, leaky_mult, leaky_shift, lo, hi, codes, gnpix,
-                     gamma, gblocks, gnv, gquads, beta, gcoutp, imult, ishift, omax, out,
+                     bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, codes,
+                     gnpix, gamma, gblocks, gnv, gquads, beta, gcoutp, imult, ishift, omax, out,
                      refused):
     # ``_deconv_amx`` into one row of ``codes``' type at a time, and ``_gdn_amx_row`` of that
     # row into ``out``: the row (240 KiB for g_s.4 at 1920x1080) and its accumulators stay in
@@ -56,7 +56,7 @@ def _deconv_amx_igdn(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, qu
                 _phase_amx_biased(xf, (a + py) * rowlen + px * cin, rowlen, cin, 3 - py, wf,
                                   blocks, nv, quads, acc, px * coutp, 2 * coutp, npix, bias[py])
             amx_release()
-            _epilogue(acc, coutp, row, True, mult, shift, leaky_mult, leaky_shift, lo, hi)
+            _epilogue(acc, coutp, row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
             refused[2 * a + py] = _gdn_amx_row(row, wide, gnpix, gamma, gblocks, gnv, gquads,
                                                beta, gcoutp, True, unused, 0, imult, ishift,
                                                False, omax, out[2 * a + py])
@@ -111,8 +111,10 @@ def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shi
     gunit = _pixel_unit(gpacked, "amx")
     gnpix = -(-shape[1] // gunit) * gunit
     refused = np.zeros(shape[0], np.bool_)
+    req = (mult, shift, int(leaky_mult), int(leaky_shift), int(lo), int(hi))
+    requant = _requant_mode(req, np.empty((0, shape[2]), codes_dtype))
     _deconv_amx_igdn(flat, cols * cin, cin, *packed.tiles, packed.vblocks, packed.vnv,
-                     packed.tquads[0], packed.tquads[1], npix, rows, cp, mult, shift,
+                     packed.tquads[0], packed.tquads[1], npix, rows, cp, requant, mult, shift,
                      int(leaky_mult), int(leaky_shift), int(lo), int(hi),
                      np.empty(0, codes_dtype), gnpix, gpacked.gamma_tiles[0], gpacked.vblocks,
                      gpacked.vnv, gpacked.quads[0], _padded_bias(beta, gpacked.vcoutp),

@@ -783,6 +783,97 @@ def test_transposed_convolution_fused_with_inverse_gdn(path, threads, codes):
                 _assert_same(out, want)
 
 
+def _high_word_tables(rng, c, scale, target):
+    """``_requant_tables`` with every shift in 33..62 (channel 0: 33, channel 1: 62) and mults
+    of both signs, the extremes included: what ``highword.high_word_fits`` admits."""
+    mult = rng.integers(-(2**31), 2**31, c, dtype=np.int64)
+    mult[:4] = [I32_MAX, -(2**31), -1, 0][: min(c, 4)]
+    ideal = np.log2(np.maximum(np.abs(mult), 1) * max(float(scale), 1.0) / max(float(target), 1.0))
+    shift = np.clip(np.round(ideal) + rng.integers(-2, 3, c), 33, 62)
+    shift[0] = 33
+    if c > 1:
+        shift[1] = 62
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+@pytest.mark.parametrize("out_spec", [(np.int8, -127, 127), (np.int16, -2047, 2047)],
+                         ids=["int8", "int16"])
+def test_requantization_from_high_words(path, threads, out_spec):
+    # Layers whose every shift is at least 33 (all of the shipped models') requantize in
+    # 32-bit lanes from the products' high words; one shift of 32, a LeakyReLU or channels
+    # not in vectors of 16 keep the int64 lanes. The same codes either way, on every path.
+    from qlic_codec.engine import convolution, highword
+    out_dtype, lo, hi = out_spec
+    rng = _rng("high words", np.dtype(out_dtype).name)
+    shapes = [(3, 7, 16, 16), (4, 33, 64, 32), (2, 5, 24, 48), (3, 4, 32, 24)]
+    for i, ((h, wd, cin, cout), (x_mode, w_mode)) in enumerate(
+            itertools.product(shapes, MODES)):
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, (3, 5)[i % 2], np.int8, x_mode,
+                                    w_mode)
+        scale = np.abs(reference.conv2d(x, w, bias, 1, 0)).mean()
+        mult, shift = _high_word_tables(rng, cout, scale, hi / 4)
+        fits = cout % 16 == 0
+        assert highword.high_word_fits(0, shift, cout, out_dtype) == fits
+        req = (mult, shift, 0, 0, lo, hi)
+        assert convolution._requant_mode(req, np.empty((0, cout), out_dtype)) == (
+            convolution._HIGH_WORD if fits else convolution._INT64)
+        narrow = shift.copy()
+        narrow[-1] = 32
+        for sh, leaky in ((shift, (0, 0)), (narrow, (0, 0)), (shift, LEAKY[1])):
+            args = (x, w, bias, 1, 0, mult, sh, *leaky, lo, hi, out_dtype)
+            _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(*args))
+            if w.shape[1] == 5:
+                args = (x, w, bias, mult, sh, *leaky, lo, hi, out_dtype)
+                _assert_same(kernels.conv_transpose2d_requant(*args),
+                             _ref_conv_transpose2d_requant(*args))
+    # The transposed convolution fused with its inverse GDN (one kernel on amx).
+    for h, wd, c in [(3, 9, 64), (2, 33, 128)]:
+        x, w, bias = _conv_operands(rng, h, wd, c, c, 5, np.int8, "random", "random")
+        acc = reference.conv_transpose2d(x, w, bias)
+        mult, shift = _high_word_tables(rng, c, np.abs(acc).mean(), hi / 4)
+        codes = reference.requantize(acc, mult, shift, 0, 0, lo, hi).astype(out_dtype)
+        gamma = _fill(rng, (c, c), np.uint8, "random")
+        beta = rng.integers(1, 2**16, c, endpoint=True).astype(np.int32)
+        gmult = rng.integers(0, 2**16, c, dtype=np.int64).astype(np.int32)
+        gshift = rng.integers(20, 40, c).astype(np.int32)
+        want = reference.igdn(codes, gamma, beta, gmult, gshift, 2047)
+        _assert_same(kernels.conv_transpose2d_requant_igdn(
+            x, w, bias, mult, shift, 0, 0, lo, hi, out_dtype, kernels.pack_gdn_weights(gamma),
+            beta, gmult, gshift, 2047), want)
+
+
+def test_high_words_of_extreme_products():
+    # ``requant_high_word`` against the reference on the products' extremes: accumulators
+    # and mults at both ends of int32 (|acc * mult| up to 2**62), shifts 33 and 62, exact
+    # halves, every output clamped and not.
+    from numba import njit
+    from qlic_codec.engine import convolution
+
+    @njit
+    def epilogue(acc, coutp, out, mult, shift, lo, hi):
+        convolution._epilogue(acc, coutp, out, convolution._HIGH_WORD, mult, shift, 0, 0, lo,
+                              hi)
+
+    rng = _rng("extreme high words")
+    edges = np.array([-(2**31), -(2**31) + 1, -(2**30), -1, 0, 1, 2**30, I32_MAX], np.int64)
+    c = 32
+    acc = np.concatenate([np.repeat(edges, c),
+                          rng.integers(-(2**31), 2**31, 24 * c)]).astype(np.int32)
+    pixels = acc.size // c
+    for mult_edges, shift_edges, (lo, hi) in itertools.product(
+            ([-(2**31), I32_MAX, -1, 1, 0, 2**30], [2**16 + 1, -(2**16) - 1]),
+            ([33, 62, 34, 61], [40, 48]), [(-127, 127), (-32768, 32767), (-2047, 2047)]):
+        mult = np.resize(np.array(mult_edges, np.int64), c)
+        mult[len(mult_edges):] = rng.integers(-(2**31), 2**31, c - len(mult_edges))
+        shift = np.resize(np.array(shift_edges, np.int64), c)
+        mult, shift = mult.astype(np.int32), shift.astype(np.int32)
+        dtype = np.int8 if hi == 127 else np.int16
+        out = np.empty((pixels, c), dtype)
+        epilogue(acc, c, out, mult, shift, lo, hi)
+        want = reference.requantize(acc.reshape(pixels, c), mult, shift, 0, 0, lo, hi)
+        _assert_same(out, want.astype(dtype))
+
+
 def test_fused_pair_refuses_bad_operands():
     x = np.zeros((2, 3, 64), np.int8)
     w, bias = np.zeros((32, 5, 5, 64), np.int8), np.zeros(32, np.int32)

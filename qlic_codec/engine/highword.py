@@ -1,0 +1,96 @@
+"""Requantization in 32-bit lanes, from the high word of each product.
+
+A requantizing epilogue computes ``clamp((acc * mult + 2**(shift - 1)) >> shift, lo, hi)``
+per channel, with int32 ``acc`` and ``mult``: a 64-bit product, which in int64 lanes takes
+eight values per vector and a 64-bit shift per lane. Where every shift is at least 33 (every
+layer of the shipped models: 33 to 43), the same integers come from the product's high word
+``H = (acc * mult) >> 32`` alone:
+
+    (acc * mult + 2**(shift - 1)) >> shift == (H + 2**(shift - 33)) >> (shift - 32)
+
+since ``acc * mult = H * 2**32 + L`` with ``0 <= L < 2**32``, and adding ``L / 2**32 < 1``
+to an integer numerator never changes its floor division by a power of two. ``|acc * mult|
+<= 2**62``, so ``|H| <= 2**30`` and ``H + 2**(shift - 33) <= 2**30 + 2**29`` fits int32.
+LLVM computes the high words of 16 lanes with two widening multiplies (``vpmuldq`` on the
+even and the odd lanes on AVX-512) and a shuffle, and the rest in 16 int32 lanes: measured
+0.145 against 0.246 ns per value for a row of 960 x 128 codes on an Intel Xeon (AVX-512).
+
+``requant_high_word`` is written in LLVM IR because Numba's loop vectoriser sizes its
+vectors by the widest type in the loop (the int64 product) and so never forms 16 lanes.
+The IR is generic (no target intrinsics): it runs on every path, split into narrower
+vectors where the CPU has them.
+"""
+
+import numpy as np
+
+from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 16  # values per call's step: channels of one pixel in whole vectors of 16
+
+
+def high_word_fits(leaky_shift, shift, cout, out_dtype) -> bool:
+    """Whether a requantizing epilogue may run as ``requant_high_word``: no LeakyReLU, every
+    shift at least 33, channels in whole vectors of 16, codes of 8 or 16 bits out."""
+    return (int(leaky_shift) == 0 and cout % LANES == 0 and len(shift) > 0
+            and int(np.min(shift)) >= 33
+            and np.dtype(out_dtype) in (np.dtype(np.int8), np.dtype(np.int16)))
+
+
+@intrinsic
+def requant_high_word(typingctx, acc, aoff, out, ooff, nvec, mult, shift, lo, hi):
+    """``out[ooff + j] = clamp((acc[aoff + j] * mult[j] + 2**(shift[j] - 1)) >> shift[j],
+    lo, hi)`` for ``j < 16 * nvec``, computed from the products' high words (module doc):
+    int32 ``acc``, ``mult`` and ``shift`` (every shift in 33..62), int8 or int16 ``out``."""
+    i64 = types.int64
+    sig = types.void(acc, i64, out, i64, i64, mult, shift, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        acc, aoff, out, ooff, nvec, mult, shift, lo, hi = args
+        t_acc, t_out, t_mult, t_shift = (signature.args[i] for i in (0, 2, 5, 6))
+
+        def data(t, v):
+            return cgutils.create_struct_proxy(t)(context, builder, value=v).data
+
+        aptr, optr = data(t_acc, acc), data(t_out, out)
+        mptr, sptr = data(t_mult, mult), data(t_shift, shift)
+        I64, I32 = ir.IntType(64), ir.IntType(32)
+        out_type = context.get_data_type(t_out.dtype)
+        v32, v64 = ir.VectorType(I32, LANES), ir.VectorType(I64, LANES)
+        v_out = ir.VectorType(out_type, LANES)
+
+        def splat(value, vtype, elem):
+            vec = ir.Constant(vtype, ir.Undefined)
+            for i in range(LANES):
+                vec = builder.insert_element(vec, value, ir.Constant(I32, i))
+            return vec
+
+        vlo = splat(builder.trunc(lo, I32), v32, I32)
+        vhi = splat(builder.trunc(hi, I32), v32, I32)
+        word = ir.Constant(v64, [32] * LANES)
+        c32 = ir.Constant(v32, [32] * LANES)
+        c33 = ir.Constant(v32, [33] * LANES)
+        one = ir.Constant(v32, [1] * LANES)
+
+        def load(ptr, off):
+            return builder.load(builder.bitcast(builder.gep(ptr, [off]), v32.as_pointer()),
+                                align=4)
+
+        with cgutils.for_range(builder, nvec) as loop:
+            j = builder.mul(loop.index, ir.Constant(I64, LANES))
+            a, m, s = load(aptr, builder.add(aoff, j)), load(mptr, j), load(sptr, j)
+            product = builder.mul(builder.sext(a, v64), builder.sext(m, v64))
+            high = builder.trunc(builder.ashr(product, word), v32)
+            rounding = builder.shl(one, builder.sub(s, c33))
+            v = builder.ashr(builder.add(high, rounding), builder.sub(s, c32))
+            v = builder.select(builder.icmp_signed("<", v, vlo), vlo, v)
+            v = builder.select(builder.icmp_signed(">", v, vhi), vhi, v)
+            dst = builder.bitcast(builder.gep(optr, [builder.add(ooff, j)]), v_out.as_pointer())
+            builder.store(builder.trunc(v, v_out), dst, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
