@@ -412,16 +412,34 @@ def _pixel_unit(packed, path):
     return packed.np if path == "avx2" else _PORTABLE_PIX
 
 
-def _vnni_bias(bias, vsum, coutp):
+def _vnni_biases(packed, bias):
+    """Per phase of ``packed``, the bias that cancels the +128 offset of the inputs, wrapped
+    to int32 like the sums; kept on ``packed`` with the bias it was made from, since a
+    model's layers run with the same bias on every call."""
+    key = bias.tobytes()
+    cached = getattr(packed, "_vnni_bias_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    biases = [_vnni_bias_of(bias, vsum, packed.vcoutp) for vsum in packed.vsum]
+    packed._vnni_bias_cache = (key, biases)
+    return biases
+
+
+def _vnni_bias_of(bias, vsum, coutp):
     """The bias that cancels the +128 offset of the inputs, wrapped to int32 like the sums."""
     b = np.zeros(coutp, np.int64)
     b[: bias.shape[0]] = bias.astype(np.int64) - 128 * vsum
     return ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
+# The codes of each input type (``np.iinfo`` costs microseconds a call).
+_CODE_RANGE = {np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
+               for t in (np.int8, np.int16)}
+
+
 def _run_conv(x, packed, bias, stride, pad_value, req, out):
-    info = np.iinfo(x.dtype)
-    if not info.min <= pad_value <= info.max:
+    low, high = _CODE_RANGE[x.dtype]
+    if not low <= pad_value <= high:
         # The paths would wrap it differently (bytes, two bytes, int16); the reference pads
         # with the exact value, which codes of this type cannot be.
         raise ValueError(f"pad_value {pad_value} is not a code of the input's type {x.dtype}")
@@ -453,7 +471,7 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
         return out
     if path in ("vnni", "amx"):
         flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
-        vbias = _vnni_bias(bias, packed.vsum[0], packed.vcoutp)
+        vbias = _vnni_biases(packed, bias)[0]
         if path == "amx":
             _conv_amx(flat, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
                       packed.vnv, packed.tquads[0], npix, vbias, packed.vcoutp, requant, mult,
@@ -790,7 +808,7 @@ def _run_deconv(x, packed, bias, req, out):
     if path in ("vnni", "amx"):
         flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
         cp = packed.vcoutp
-        phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+        phase_bias = _vnni_biases(packed, bias)  # (py, px) order
         rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
         if path == "amx":
             _deconv_amx(flat, cols * cin, cin, *packed.tiles, packed.vblocks, packed.vnv,

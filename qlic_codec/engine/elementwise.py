@@ -3,6 +3,8 @@ operand checks, the check of requantization tables, 64-byte aligned buffers and 
 input buffers that convolutions read.
 """
 
+import math
+
 import numpy as np
 
 from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
@@ -29,9 +31,29 @@ def _check_requant(mult, shift, channels):
     shift = _require(shift, "shift", _I32, 1)
     if mult.shape[0] != channels or shift.shape[0] != channels:
         raise ValueError(f"requantization tables must have {channels} entries")
-    if shift.min() < 1 or shift.max() > 62:
+    low, high = shift_range(shift)
+    if low < 1 or high > 62:
         raise ValueError("requantization shifts must be in 1..62")
     return mult, shift
+
+
+# Shift tables seen, by their bytes: their least and greatest shift. A model's tables come
+# back on every call (two reductions were a few microseconds each, for every layer of every
+# decode); a process that sees many tables forgets them now and then.
+_SHIFT_RANGES = {}
+_SHIFT_TABLES = 4096
+
+
+def shift_range(shift) -> tuple[int, int]:
+    """The least and greatest value of an int32 shift table (not empty)."""
+    key = shift.tobytes()
+    found = _SHIFT_RANGES.get(key)
+    if found is None:
+        found = (int(shift.min()), int(shift.max()))
+        if len(_SHIFT_RANGES) >= _SHIFT_TABLES:
+            _SHIFT_RANGES.clear()
+        _SHIFT_RANGES[key] = found
+    return found
 
 
 _NO_REQUANT = (np.zeros(1, np.int32), np.ones(1, np.int32), 0, 0, 0, 0)
@@ -251,7 +273,7 @@ def _pad_split_kernel(x, top, left, fill, lo, hi):
 def _padded_split(x, shape, top, left, fill):
     """``_padded`` of 16-bit codes as two flat buffers, their low bytes (uint8) and their high
     bytes (int8), each 64-byte aligned with 64 spare zero bytes: the amx path's operands."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     lo = _aligned(size + 64, np.uint8, None)
     hi = _aligned(size + 64, np.int8, None)
     lo[size:] = 0
@@ -268,7 +290,7 @@ def _padded(x, shape, top, left, fill, dtype):
     Returns the flat buffer. Writing every element once, in parallel, is what makes this
     cheaper than filling the whole buffer and then copying ``x`` into it."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     flat = _aligned(size + 64 // dtype.itemsize, dtype, None)
     flat[size:] = fill
     if dtype == np.uint8:

@@ -25,7 +25,7 @@ from numba import njit, prange
 from .amxtiles import amx_configure, amx_release
 from .convolution import (_check_deconv, _epilogue, _layer_path, _merged_fits, _padded,
                           _phase_amx_biased, _phase_weights, _pixel_unit, _requant_mode,
-                          _run_deconv, _vnni_bias, conv_transpose2d, conv_transpose2d_requant)
+                          _run_deconv, _vnni_biases, conv_transpose2d, conv_transpose2d_requant)
 from .elementwise import _check_requant, _output, _padded_bias, requantize, requantize_pixels
 from .gdn import _WIDE_RANGE, _check_gdn, _check_out_max, _gdn_amx_row, igdn
 from .packing import PackedWeights
@@ -106,7 +106,7 @@ def conv_transpose2d_requant_igdn(x, w, bias, mult, shift, leaky_mult, leaky_shi
     cols = npix + 4
     flat = _padded(x, (h + 3, cols, cin), 1, 1, 128, np.uint8)
     cp = packed.vcoutp
-    phase_bias = [_vnni_bias(bias, vs, cp) for vs in packed.vsum]  # (py, px) order
+    phase_bias = _vnni_biases(packed, bias)  # (py, px) order
     rows = np.stack([np.concatenate(phase_bias[2 * py: 2 * py + 2]) for py in (0, 1)])
     gunit = _pixel_unit(gpacked, "amx")
     gnpix = -(-shape[1] // gunit) * gunit

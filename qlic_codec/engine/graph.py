@@ -77,6 +77,11 @@ class _ReadArrays(dict):
         return super().get(name, default)
 
 
+# Band plans a network keeps (``IntegerNetwork.band_height``): one per transform and image
+# shape, so a process decoding images of many sizes forgets them now and then.
+_BAND_PLANS = 256
+
+
 def _array(arrays, name, dtype, shape):
     if name not in arrays:
         raise ModelFileError(f"model is missing array '{name}'")
@@ -173,6 +178,7 @@ class IntegerNetwork:
         # What runs: the layers, with each transposed convolution and the inverse GDN after
         # it as one step (``_fused_steps``). The band heights still come from the layers.
         self.steps = {t: _fused_steps(layers) for t, layers in self.layers.items()}
+        self._band_heights = {}  # ``band_height``'s answers
         # The channel-conditional entropy model of y (``engine.slices``), when the model has one.
         self.cc = None
         if "cc" in m:
@@ -475,7 +481,7 @@ class IntegerNetwork:
         columns, channels) with ``in_bytes`` per code; ``band_rows`` None takes the band
         height from the memory budget; ``steps``: what runs, if not the transform's steps."""
         if band_rows is None:
-            band_rows = bands.band_height(self.layers[transform], *shape, in_bytes)
+            band_rows = self.band_height(self.layers[transform], *shape, in_bytes)
         bands.run(self._run_layer, steps or self.steps[transform], shape[0], read_rows,
                   write_rows, band_rows, join_into=self._run_layer_joined)
 
@@ -709,7 +715,20 @@ class IntegerNetwork:
     def synthesis_band_rows(self, z_shape: tuple) -> int:
         """Pixel rows per band of the synthesis of an image whose z has ``z_shape``."""
         h, w = 4 * z_shape[0], 4 * z_shape[1]
-        return bands.band_height(self.layers["g_s"], h, w, self.M, 2)
+        return self.band_height(self.layers["g_s"], h, w, self.M, 2)
+
+    def band_height(self, layers: list, rows: int, width: int, channels: int,
+                    in_bytes: int) -> int:
+        """``bands.band_height`` of a list of this network's layers, planned once per shape
+        and budget (planning took about 20 microseconds per transform and decode)."""
+        key = (id(layers), rows, width, channels, in_bytes, bands.BAND_BYTES)
+        height = self._band_heights.get(key)
+        if height is None:
+            if len(self._band_heights) >= _BAND_PLANS:
+                self._band_heights.clear()
+            height = bands.band_height(layers, rows, width, channels, in_bytes)
+            self._band_heights[key] = height
+        return height
 
     def synthesis_of_symbols(self, symbols: np.ndarray, mean_g: np.ndarray | None,
                              z: np.ndarray, level: int, band_rows: int | None = None,

@@ -28,6 +28,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .elementwise import shift_range
+
 LANES = 16  # values per call's step: channels of one pixel in whole vectors of 16
 
 
@@ -35,7 +37,7 @@ def high_word_fits(leaky_shift, shift, cout, out_dtype) -> bool:
     """Whether a requantizing epilogue may run as ``requant_high_word``: no LeakyReLU, every
     shift at least 33, channels in whole vectors of 16, codes of 8 or 16 bits out."""
     return (int(leaky_shift) == 0 and cout % LANES == 0 and len(shift) > 0
-            and int(np.min(shift)) >= 33
+            and shift_range(shift)[0] >= 33
             and np.dtype(out_dtype) in (np.dtype(np.int8), np.dtype(np.int16)))
 
 

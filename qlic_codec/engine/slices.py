@@ -206,7 +206,7 @@ class SliceState:
         budget (``bands``): its activations never exist whole on a large image, and a small
         one runs as one band."""
         h, w = self.ctx.shape[:2]
-        band = bands.band_height(layers, h, w, channels, in_bytes)
+        band = self.model.net.band_height(layers, h, w, channels, in_bytes)
         bands.run(self.model.net._run_layer, layers, h, read_rows,
                   bands.in_pieces(write_rows, _ROW_ELEMENTS), band)
 
