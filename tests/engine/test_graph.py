@@ -132,6 +132,18 @@ def test_synthesis_with_the_pixel_head_in_bands(networks):
                         want[:47, :113])
 
 
+def test_band_plans_follow_the_budget(networks, monkeypatch):
+    # A network keeps its band plans per shape and budget: a smaller budget plans again.
+    from qlic_codec.engine import bands
+    fast, _ = networks
+    layers = fast.layers["g_s"]
+    whole = fast.band_height(layers, 32, 48, fast.M, 2)
+    assert whole == bands.band_height(layers, 32, 48, fast.M, 2)
+    monkeypatch.setattr(bands, "BAND_BYTES", 2**16)
+    small = fast.band_height(layers, 32, 48, fast.M, 2)
+    assert small == bands.band_height(layers, 32, 48, fast.M, 2) < whole
+
+
 def test_outputs_differ_between_levels(networks):
     fast, _ = networks
     pixels = synthetic_photo(64, 64, seed=5)

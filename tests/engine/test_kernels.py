@@ -449,6 +449,27 @@ def test_packed_weights(path, threads):
                  reference.igdn(x, gamma, beta, mult, shift))
 
 
+def test_packed_weights_with_another_bias(path, threads):
+    # The VNNI and AMX paths keep each packed layer's offset-cancelling bias for the bias it
+    # was made from: a call with another bias (or the same array changed in place) gets its
+    # own.
+    rng = _rng("packed bias")
+    x, w, bias = _conv_operands(rng, 4, 9, 64, 32, 5, np.int8)
+    for pack, conv, ref in ((kernels.pack_conv_weights,
+                             lambda p, b: kernels.conv2d(x, p, b, 2, -128),
+                             lambda b: reference.conv2d(x, w, b, 2, -128)),
+                            (kernels.pack_deconv_weights,
+                             lambda p, b: kernels.conv_transpose2d(x, p, b),
+                             lambda b: reference.conv_transpose2d(x, w, b))):
+        packed = pack(w)
+        other = bias + 1000
+        for b in (bias, other, None, other, bias):
+            if b is None:
+                other -= 7  # in place: the next call sees the same array, changed
+                continue
+            _assert_same(conv(packed, b), ref(b))
+
+
 def test_packed_weights_of_the_wrong_kind():
     rng = _rng("packed kind")
     x, w, bias = _conv_operands(rng, 3, 3, 4, 2, 5, np.int8)
@@ -1157,6 +1178,17 @@ _BAD_CALLS = {
     "scale_index mult float": (TypeError, lambda v: kernels.scale_index(
         v.acc, np.ones(2), np.zeros(2, np.int64), 8, 64)),
 }
+
+
+def test_shift_table_changed_in_place_is_checked_again():
+    # Shift tables are checked once per content (``elementwise.shift_range``): a table that
+    # passed and is then changed in place is refused.
+    v = _valid()
+    shift = v.shift.copy()
+    kernels.conv2d_requant(v.x, v.w, v.bias, 1, 0, v.mult, shift, 0, 0, -127, 127, np.int8)
+    shift[0] = 0
+    with pytest.raises(ValueError, match="1..62"):
+        kernels.conv2d_requant(v.x, v.w, v.bias, 1, 0, v.mult, shift, 0, 0, -127, 127, np.int8)
 
 
 @pytest.mark.parametrize("case", list(_BAD_CALLS))
