@@ -55,6 +55,8 @@ benchmarks use the names it gathers from the modules that hold them:
 - ``amxtiles``: the AMX tile kernel of the ``amx`` path;
 - ``packing``: a layer's weights in the layout of each path;
 - ``convolution``: convolutions and transposed convolutions, plain or requantized;
+- ``highword``: the requantizing epilogue in 32-bit lanes, from the products' high words,
+  for layers whose every shift is at least 33 (every path);
 - ``gdn``: GDN and inverse GDN;
 - ``fused``: a transposed convolution and the inverse GDN after it, and the RGB output layer
   and the pixel head, each pair as one step;
