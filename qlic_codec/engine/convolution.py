@@ -360,8 +360,9 @@ def _requant_mode(req, out) -> int:
     """``_epilogue``'s mode for the requantization ``req`` (None: none) into ``out``."""
     if req is None:
         return _COPY
-    mult, shift, lm, ls, lo, hi = req
-    return _HIGH_WORD if high_word_fits(ls, shift, out.shape[-1], out.dtype) else _INT64
+    _, shift, _, leaky_shift, lo, hi = req
+    fits = high_word_fits(leaky_shift, shift, out.shape[-1], out.dtype, lo, hi)
+    return _HIGH_WORD if fits else _INT64
 
 
 def _amx_fits(packed) -> bool:
@@ -703,9 +704,9 @@ def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mtab, rtab, stab, l
     # byte planes (``_split_row``), goes into a ring of three padded rows in cache, with a
     # fourth of zeros for the rows past the edges; ``amx_merged`` multiplies them as they lie,
     # 32 pixels x 16 columns per call, and each input row makes output rows 2a and 2a + 1.
-    h, wd, cin = x.shape
+    h, _, cin = x.shape
     cout = out.shape[2]
-    rowb = (npix + 2) * cin  # a padded row: one zero pixel on the left, zeros past wd
+    rowb = (npix + 2) * cin  # a padded row: one zero pixel on the left, zeros past the input
     low = npix * _MERGED_COLUMNS  # the low bytes' sums, after the high bytes'
     for g in prange(-(-h // _MERGED_ROWS)):
         a0 = g * _MERGED_ROWS
@@ -772,7 +773,6 @@ def _deconv_portable(xf, rowlen, cin, w00, w01, w10, w11, narrow, npix, bias, co
                                 px * coutp, 2 * coutp, npix)
             _epilogue(acc, coutp, out[2 * a + py], requant, mult, shift, leaky_mult,
                       leaky_shift, lo, hi)
-
 
 
 def _run_deconv(x, packed, bias, req, out):

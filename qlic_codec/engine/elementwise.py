@@ -45,8 +45,8 @@ _SHIFT_TABLES = 4096
 
 
 def shift_range(shift) -> tuple[int, int]:
-    """The least and greatest value of an int32 shift table (not empty)."""
-    key = shift.tobytes()
+    """The least and greatest value of a shift table (not empty)."""
+    key = (shift.dtype.str, shift.tobytes())
     found = _SHIFT_RANGES.get(key)
     if found is None:
         found = (int(shift.min()), int(shift.max()))

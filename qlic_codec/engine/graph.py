@@ -722,12 +722,14 @@ class IntegerNetwork:
         """``bands.band_height`` of a list of this network's layers, planned once per shape
         and budget (planning took about 20 microseconds per transform and decode)."""
         key = (id(layers), rows, width, channels, in_bytes, bands.BAND_BYTES)
-        height = self._band_heights.get(key)
-        if height is None:
-            if len(self._band_heights) >= _BAND_PLANS:
-                self._band_heights.clear()
-            height = bands.band_height(layers, rows, width, channels, in_bytes)
-            self._band_heights[key] = height
+        found = self._band_heights.get(key)
+        # The list itself is kept with its plan, so that its id stays its own.
+        if found is not None and found[0] is layers:
+            return found[1]
+        if len(self._band_heights) >= _BAND_PLANS:
+            self._band_heights.clear()
+        height = bands.band_height(layers, rows, width, channels, in_bytes)
+        self._band_heights[key] = (layers, height)
         return height
 
     def synthesis_of_symbols(self, symbols: np.ndarray, mean_g: np.ndarray | None,

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import cpu  # noqa: F401  (first: the engine's start-up imports Numba)
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, errors
 from numba.extending import intrinsic
 
 from .elementwise import shift_range
@@ -33,11 +33,14 @@ from .elementwise import shift_range
 LANES = 16  # values per call's step: channels of one pixel in whole vectors of 16
 
 
-def high_word_fits(leaky_shift, shift, cout, out_dtype) -> bool:
+def high_word_fits(leaky_shift, shift, cout, out_dtype, lo, hi) -> bool:
     """Whether a requantizing epilogue may run as ``requant_high_word``: no LeakyReLU, every
-    shift at least 33, channels in whole vectors of 16, codes of 8 or 16 bits out."""
+    shift at least 33, channels in whole vectors of 16, codes of 8 or 16 bits out, and clamp
+    bounds that are int32 values (the lanes clamp in int32; the int64 epilogue clamps
+    wider bounds as the reference does)."""
     return (int(leaky_shift) == 0 and cout % LANES == 0 and len(shift) > 0
             and shift_range(shift)[0] >= 33
+            and -(2**31) <= int(lo) and int(hi) <= 2**31 - 1
             and np.dtype(out_dtype) in (np.dtype(np.int8), np.dtype(np.int16)))
 
 
@@ -46,7 +49,15 @@ def requant_high_word(typingctx, acc, aoff, out, ooff, nvec, mult, shift, lo, hi
     """``out[ooff + j] = clamp((acc[aoff + j] * mult[j] + 2**(shift[j] - 1)) >> shift[j],
     lo, hi)`` for ``j < 16 * nvec``, computed from the products' high words (module doc):
     int32 ``acc``, ``mult`` and ``shift`` (every shift in 33..62), int8 or int16 ``out``."""
-    i64 = types.int64
+    i64, i32 = types.int64, types.int32
+    for name, arg in (("acc", acc), ("mult", mult), ("shift", shift)):
+        if not isinstance(arg, types.Array) or arg.dtype != i32:
+            raise errors.TypingError(f"requant_high_word: {name} must be an int32 array")
+    # ``out`` of any integer type compiles (the epilogues that hold this call are compiled
+    # for every output type, int32 accumulators and uint8 pixels included); only int8 and
+    # int16 reach it (``high_word_fits``).
+    if not isinstance(out, types.Array) or not isinstance(out.dtype, types.Integer):
+        raise errors.TypingError("requant_high_word: out must be an integer array")
     sig = types.void(acc, i64, out, i64, i64, mult, shift, i64, i64)
 
     def codegen(context, builder, signature, args):
@@ -65,14 +76,14 @@ def requant_high_word(typingctx, acc, aoff, out, ooff, nvec, mult, shift, lo, hi
         v32, v64 = ir.VectorType(I32, LANES), ir.VectorType(I64, LANES)
         v_out = ir.VectorType(out_type, LANES)
 
-        def splat(value, vtype, elem):
-            vec = ir.Constant(vtype, ir.Undefined)
+        def splat(value):
+            vec = ir.Constant(v32, ir.Undefined)
             for i in range(LANES):
                 vec = builder.insert_element(vec, value, ir.Constant(I32, i))
             return vec
 
-        vlo = splat(builder.trunc(lo, I32), v32, I32)
-        vhi = splat(builder.trunc(hi, I32), v32, I32)
+        vlo = splat(builder.trunc(lo, I32))  # int32 values (``high_word_fits``)
+        vhi = splat(builder.trunc(hi, I32))
         word = ir.Constant(v64, [32] * LANES)
         c32 = ir.Constant(v32, [32] * LANES)
         c33 = ir.Constant(v32, [33] * LANES)
@@ -92,7 +103,11 @@ def requant_high_word(typingctx, acc, aoff, out, ooff, nvec, mult, shift, lo, hi
             v = builder.select(builder.icmp_signed("<", v, vlo), vlo, v)
             v = builder.select(builder.icmp_signed(">", v, vhi), vhi, v)
             dst = builder.bitcast(builder.gep(optr, [builder.add(ooff, j)]), v_out.as_pointer())
-            builder.store(builder.trunc(v, v_out), dst, align=1)
+            if out_type.width < 32:
+                v = builder.trunc(v, v_out)
+            elif out_type.width > 32:
+                v = builder.sext(v, v_out)
+            builder.store(v, dst, align=1)
         return context.get_dummy_value()
 
     return sig, codegen

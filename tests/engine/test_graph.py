@@ -142,6 +142,11 @@ def test_band_plans_follow_the_budget(networks, monkeypatch):
     monkeypatch.setattr(bands, "BAND_BYTES", 2**16)
     small = fast.band_height(layers, 32, 48, fast.M, 2)
     assert small == bands.band_height(layers, 32, 48, fast.M, 2) < whole
+    # Another list, even one made and dropped in turn (whose id may come back), is planned
+    # for itself.
+    for part in (layers[:2], layers[:4], layers[:2]):
+        assert fast.band_height(part, 32, 48, fast.M, 2) == bands.band_height(
+            part, 32, 48, fast.M, 2)
 
 
 def test_outputs_differ_between_levels(networks):

@@ -834,17 +834,21 @@ def test_requantization_from_high_words(path, threads, out_spec):
         scale = np.abs(reference.conv2d(x, w, bias, 1, 0)).mean()
         mult, shift = _high_word_tables(rng, cout, scale, hi / 4)
         fits = cout % 16 == 0
-        assert highword.high_word_fits(0, shift, cout, out_dtype) == fits
+        assert highword.high_word_fits(0, shift, cout, out_dtype, lo, hi) == fits
+        # Clamp bounds beyond int32 (the codes then wrap to the output type, as in the
+        # reference) keep the int64 lanes.
+        assert not highword.high_word_fits(0, shift, cout, out_dtype, -(2**40), 2**40)
         req = (mult, shift, 0, 0, lo, hi)
         assert convolution._requant_mode(req, np.empty((0, cout), out_dtype)) == (
             convolution._HIGH_WORD if fits else convolution._INT64)
         narrow = shift.copy()
         narrow[-1] = 32
-        for sh, leaky in ((shift, (0, 0)), (narrow, (0, 0)), (shift, LEAKY[1])):
-            args = (x, w, bias, 1, 0, mult, sh, *leaky, lo, hi, out_dtype)
+        for sh, leaky, bounds in ((shift, (0, 0), (lo, hi)), (narrow, (0, 0), (lo, hi)),
+                                  (shift, LEAKY[1], (lo, hi)), (shift, (0, 0), (-(2**40), 2**40))):
+            args = (x, w, bias, 1, 0, mult, sh, *leaky, *bounds, out_dtype)
             _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(*args))
             if w.shape[1] == 5:
-                args = (x, w, bias, mult, sh, *leaky, lo, hi, out_dtype)
+                args = (x, w, bias, mult, sh, *leaky, *bounds, out_dtype)
                 _assert_same(kernels.conv_transpose2d_requant(*args),
                              _ref_conv_transpose2d_requant(*args))
     # The transposed convolution fused with its inverse GDN (one kernel on amx).
