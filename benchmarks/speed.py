@@ -20,8 +20,8 @@ JPEG 2000 run on one thread in Pillow, x265 picks its own. A codec that is missi
 with a note. Every time is the best of ``--repeat`` runs, and every ratio compares figures of
 the same run. qlic and PyTorch take turns (one qlic call, then one PyTorch network, for each
 of PyTorch's two memory formats), so that a slow spell of a shared machine falls on both;
-qlic's time is the best of all its turns (with ``--baseline``, the ratios to the baseline
-come from the turns with it).
+qlic's time is the best of its turns with PyTorch's two formats (with ``--baseline``, the
+ratios to the baseline come from qlic's turns with the baseline).
 
 ONNX Runtime: the same decoder network (h_s + g_s from the same latents) exported to ONNX
 (``onnx_peer.py``, height and width dynamic) and run by ONNX Runtime in fp32 and statically
@@ -780,7 +780,7 @@ def main(argv=None) -> int:
             def qlic_decode():
                 qlic_codec.decode(data, model_path)
 
-            enc = dec = float("inf")  # the best of every turn below
+            enc = dec = float("inf")  # the best of qlic's turns with PyTorch
             if baseline_path is not None:
                 base = on_base(lambda: qlic_codec.encode(image, args.quality, baseline_path))()
                 on_base(lambda: qlic_codec.decode(base, baseline_path))()
@@ -791,7 +791,6 @@ def main(argv=None) -> int:
                 dec_turns, base_dec = interleaved_best(
                     [qlic_decode, on_base(lambda: qlic_codec.decode(base, baseline_path))],
                     args.repeat)
-                enc, dec = enc_turns, dec_turns
                 if base_kernels is not None:
                     row["baseline_decode_stages"] = on_base(decode_stages)(
                         baseline_path, base, args.repeat)
