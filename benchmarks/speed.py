@@ -665,8 +665,8 @@ def print_baseline(rows, name, repeat):
           f"{'dec':>7} {'base dec':>9} {'enc/base':>9} {'dec/base':>9}")
     for r in rows:
         print(f"{r['size']:>10} {r['threads']:>3} {r['bpp']:6.3f} {r['baseline_bpp']:8.3f} "
-              f"{r['qlic_encode_s']:7.3f} {r['baseline_encode_s']:9.3f} "
-              f"{r['qlic_decode_s']:7.3f} {r['baseline_decode_s']:9.3f} "
+              f"{r['qlic_encode_turns_s']:7.3f} {r['baseline_encode_s']:9.3f} "
+              f"{r['qlic_decode_turns_s']:7.3f} {r['baseline_decode_s']:9.3f} "
               f"{r['encode_vs_baseline']:9.2f} {r['decode_vs_baseline']:9.2f}")
     print("(time of --model / time of the baseline: below 1, --model is faster)")
     if any("baseline_decode_stages" in r for r in rows):
@@ -795,6 +795,7 @@ def main(argv=None) -> int:
                     row["baseline_decode_stages"] = on_base(decode_stages)(
                         baseline_path, base, args.repeat)
                 row.update(baseline_encode_s=base_enc, baseline_decode_s=base_dec,
+                           qlic_encode_turns_s=enc_turns, qlic_decode_turns_s=dec_turns,
                            baseline_bpp=8 * len(base) / (width * height))
             level = torch.tensor([float(args.quality - 1)])
             with torch.no_grad():
