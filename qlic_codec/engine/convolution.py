@@ -232,11 +232,31 @@ def _init_acc(acc, bias, npix, coutp):
 
 
 @njit(inline="always")
+def _leaky_terms(leaky_mult, leaky_shift):
+    # The LeakyReLU's multiplier, shift and rounding term as int64 (shift 1 where it is off,
+    # so that the branch-free lanes below shift by a valid amount either way).
+    leaky = leaky_shift > 0
+    ls = np.int64(leaky_shift if leaky else 1)
+    return leaky, np.int64(np.int32(leaky_mult)), ls, np.int64(1) << (ls - 1)
+
+
+@njit(inline="always")
+def _requant_lane(v, mult, shift, leaky, lm, ls, lr, lo64, hi64):
+    # One code of the int64 requantization (``elementwise._requant_value``), branch-free
+    # (selects, not jumps), so that LLVM vectorises the loops that call it: the products
+    # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
+    lv = (v * lm + lr) >> ls
+    v = lv if (leaky and v < 0) else v
+    sh = np.int64(shift)
+    r = (v * np.int64(mult) + (np.int64(1) << (sh - 1))) >> sh
+    r = lo64 if r < lo64 else r
+    return hi64 if r > hi64 else r
+
+
+@njit(inline="always")
 def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift, lo, hi):
     # ``requant``: 0 copies the accumulators, 1 requantizes in int64 lanes, 2 from the
     # products' high words in int32 lanes (``highword``; the caller checked that it fits).
-    # Branch-free per channel (selects, not jumps), so that LLVM vectorises it: the products
-    # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
     wo, cout = out_row.shape
     if requant == _HIGH_WORD:
         flat = out_row.reshape(wo * cout)
@@ -244,23 +264,15 @@ def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift
             requant_high_word(acc, ox * coutp, flat, ox * cout, cout // _LANES, mult, shift,
                               lo, hi)
         return
-    leaky = leaky_shift > 0
-    lm = np.int64(np.int32(leaky_mult))
-    ls = np.int64(leaky_shift if leaky else 1)
-    lr = np.int64(1) << (ls - 1)
+    leaky, lm, ls, lr = _leaky_terms(leaky_mult, leaky_shift)
     lo64, hi64 = np.int64(lo), np.int64(hi)
     for ox in range(wo):
         a = acc[ox * coutp: ox * coutp + cout]
         o = out_row[ox]
         if requant:
             for co in range(np.uint64(cout)):
-                v = np.int64(a[co])
-                lv = (v * lm + lr) >> ls
-                v = lv if (leaky and v < 0) else v
-                sh = np.int64(shift[co])
-                r = (v * np.int64(mult[co]) + (np.int64(1) << (sh - 1))) >> sh
-                r = lo64 if r < lo64 else r
-                o[co] = hi64 if r > hi64 else r
+                o[co] = _requant_lane(np.int64(a[co]), mult[co], shift[co], leaky, lm, ls, lr,
+                                      lo64, hi64)
         else:
             for co in range(cout):
                 o[co] = a[co]
@@ -650,15 +662,12 @@ def _split_row(x_row, wide, hi, lo, start):
 
 
 @njit(inline="always")
-def _merged_values(acc, low, wide, npix, bias, requant, mtab, rtab, stab, leaky_mult,
-                   leaky_shift, lo, hi, q):
+def _merged_values(acc, low, wide, npix, bias, requant, mult, shift, leaky_mult, leaky_shift,
+                   lo, hi, q):
     # The tile sums made whole, ``(high << 8) + low + bias`` wrapping in int32 like every
     # sum, and requantized, column by column of the 16 (``_epilogue``'s integers, with each
-    # column's multiplier, rounding term and shift: constant vectors, so LLVM vectorises it).
-    leaky = leaky_shift > 0
-    lm = np.int64(np.int32(leaky_mult))
-    ls = np.int64(leaky_shift if leaky else 1)
-    lr = np.int64(1) << (ls - 1)
+    # column's multiplier and shift: constant vectors, so LLVM vectorises it).
+    leaky, lm, ls, lr = _leaky_terms(leaky_mult, leaky_shift)
     lo64, hi64 = np.int64(lo), np.int64(hi)
     for b in range(np.uint64(npix)):
         base = b * np.uint64(_MERGED_COLUMNS)
@@ -669,11 +678,7 @@ def _merged_values(acc, low, wide, npix, bias, requant, mtab, rtab, stab, leaky_
                 v = np.int64(np.int32(v << 8)) + np.int64(acc[np.uint64(low) + i])
             v = np.int64(np.int32(v + np.int64(bias[n])))
             if requant:
-                lv = (v * lm + lr) >> ls
-                v = lv if (leaky and v < 0) else v
-                r = (v * mtab[n] + rtab[n]) >> stab[n]
-                r = lo64 if r < lo64 else r
-                q[i] = hi64 if r > hi64 else r
+                q[i] = _requant_lane(v, mult[n], shift[n], leaky, lm, ls, lr, lo64, hi64)
             else:
                 q[i] = v
 
@@ -696,7 +701,7 @@ def _merged_rows(q, cout, out, a):
 
 
 @njit(**JIT_PARALLEL)
-def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mtab, rtab, stab, leaky_mult,
+def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mult, shift, leaky_mult,
                    leaky_shift, lo, hi, out):
     # The transposed convolution of a layer with at most 4 output channels (the RGB output)
     # on AMX tiles, as one 3x3 convolution of the input padded by one pixel into 16 columns,
@@ -734,29 +739,24 @@ def _deconv_merged(x, wide, npix, wm, chunks, bias, requant, mtab, rtab, stab, l
                 else:
                     amx_merged(xh, xl, r0 + o, r1 + o, r2 + o, cin, chunks, wm, acc,
                                p * _MERGED_COLUMNS, low + p * _MERGED_COLUMNS)
-            _merged_values(acc, low, wide, npix, bias, requant, mtab, rtab, stab, leaky_mult,
+            _merged_values(acc, low, wide, npix, bias, requant, mult, shift, leaky_mult,
                            leaky_shift, lo, hi, q)
             _merged_rows(q, cout, out, a)
         amx_release()
 
 
-_NO_TABLE = np.zeros(1, np.int64)
-
-
-def _merged_tables(bias, cout, req):
-    """``_deconv_merged``'s per-column operands: the bias of each of the 16 columns (py, px,
-    co) and, where it requantizes, each column's multiplier, rounding term ``2**(shift - 1)``
-    and shift, as int64 (columns past 4 * cout: 0, 1 and 1, values never kept)."""
+def _merged_tables(bias, mult, shift, cout):
+    """``_deconv_merged``'s per-column operands: the bias, multiplier and shift of each of
+    the 16 columns (py, px, co), as int32 (columns past 4 * cout: 0, 0 and 1, values never
+    kept)."""
     col = np.arange(_MERGED_COLUMNS)
     used = col < 4 * cout
     chan = np.where(used, col % cout, 0)
-    bias16 = np.where(used, np.asarray(bias, np.int32)[chan], 0).astype(np.int32)
-    if req is None:
-        return bias16, (_NO_TABLE,) * 3
-    mult, shift = req
-    m = np.where(used, np.asarray(mult, np.int64)[chan], 0)
-    sh = np.where(used, np.asarray(shift, np.int64)[chan], 1)
-    return bias16, (m, np.left_shift(np.int64(1), sh - 1), sh)
+
+    def spread(table, unused):
+        return np.where(used, np.asarray(table, np.int32)[chan], unused).astype(np.int32)
+
+    return spread(bias, 0), spread(mult, 0), spread(shift, 1)
 
 
 @njit(**JIT_PARALLEL)
@@ -785,9 +785,11 @@ def _run_deconv(x, packed, bias, req, out):
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
     if path == "amx" and _merged_fits(packed):
         npix = -(-wd // _MERGED_PIXELS) * _MERGED_PIXELS
-        bias16, tables = _merged_tables(bias, packed.cout, (mult, shift) if requant else None)
+        cout = packed.cout
+        bias16, mult16, shift16 = _merged_tables(
+            bias, *((mult, shift) if requant else (np.zeros(cout), np.ones(cout))), cout)
         _deconv_merged(x, x.dtype == np.int16, npix, packed.merged, -(-3 * cin // 64), bias16,
-                       requant, *tables, lm, ls, lo, hi, out)
+                       requant, mult16, shift16, lm, ls, lo, hi, out)
         return out
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (h + 3, cols, cin), 1, 1, 0)
