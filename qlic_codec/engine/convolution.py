@@ -14,7 +14,7 @@ as one 3x3 convolution into its four phases' channels (``_deconv_merged``).
 import numpy as np
 
 from . import cpu  # first: the engine's start-up imports Numba
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from .amxtiles import CHANNELS as _AMX_CHANNELS
 from .amxtiles import PIXELS as _AMX_PIXELS
@@ -351,6 +351,60 @@ def _conv_amx16(xlo, xhi, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, b
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
+# Output pixels a group of rows of ``_conv_amx_rows`` makes at a time, at most: the rows are
+# one run of the padded input, whose accumulators (256 KiB at most, ``_row_groups``) stay in
+# L2 from the tiles to the epilogue.
+_GROUP_PIXELS = 1024
+_GROUP_BYTES = 256 << 10
+
+
+@njit(**JIT_PARALLEL)
+def _conv_amx_rows(xf, xlo, rowlen, cin, k, wf, blocks, nv, quads, group, bias, coutp, requant,
+                   mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # A stride-1 convolution on AMX tiles, in groups of ``group`` output rows taken as one
+    # run of pixels of the padded input: output pixel (y, x) is flat pixel y * cols + x of
+    # the padded rows (``cols`` = ``rowlen // cin``), and its tap row t reads flat pixel
+    # y * cols + x + t * cols, so a group's pixels are a block run like one row's, whose
+    # pixels in the padding columns are made too and dropped. A narrow layer (the slices' and
+    # h_s's, 48 pixels wide at 768x512) then wastes a pixel or two per row in its blocks of
+    # 32, where a row at a time rounds every row up to whole blocks. 8-bit codes (``xf``,
+    # offset to unsigned bytes, ``bias`` cancelling the offset) or 16-bit ones (``xf`` the
+    # high bytes and ``xlo`` the low ones, as ``_conv_amx16``).
+    ho, wo = out.shape[0], out.shape[1]
+    cols = rowlen // cin
+    wide = xlo.size > 0
+    for g in prange(-(-ho // group)):
+        y0 = g * group
+        rows = min(ho, y0 + group) - y0
+        npix = -(-(rows * cols) // _AMX_PIXELS) * _AMX_PIXELS
+        acc = np.empty(npix * coutp, np.int32)
+        amx_configure()
+        if wide:
+            _phase_amx(xf, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0, coutp,
+                       npix, True)
+            _shift_high(acc, bias, npix, coutp)
+            _phase_amx(xlo, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0, coutp,
+                       npix)
+        else:
+            _phase_amx_biased(xf, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0,
+                              coutp, npix, bias)
+        amx_release()
+        for r in range(rows):
+            _epilogue(acc[r * cols * coutp:], coutp, out[y0 + r], requant, mult, shift,
+                      leaky_mult, leaky_shift, lo, hi)
+
+
+def _row_groups(rows, cols, coutp):
+    """Output rows per group of ``_conv_amx_rows``: as many as keep a group within
+    ``_GROUP_PIXELS`` pixels and ``_GROUP_BYTES`` of accumulators (at least one row), in a
+    number of groups that the threads share evenly where there are rows enough."""
+    most = max(1, min(_GROUP_PIXELS, _GROUP_BYTES // (4 * coutp)) // cols)
+    threads = get_num_threads()
+    groups = -(-rows // most)
+    groups = min(rows, -(-groups // threads) * threads)
+    return -(-rows // groups)
+
+
 @njit(**JIT_PARALLEL)
 def _conv_portable(xf, rowlen, stride, cin, wt, narrow, npix, bias, coutp, requant, mult, shift,
                    leaky_mult, leaky_shift, lo, hi, out):
@@ -445,6 +499,9 @@ def _vnni_bias_of(bias, vsum, coutp):
     return ((b + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
+# ``_conv_amx_rows``' low bytes of 8-bit codes: none.
+_NO_LOW_BYTES = np.zeros(0, np.uint8)
+
 # The codes of each input type (``np.iinfo`` costs microseconds a call).
 _CODE_RANGE = {np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
                for t in (np.int8, np.int16)}
@@ -469,6 +526,28 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
     requant = _requant_mode(req, out)
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
+    if path == "amx" and stride == 1:
+        # Groups of rows as runs of the padded input (``_conv_amx_rows``): the columns are
+        # just the padded input's, and the rows below it cover a last group's whole blocks.
+        cols = wd + 2 * p
+        group = _row_groups(h, cols, packed.vcoutp)
+        # The last byte the last group reads: its last block's last pixel, at its last tap
+        # row, plus the run of that row (whole 64-byte chunks); the buffer has 64 bytes more.
+        y0 = (h - 1) // group * group
+        last = y0 * cols + -(-((h - y0) * cols) // _AMX_PIXELS) * _AMX_PIXELS - 1
+        end = (last + (k - 1) * cols) * cin + 4 * packed.tquads[0]
+        shape = (max(h + 2 * p, -(-(end - 64) // (cols * cin))), cols, cin)
+        if x.dtype == np.int16:
+            xlo, xf = _padded_split(x, shape, p, p, pad_value)
+            vbias = _padded_bias(bias, packed.vcoutp)
+        else:
+            xlo = _NO_LOW_BYTES
+            xf = _padded(x, shape, p, p, (pad_value + 128) & 255, np.uint8)
+            vbias = _vnni_biases(packed, bias)[0]
+        _conv_amx_rows(xf, xlo, cols * cin, cin, k, packed.tiles[0], packed.vblocks,
+                       packed.vnv, packed.tquads[0], group, vbias, packed.vcoutp, requant, mult,
+                       shift, lm, ls, lo, hi, out)
+        return out
     if path == "amx" and x.dtype == np.int16:
         xlo, xhi = _padded_split(x, (rows + 1, cols, cin), p, p, pad_value)
         _conv_amx16(xlo, xhi, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,

@@ -296,6 +296,37 @@ def test_layers_that_fill_amx_tiles(path, threads, stride, dtype):
                          _ref_conv_transpose2d_requant(x, w, *args[2:]))
 
 
+# Stride-1 layers that the amx path runs in groups of rows taken as one run of the padded
+# input (``convolution._conv_amx_rows``): groups of one to a few rows (the budget shrunk), a
+# last group shorter than the others, 1-pixel-wide rows, runs of a few pixels' bytes (3
+# channels: a 64-byte chunk spans 21 pixels past the row) and runs of several chunks.
+GROUP_SHAPES = [(11, 7, 64, 64, 3), (9, 1, 48, 32, 3), (13, 5, 3, 32, 5), (6, 30, 72, 96, 1),
+                (17, 3, 128, 32, 3)]
+
+
+@pytest.mark.parametrize("group_pixels", [40, 1024])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_stride_1_layers_in_groups_of_rows(path, threads, dtype, group_pixels, monkeypatch):
+    from qlic_codec.engine import convolution
+    monkeypatch.setattr(convolution, "_GROUP_PIXELS", group_pixels)
+    rng = _rng("groups", np.dtype(dtype).name, group_pixels)
+    several = 0  # shapes that run as more than one group
+    for i, (h, wd, cin, cout, k) in enumerate(GROUP_SHAPES):
+        x_mode, w_mode = MODES[i % len(MODES)]
+        pad_value = (0, -128)[i % 2]
+        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
+        packed = kernels.pack_conv_weights(w)
+        if path == "amx":
+            assert kernels._layer_path(packed, x) == "amx"
+        several += convolution._row_groups(h, wd + k - 1, packed.vcoutp) < h
+        want = reference.conv2d(x, w, bias, 1, pad_value)
+        _assert_same(kernels.conv2d(x, packed, bias, 1, pad_value), want)
+        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
+        args = (x, packed, bias, 1, pad_value, mult, shift, 0, 0, -127, 127, np.int8)
+        _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(x, w, *args[2:]))
+    assert several >= (4 if group_pixels == 40 else 0)
+
+
 @pytest.mark.parametrize("cout", [3, 4, 5])
 def test_output_layer_on_12_bit_codes(path, threads, cout):
     # The RGB output layer reading a 12-bit inverse GDN: 128 channels, runs of several 64-byte
