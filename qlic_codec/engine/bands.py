@@ -170,7 +170,7 @@ def run_rows(run_layer, layers: list, rows: int, read_rows, lo: int, hi: int) ->
 
 
 def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int,
-        join_into=None) -> None:
+        join_into=None, reuse: bool = False) -> None:
     """Run a transform over all its output rows in bands of ``band`` rows (at least 1):
     ``write_rows(lo, acc)`` takes the last layer's output (accumulators, or the pixels of
     ``IntegerNetwork._synthesis_steps``) of output rows ``lo .. lo + len(acc) - 1``; the
@@ -181,16 +181,27 @@ def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int,
     once, as in the whole-image run, and only the kept rows cost memory beyond a band.
 
     A layer's input in a band is its kept rows, then the rows the layer before made new.
-    ``join_into(layer, x, head, skip, rows)``, where given, returns ``concatenate([head,
-    run_layer(layer, x)[skip: skip + rows]])`` by writing the layer's output in place
+    ``join_into(layer, x, head, skip, rows, slot)``, where given, returns ``concatenate([head,
+    run_layer(layer, x)[skip: skip + rows]])`` (``head`` None: no rows) by writing the layer's output in place
     behind ``head`` (``IntegerNetwork._run_layer_joined``), which saves copying every band's
     new rows once more.
+
+    ``reuse`` (with ``join_into``, over several bands): each layer but the last writes every
+    band's rows into one buffer kept for the run (``join_into``'s last argument, a dict it
+    keeps the buffer in), since a band's rows are no longer read once the next band starts
+    (what it keeps are copies). A new buffer per band is new memory that the system faults
+    in and zeroes page by page: 44 MB per band for g_s.4's codes at 1920x1080, where the
+    memory the C allocator serves that large comes fresh from the system each time. Kept,
+    the buffers add the later layers' rows to the peak while the earlier layers run: little
+    for g_s, whose layers grow band by band, but g_a's shrink, so only the synthesis asks.
     """
     heights = [rows]
     for layer in layers:
         heights.append(output_rows(layer, heights[-1]))
     out_rows = heights[-1]
     kept = [None] * len(layers)  # (first row, rows) of each layer's input, from bands before
+    several = reuse and join_into is not None and out_rows > band
+    slots = [{} if several else None for _ in layers[:-1]] + [None]  # never the last layer's
     for lo in range(0, out_rows, band):
         hi = min(out_rows, lo + band)
         # Backwards: the input rows [a, b) each layer reads for its new output rows, and which
@@ -224,9 +235,9 @@ def run(run_layer, layers: list, rows: int, read_rows, write_rows, band: int,
             # Rows at the slice's cuts inside the tensor read the kernel's padding: they are
             # dropped (rows c - start .. d - start of the output are kept).
             head = _kept_rows(kept[i + 1], reads[i + 1][0], c) if i + 1 < len(layers) else None
-            joined = join_into is not None and head is not None
+            joined = join_into is not None and (head is not None or slots[i] is not None)
             if joined:
-                x = join_into(layers[i], x, head, c - start, d - c)
+                x = join_into(layers[i], x, head, c - start, d - c, slots[i])
             else:
                 x = run_layer(layers[i], x)[c - start: d - start]
         write_rows(lo, x)

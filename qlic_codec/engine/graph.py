@@ -117,6 +117,20 @@ def _fused_steps(layers: list) -> list:
     return steps
 
 
+def _band_buffer(slot: dict | None, shape: tuple, dtype) -> np.ndarray:
+    """An array of ``shape`` and ``dtype``: new where there is no ``slot``, else the first
+    rows of the buffer ``slot`` keeps, made anew (an eighth taller, for the bands after the
+    first, which also hold the rows kept from the band before) where it is too small."""
+    if slot is None:
+        return np.empty(shape, dtype)
+    held = slot.get("buffer")
+    if (held is None or held.dtype != dtype or held.shape[1:] != shape[1:]
+            or len(held) < shape[0]):
+        held = np.empty((shape[0] + shape[0] // 8,) + shape[1:], dtype)
+        slot["buffer"] = held
+    return held[: shape[0]]
+
+
 def _conv_code_dtype(layer: dict) -> type:
     """The type of the codes a (not last) convolution writes: 12-bit codes where marked wide."""
     return np.int16 if layer["wide"] else np.int8
@@ -456,34 +470,40 @@ class IntegerNetwork:
             shape = reference.conv_transpose2d_shape(x.shape, cout)
         return shape, _conv_code_dtype(layer)
 
-    def _run_layer_joined(self, layer: dict, x: np.ndarray, head: np.ndarray, skip: int,
-                          rows: int) -> np.ndarray:
+    def _run_layer_joined(self, layer: dict, x: np.ndarray, head, skip: int, rows: int,
+                          slot: dict | None = None) -> np.ndarray:
         """``concatenate([head, run_layer(layer, x)[skip: skip + rows]])`` without the
         concatenation: the layer writes its codes into one buffer at the offset that puts its
-        rows ``skip ..`` right after ``head``, and ``head`` is copied in front of them (over
-        rows of the output that are dropped). What ``bands.run`` joins for the next layer,
-        the kept rows of a band before and this band's new ones."""
+        rows ``skip ..`` right after ``head`` (None: no rows), and ``head`` is copied in front
+        of them (over rows of the output that are dropped). What ``bands.run`` joins for the
+        next layer, the kept rows of a band before and this band's new ones. ``slot``: a dict
+        that keeps the buffer from one band to the next (``bands.run``'s ``reuse``)."""
         if "pair" in layer and not self._pair_fuses(layer["pair"], x):
             # The GDN's buffer is made only once the convolution's codes exist.
             deconv, inverse = layer["pair"]
-            return self._run_layer_joined(inverse, self._run_layer(deconv, x), head, skip, rows)
+            return self._run_layer_joined(inverse, self._run_layer(deconv, x), head, skip, rows,
+                                          slot)
         shape, dtype = self._output_of(layer, x)
-        k = len(head)
+        k = 0 if head is None else len(head)
         top = max(k, skip)  # the buffer row where output row ``skip`` lands
-        buf = np.empty((top - skip + shape[0],) + shape[1:], dtype)
+        buf = _band_buffer(slot, (top - skip + shape[0],) + shape[1:], dtype)
         self._run_layer(layer, x, out=buf[top - skip:])
-        buf[top - k: top] = head
+        if k:
+            buf[top - k: top] = head
         return buf[top - k: top + rows]
 
     def _in_bands(self, transform: str, shape: tuple, in_bytes: int, read_rows, write_rows,
                   band_rows: int | None, steps: list | None = None) -> None:
         """Run a transform band by band (``bands.run``) on an input of ``shape`` (rows,
         columns, channels) with ``in_bytes`` per code; ``band_rows`` None takes the band
-        height from the memory budget; ``steps``: what runs, if not the transform's steps."""
+        height from the memory budget; ``steps``: what runs, if not the transform's steps.
+        The synthesis keeps its layers' buffers from band to band (``bands.run``'s
+        ``reuse``)."""
         if band_rows is None:
             band_rows = self.band_height(self.layers[transform], *shape, in_bytes)
         bands.run(self._run_layer, steps or self.steps[transform], shape[0], read_rows,
-                  write_rows, band_rows, join_into=self._run_layer_joined)
+                  write_rows, band_rows, join_into=self._run_layer_joined,
+                  reuse=transform == "g_s")
 
     def _head(self, acc, key, level=None, lo=-(2**31), hi=2**31 - 1):
         mult, shift = self.heads[f"{key}.mult"], self.heads[f"{key}.shift"]
@@ -764,5 +784,5 @@ class IntegerNetwork:
             return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
 
         bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_rows,
-                  band_rows, join_into=self._run_layer_joined)
+                  band_rows, join_into=self._run_layer_joined, reuse=True)
         return pixels

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import synthetic_photo
 from qlic_codec import api, modelfile
-from qlic_codec.engine import bands, reference
+from qlic_codec.engine import bands, graph, reference
 from qlic_codec.engine.graph import IntegerNetwork, ModelSpec
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "qlic-mse.qlicm"
@@ -156,6 +156,32 @@ def test_bands_join_in_place(tiny_net, monkeypatch):
     assert calls
     for a, b in zip(whole, banded):
         np.testing.assert_array_equal(a, b)
+
+
+def test_synthesis_keeps_its_buffers_from_band_to_band(tiny_net, kernel_path, monkeypatch):
+    # Each layer of g_s but the last writes every band into one buffer of the run; g_a and
+    # h_s make new ones (their layers shrink band by band: kept, they would add to the peak).
+    made = []
+    real = graph._band_buffer
+
+    def spy(slot, shape, dtype):
+        buf = real(slot, shape, dtype)
+        made.append((slot is not None, id(buf.base)))
+        return buf
+
+    monkeypatch.setattr(graph, "_band_buffer", spy)
+    y, z = tiny_net.analysis(synthetic_photo(65, 130, seed=4), 2, band_rows=1)
+    mean, _ = tiny_net.hyper_synthesis(z, 2, band_rows=1)
+    assert made and not any(kept for kept, _ in made)
+    y_hat = tiny_net.reconstruct(tiny_net.symbols(y, mean), mean)
+    whole = tiny_net.synthesis(y_hat, 2, band_rows=WHOLE)
+    made.clear()
+    banded = tiny_net.synthesis(y_hat, 2, band_rows=1)
+    np.testing.assert_array_equal(banded, whole)
+    assert made and all(kept for kept, _ in made)
+    # A buffer per layer, and one more where a later band needed more rows than the first.
+    steps = len(tiny_net._synthesis_steps(whole.shape[1])) - 1
+    assert len({buf for _, buf in made}) <= 2 * steps < len(made) // 4
 
 
 # --- through the API: the same bytes and pixels with the smallest bands -----------------------
