@@ -7,8 +7,9 @@ one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5
 convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1). The
 loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of ``|x|``
 (``gdn``). On the ``amx`` path 16-bit codes run as two byte planes (``_conv_amx16``,
-``_deconv_amx16``), and a transposed convolution into at most 4 channels (the RGB output)
-as one 3x3 convolution into its four phases' channels (``_deconv_merged``).
+``_deconv_amx16``), stride-1 convolutions in groups of rows taken as one run of the padded
+input (``_conv_amx_rows``), and a transposed convolution into at most 4 channels (the RGB
+output) as one 3x3 convolution into its four phases' channels (``_deconv_merged``).
 """
 
 import numpy as np
