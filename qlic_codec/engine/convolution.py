@@ -399,6 +399,8 @@ def _row_groups(rows, cols, coutp):
     """Output rows per group of ``_conv_amx_rows``: as many as keep a group within
     ``_GROUP_PIXELS`` pixels and ``_GROUP_BYTES`` of accumulators (at least one row), in a
     number of groups that the threads share evenly where there are rows enough."""
+    if rows == 0:
+        return 1
     most = max(1, min(_GROUP_PIXELS, _GROUP_BYTES // (4 * coutp)) // cols)
     threads = get_num_threads()
     groups = -(-rows // most)

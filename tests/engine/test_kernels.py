@@ -325,6 +325,9 @@ def test_stride_1_layers_in_groups_of_rows(path, threads, dtype, group_pixels, m
         args = (x, packed, bias, 1, pad_value, mult, shift, 0, 0, -127, 127, np.int8)
         _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(x, w, *args[2:]))
     assert several >= (4 if group_pixels == 40 else 0)
+    for h, wd in ((0, 5), (5, 0)):  # no rows, no columns
+        x, w, bias = _conv_operands(rng, h, wd, 64, 32, 3, dtype, "random", "random")
+        _assert_same(kernels.conv2d(x, w, bias, 1, 0), reference.conv2d(x, w, bias, 1, 0))
 
 
 @pytest.mark.parametrize("cout", [3, 4, 5])
