@@ -264,6 +264,25 @@ AMX_SHAPES = [(3, 1, 64, 32, 1), (2, 33, 128, 64, 5), (3, 65, 64, 192, 1), (2, 4
               (4, 7, 64, 96, 5), (3, 9, 48, 64, 3), (2, 20, 72, 32, 3), (4, 5, 3, 32, 5)]
 
 
+def _check_amx_conv(path, rng, i, shape, dtype, stride, leaky):
+    """A convolution of ``shape`` (h, w, cin, cout, k), the ``i``-th of a list (its operand
+    modes and padding code), against the reference, plain and requantized, on a layer that
+    the amx path runs on its tiles; returns its operands and packed weights."""
+    h, wd, cin, cout, k = shape
+    x_mode, w_mode = MODES[i % len(MODES)]
+    pad_value = (0, -128)[i % 2]
+    x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
+    packed = kernels.pack_conv_weights(w)
+    if path == "amx":
+        assert kernels._layer_path(packed, x) == "amx"
+    want = reference.conv2d(x, w, bias, stride, pad_value)
+    _assert_same(kernels.conv2d(x, packed, bias, stride, pad_value), want)
+    mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
+    args = (x, packed, bias, stride, pad_value, mult, shift, *leaky, -127, 127, np.int8)
+    _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(x, w, *args[2:]))
+    return x, w, bias, packed
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_layers_that_fill_amx_tiles(path, threads, stride, dtype):
@@ -271,19 +290,8 @@ def test_layers_that_fill_amx_tiles(path, threads, stride, dtype):
     # other path runs them too, as a check of its wide blocks.
     rng = _rng("amx", stride, np.dtype(dtype).name)
     for i, (h, wd, cin, cout, k) in enumerate(AMX_SHAPES):
-        x_mode, w_mode = MODES[i % len(MODES)]
-        pad_value = (0, -128)[i % 2]
-        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
-        packed = kernels.pack_conv_weights(w)
-        if path == "amx":
-            assert kernels._layer_path(packed, x) == "amx"
-        want = reference.conv2d(x, w, bias, stride, pad_value)
-        _assert_same(kernels.conv2d(x, packed, bias, stride, pad_value), want)
-        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
-        args = (x, packed, bias, stride, pad_value, mult, shift, *LEAKY[i % 2], -127, 127,
-                np.int8)
-        _assert_same(kernels.conv2d_requant(*args),
-                     _ref_conv2d_requant(x, w, *args[2:]))
+        x, w, bias, _ = _check_amx_conv(path, rng, i, (h, wd, cin, cout, k), dtype, stride,
+                                        LEAKY[i % 2])
         if k == 5 and stride == 1:
             packed = kernels.pack_deconv_weights(w)
             if path == "amx":
@@ -312,18 +320,8 @@ def test_stride_1_layers_in_groups_of_rows(path, threads, dtype, group_pixels, m
     rng = _rng("groups", np.dtype(dtype).name, group_pixels)
     several = 0  # shapes that run as more than one group
     for i, (h, wd, cin, cout, k) in enumerate(GROUP_SHAPES):
-        x_mode, w_mode = MODES[i % len(MODES)]
-        pad_value = (0, -128)[i % 2]
-        x, w, bias = _conv_operands(rng, h, wd, cin, cout, k, dtype, x_mode, w_mode)
-        packed = kernels.pack_conv_weights(w)
-        if path == "amx":
-            assert kernels._layer_path(packed, x) == "amx"
+        packed = _check_amx_conv(path, rng, i, (h, wd, cin, cout, k), dtype, 1, (0, 0))[3]
         several += convolution._row_groups(h, wd + k - 1, packed.vcoutp) < h
-        want = reference.conv2d(x, w, bias, 1, pad_value)
-        _assert_same(kernels.conv2d(x, packed, bias, 1, pad_value), want)
-        mult, shift = _requant_tables(rng, cout, np.abs(want).mean(), 30)
-        args = (x, packed, bias, 1, pad_value, mult, shift, 0, 0, -127, 127, np.int8)
-        _assert_same(kernels.conv2d_requant(*args), _ref_conv2d_requant(x, w, *args[2:]))
     assert several >= (4 if group_pixels == 40 else 0)
     for h, wd in ((0, 5), (5, 0)):  # no rows, no columns
         x, w, bias = _conv_operands(rng, h, wd, 64, 32, 3, dtype, "random", "random")
