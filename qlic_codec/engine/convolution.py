@@ -6,7 +6,7 @@ Convolutions are output-stationary implicit GEMMs on NHWC without im2col: for a 
 one dot product of length ``K*Cin`` with a packed weight run. The transposed 5x5 stride-2
 convolution is four sub-pixel phase convolutions (3x3, 3x2, 2x3 and 2x2 taps, stride 1). The
 loops over one phase of a row (``_phase_*``) also run GDN's 1x1 convolution of ``|x|``
-(``gdn``). On the ``amx`` path 16-bit codes run as two byte planes (``_conv_amx16``,
+(``gdn``). On the ``amx`` path 16-bit codes run as two byte planes (``_conv_amx_rows``,
 ``_deconv_amx16``), stride-1 convolutions in groups of rows taken as one run of the padded
 input (``_conv_amx_rows``), and a transposed convolution into at most 4 channels (the RGB
 output) as one 3x3 convolution into its four phases' channels (``_deconv_merged``).
@@ -307,21 +307,6 @@ def _conv_vnni(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, mode, npix, bi
         _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
 
 
-@njit(**JIT_PARALLEL)
-def _conv_amx(xf, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp, requant, mult,
-              shift, leaky_mult, leaky_shift, lo, hi, out):
-    # _conv_vnni's byte blocks on AMX; a kernel of its own, so that only the amx path ever
-    # compiles a tile instruction.
-    ho = out.shape[0]
-    for oy in prange(ho):
-        acc = np.empty(npix * coutp, np.int32)
-        amx_configure()
-        _phase_amx_biased(xf, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv,
-                          quads, acc, 0, coutp, npix, bias)
-        amx_release()
-        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
-
-
 @njit(inline="always")
 def _shift_high(acc, bias, npix, coutp):
     # Accumulators of the high bytes' products made the sums of whole 16-bit codes' products
@@ -332,26 +317,6 @@ def _shift_high(acc, bias, npix, coutp):
             acc[a + j] = (acc[a + j] << 8) + bias[j]
 
 
-@njit(**JIT_PARALLEL)
-def _conv_amx16(xlo, xhi, rowlen, stride, cin, k, wf, blocks, nv, quads, npix, bias, coutp,
-                requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
-    # 16-bit codes on AMX: each code is 256 * hi + lo with a signed high byte and an unsigned
-    # low one, so the sums are (sum of hi * w) * 256 + sum of lo * w: the high bytes' tile
-    # products (``tdpbssd``) from zeroed tiles, shifted left by 8 and given the bias, then the
-    # low bytes' (``tdpbusd``) added.
-    ho = out.shape[0]
-    for oy in prange(ho):
-        acc = np.empty(npix * coutp, np.int32)
-        amx_configure()
-        _phase_amx(xhi, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                   acc, 0, coutp, npix, True)
-        _shift_high(acc, bias, npix, coutp)
-        _phase_amx(xlo, oy * stride * rowlen, rowlen, stride * cin, k, wf, blocks, nv, quads,
-                   acc, 0, coutp, npix)
-        amx_release()
-        _epilogue(acc, coutp, out[oy], requant, mult, shift, leaky_mult, leaky_shift, lo, hi)
-
-
 # Output pixels a group of rows of ``_conv_amx_rows`` makes at a time, at most: the rows are
 # one run of the padded input, whose accumulators (256 KiB at most, ``_row_groups``) stay in
 # L2 from the tiles to the epilogue.
@@ -360,38 +325,43 @@ _GROUP_BYTES = 256 << 10
 
 
 @njit(**JIT_PARALLEL)
-def _conv_amx_rows(xf, xlo, rowlen, cin, k, wf, blocks, nv, quads, group, bias, coutp, requant,
-                   mult, shift, leaky_mult, leaky_shift, lo, hi, out):
-    # A stride-1 convolution on AMX tiles, in groups of ``group`` output rows taken as one
-    # run of pixels of the padded input: output pixel (y, x) is flat pixel y * cols + x of
-    # the padded rows (``cols`` = ``rowlen // cin``), and its tap row t reads flat pixel
-    # y * cols + x + t * cols, so a group's pixels are a block run like one row's, whose
-    # pixels in the padding columns are made too and dropped. A narrow layer (the slices' and
-    # h_s's, 48 pixels wide at 768x512) then wastes a pixel or two per row in its blocks of
-    # 32, where a row at a time rounds every row up to whole blocks. 8-bit codes (``xf``,
-    # offset to unsigned bytes, ``bias`` cancelling the offset) or 16-bit ones (``xf`` the
-    # high bytes and ``xlo`` the low ones, as ``_conv_amx16``).
-    ho, wo = out.shape[0], out.shape[1]
-    cols = rowlen // cin
+def _conv_amx_rows(xf, xlo, rowlen, stride, cin, k, wf, blocks, nv, quads, group, run, bias,
+                   coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
+    # _conv_vnni's byte blocks on AMX tiles (a kernel of its own, so that only the amx path
+    # ever compiles a tile instruction), in groups of ``group`` output rows taken as one run
+    # of ``run`` pixels a row. For a stride-1 layer a group is one run of pixels of the padded
+    # input: output pixel (y, x) is flat pixel y * cols + x of the padded rows (``run`` =
+    # ``cols`` = ``rowlen // cin``), and its tap row t reads flat pixel y * cols + x + t *
+    # cols, so a group's pixels are a block run like one row's, whose pixels in the padding
+    # columns are made too and dropped. A narrow layer (the slices' and h_s's, 48 pixels wide
+    # at 768x512) then wastes a pixel or two per row in its blocks of 32, where a row at a
+    # time rounds every row up to whole blocks. A strided layer takes one row per group
+    # (``run``: its output width in whole blocks). 8-bit codes (``xf``, offset to unsigned
+    # bytes, ``bias`` cancelling the offset) or 16-bit ones: ``xf`` their signed high bytes
+    # and ``xlo`` the unsigned low ones, the sums (sum of hi * w) * 256 + sum of lo * w, the
+    # high bytes' tile products from zeroed tiles, shifted left by 8 and given the bias,
+    # then the low bytes' added.
+    ho = out.shape[0]
     wide = xlo.size > 0
     for g in prange(-(-ho // group)):
         y0 = g * group
         rows = min(ho, y0 + group) - y0
-        npix = -(-(rows * cols) // _AMX_PIXELS) * _AMX_PIXELS
+        npix = -(-(rows * run) // _AMX_PIXELS) * _AMX_PIXELS
+        x0 = y0 * stride * rowlen
         acc = np.empty(npix * coutp, np.int32)
         amx_configure()
         if wide:
-            _phase_amx(xf, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0, coutp,
+            _phase_amx(xf, x0, rowlen, stride * cin, k, wf, blocks, nv, quads, acc, 0, coutp,
                        npix, True)
             _shift_high(acc, bias, npix, coutp)
-            _phase_amx(xlo, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0, coutp,
+            _phase_amx(xlo, x0, rowlen, stride * cin, k, wf, blocks, nv, quads, acc, 0, coutp,
                        npix)
         else:
-            _phase_amx_biased(xf, y0 * rowlen, rowlen, cin, k, wf, blocks, nv, quads, acc, 0,
+            _phase_amx_biased(xf, x0, rowlen, stride * cin, k, wf, blocks, nv, quads, acc, 0,
                               coutp, npix, bias)
         amx_release()
         for r in range(rows):
-            _epilogue(acc[r * cols * coutp:], coutp, out[y0 + r], requant, mult, shift,
+            _epilogue(acc[r * run * coutp:], coutp, out[y0 + r], requant, mult, shift,
                       leaky_mult, leaky_shift, lo, hi)
 
 
@@ -438,7 +408,7 @@ def _amx_fits(packed) -> bool:
     """Whether a layer runs on AMX tiles: blocks of channel vectors in pairs (every layer of
     32, 64, 96, ... output channels); each phase's run of a tap row is padded to whole 64-byte
     rows with zero weights (``PackedWeights.tiles``). 8-bit inputs are one byte, 16-bit ones
-    two (``_conv_amx16``)."""
+    two (``_conv_amx_rows``)."""
     return (packed.kind != "gdn" and not packed.narrow
             and bool(packed.vnni) and (16 * packed.vnv) % _AMX_CHANNELS == 0)
 
@@ -529,17 +499,19 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
     cols = max(wd + 2 * p + stride, (npix - 1) * stride + k + 1)
     requant = _requant_mode(req, out)
     mult, shift, lm, ls, lo, hi = req if requant else _NO_REQUANT
-    if path == "amx" and stride == 1:
-        # Groups of rows as runs of the padded input (``_conv_amx_rows``): the columns are
-        # just the padded input's, and the rows below it cover a last group's whole blocks.
-        cols = wd + 2 * p
-        group = _row_groups(h, cols, packed.vcoutp)
-        # The last byte the last group reads: its last block's last pixel, at its last tap
-        # row, plus the run of that row (whole 64-byte chunks); the buffer has 64 bytes more.
-        y0 = (h - 1) // group * group
-        last = y0 * cols + -(-((h - y0) * cols) // _AMX_PIXELS) * _AMX_PIXELS - 1
-        end = (last + (k - 1) * cols) * cin + 4 * packed.tquads[0]
-        shape = (max(h + 2 * p, -(-(end - 64) // (cols * cin))), cols, cin)
+    if path == "amx":
+        group, run, shape = 1, npix, (rows + 1, cols, cin)
+        if stride == 1:
+            # Groups of rows as runs of the padded input: the columns are just the padded
+            # input's, and the rows below it cover a last group's whole blocks. The last byte
+            # the last group reads: its last block's last pixel, at its last tap row, plus the
+            # run of that row (whole 64-byte chunks); the buffer has 64 bytes more.
+            cols = run = wd + 2 * p
+            group = _row_groups(h, cols, packed.vcoutp)
+            y0 = (h - 1) // group * group
+            last = y0 * cols + -(-((h - y0) * cols) // _AMX_PIXELS) * _AMX_PIXELS - 1
+            end = (last + (k - 1) * cols) * cin + 4 * packed.tquads[0]
+            shape = (max(h + 2 * p, -(-(end - 64) // (cols * cin))), cols, cin)
         if x.dtype == np.int16:
             xlo, xf = _padded_split(x, shape, p, p, pad_value)
             vbias = _padded_bias(bias, packed.vcoutp)
@@ -547,15 +519,9 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
             xlo = _NO_LOW_BYTES
             xf = _padded(x, shape, p, p, (pad_value + 128) & 255, np.uint8)
             vbias = _vnni_biases(packed, bias)[0]
-        _conv_amx_rows(xf, xlo, cols * cin, cin, k, packed.tiles[0], packed.vblocks,
-                       packed.vnv, packed.tquads[0], group, vbias, packed.vcoutp, requant, mult,
-                       shift, lm, ls, lo, hi, out)
-        return out
-    if path == "amx" and x.dtype == np.int16:
-        xlo, xhi = _padded_split(x, (rows + 1, cols, cin), p, p, pad_value)
-        _conv_amx16(xlo, xhi, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
-                    packed.vnv, packed.tquads[0], npix, _padded_bias(bias, packed.vcoutp),
-                    packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
+        _conv_amx_rows(xf, xlo, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
+                       packed.vnv, packed.tquads[0], group, run, vbias, packed.vcoutp, requant,
+                       mult, shift, lm, ls, lo, hi, out)
         return out
     if path == "vnni" and x.dtype == np.int16:
         flat = _padded(x, (rows + 1, cols, cin), p, p, pad_value, np.int16)
@@ -564,14 +530,9 @@ def _run_conv(x, packed, bias, stride, pad_value, req, out):
                    _padded_bias(bias, packed.vcoutp), packed.vcoutp, requant, mult, shift, lm,
                    ls, lo, hi, out)
         return out
-    if path in ("vnni", "amx"):
+    if path == "vnni":
         flat = _padded(x, (rows + 1, cols, cin), p, p, (pad_value + 128) & 255, np.uint8)
         vbias = _vnni_biases(packed, bias)[0]
-        if path == "amx":
-            _conv_amx(flat, cols * cin, stride, cin, k, packed.tiles[0], packed.vblocks,
-                      packed.vnv, packed.tquads[0], npix, vbias, packed.vcoutp, requant, mult,
-                      shift, lm, ls, lo, hi, out)
-            return out
         _conv_vnni(flat, cols * cin, stride, cin, k, packed.vnni[0], packed.vblocks,
                    packed.vnv, packed.quads[0], _DOT if packed.narrow else _BYTES, npix, vbias,
                    packed.vcoutp, requant, mult, shift, lm, ls, lo, hi, out)
@@ -678,7 +639,7 @@ def _deconv_vnni(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2
 @njit(**JIT_PARALLEL)
 def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix, bias,
                 coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
-    # _deconv_vnni's byte blocks on AMX (see _conv_amx).
+    # _deconv_vnni's byte blocks on AMX (see _conv_amx_rows).
     h = out.shape[0] // 2
     for a in prange(h):
         acc = np.empty(2 * npix * coutp, np.int32)
@@ -698,7 +659,7 @@ def _deconv_amx(xf, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2,
 @njit(**JIT_PARALLEL)
 def _deconv_amx16(xlo, xhi, rowlen, cin, w00, w01, w10, w11, blocks, nv, quads3, quads2, npix,
                   bias, coutp, requant, mult, shift, leaky_mult, leaky_shift, lo, hi, out):
-    # _deconv_amx on 16-bit codes, as _conv_amx16 splits them; ``bias`` is (2 * coutp,), the
+    # _deconv_amx on 16-bit codes, as _conv_amx_rows splits them; ``bias`` is (2 * coutp,), the
     # layer's bias for both column phases.
     h = out.shape[0] // 2
     for a in prange(h):
