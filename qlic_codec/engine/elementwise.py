@@ -106,6 +106,38 @@ def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
 
 
 @njit(**JIT_PARALLEL)
+def _requantize_clamped_kernel(acc, clamp, mult, shift, lo, hi, out):
+    rows, c = acc.shape
+    lo64, hi64, cl = np.int64(lo), np.int64(hi), np.int64(clamp)
+    for r in prange(rows):
+        a, o = acc[r], out[r]
+        for j in range(np.uint64(c)):
+            v = np.int64(a[j])
+            v = -cl if v < -cl else v
+            v = cl if v > cl else v
+            sh = np.int64(shift[j])
+            q = (v * np.int64(mult[j]) + (np.int64(1) << (sh - 1))) >> sh
+            q = lo64 if q < lo64 else q
+            o[j] = hi64 if q > hi64 else q
+
+
+def requantize_clamped(acc, clamp, mult, shift, lo, hi, dtype):
+    """See ``reference.requantize_clamped``: one pass over ``acc`` (int32 (..., C)) in
+    parallel, where the clip, the requantization and the narrowing were three serial copies
+    and a kernel (about 1.6 ms of each 1920x1080 decode on two threads)."""
+    acc = _require(acc, "acc", _I32, acc.ndim if isinstance(acc, np.ndarray) else 3)
+    mult, shift = _check_requant(mult, shift, acc.shape[-1])
+    dtype = np.dtype(dtype)
+    info = np.iinfo(dtype) if dtype in _CODES else None
+    if info is None or not info.min <= lo <= hi <= info.max or not 0 <= clamp < 2**31:
+        raise ValueError(f"requantize_clamped: codes {lo}..{hi} of {dtype}, clamp {clamp}")
+    flat = acc.reshape(-1, acc.shape[-1])
+    out = np.empty(flat.shape, dtype)
+    _requantize_clamped_kernel(flat, int(clamp), mult, shift, int(lo), int(hi), out)
+    return out.reshape(acc.shape)
+
+
+@njit(**JIT_PARALLEL)
 def _pixels_kernel(acc, width, m0, m1, m2, s0, s1, s2, out):
     # The three channels unrolled, each with its own multiplier and shift, over a flat run of
     # each row with unsigned indices: LLVM vectorises it (interleaved groups of three), where

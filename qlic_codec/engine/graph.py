@@ -721,9 +721,10 @@ class IntegerNetwork:
         height, width = size or (16 * y_g.shape[0], 16 * y_g.shape[1])
         pixels = np.empty((height, width, 3), np.uint8)
 
+        mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
+
         def codes(a, b):
-            y = np.clip(y_g[a:b], -cy, cy).astype(np.int32)
-            return self._head(y, "ys", level, -cys, cys).astype(np.int16)
+            return self.k.requantize_clamped(y_g[a:b], cy, mult, shift, -cys, cys, np.int16)
 
         def pixel_rows(lo, rows):
             self._pixel_rows(rows, lo, pixels)
@@ -779,9 +780,12 @@ class IntegerNetwork:
         def pixel_rows(lo, rows):
             self._pixel_rows(rows, lo, pixels)
 
+        mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
+
         def codes(a, b):
-            # reconstruct() clamps to the range of the clamp in synthesis().
-            return self._head(y_rows(a, b), "ys", level, -cys, cys).astype(np.int16)
+            # reconstruct() clamps to the range of the clamp in synthesis() already.
+            return self.k.requantize_clamped(y_rows(a, b), self.clamps["y"], mult, shift, -cys,
+                                             cys, np.int16)
 
         bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_rows,
                   band_rows, join_into=self._run_layer_joined, reuse=True)

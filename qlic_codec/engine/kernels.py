@@ -72,7 +72,8 @@ that function calls or inlines: after editing one of these modules, delete the e
 from .convolution import _layer_path  # noqa: F401  (the path a layer runs on: tests check it)
 from .convolution import conv2d, conv2d_requant, conv_transpose2d, conv_transpose2d_requant
 from .cpu import PATHS, active_path, available_paths, set_path, use_path
-from .elementwise import requantize, requantize_pixels, scale_index, scale_index_sum
+from .elementwise import (requantize, requantize_clamped, requantize_pixels, scale_index,
+                          scale_index_sum)
 from .fused import conv_transpose2d_pixels, conv_transpose2d_requant_igdn, igdn_fuses
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights

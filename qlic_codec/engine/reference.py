@@ -90,6 +90,13 @@ def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
     return np.clip(out, lo, hi).astype(np.int32)
 
 
+def requantize_clamped(acc, clamp, mult, shift, lo, hi, dtype):
+    """``requantize(clip(acc, -clamp, clamp), mult, shift, 0, 0, lo, hi)`` as ``dtype`` (int8
+    or int16, which must hold ``lo .. hi``): the codes the synthesis reads of ``y``."""
+    v = np.clip(acc, -clamp, clamp).astype(np.int32)
+    return requantize(v, mult, shift, 0, 0, lo, hi).astype(dtype)
+
+
 def _norm(x, gamma, beta):
     return beta.astype(np.int64) + np.abs(x.astype(np.int64)) @ gamma.astype(np.int64).T
 

@@ -161,8 +161,11 @@ class SliceState:
         # scale accumulators (n)], filled by ``take_rows``.
         self.parts = [[np.empty((h, w, 2 * n), np.int8), np.empty((h, w, n), np.int32),
                        np.empty((h, w, n), np.int32)] for n in model.sizes]
-        self.ctx = np.zeros((h, w, M), model.ctx_dtype)
-        self.y_g_dec = np.zeros((h, w, M), np.int32)
+        # Not zeroed: every slice writes its channels of both, for every row, before a later
+        # slice reads them (``finish``), and the slices cover the M channels. Zeroing them
+        # was a serial pass over 9 MB at 1920x1080.
+        self.ctx = np.empty((h, w, M), model.ctx_dtype)
+        self.y_g_dec = np.empty((h, w, M), np.int32)
 
     def take_rows(self, lo: int, acc: np.ndarray) -> None:
         """h_s's accumulators (rows, w, 2M) of latent rows ``lo ..``: their codes, means and

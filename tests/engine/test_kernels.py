@@ -534,6 +534,28 @@ def test_requantize(threads, leaky):
         _assert_same(kernels.requantize(acc, mult, shift, *leaky, lo, hi), want)
 
 
+def test_requantize_clamped(threads):
+    # The synthesis' codes of y: clipped to +-clamp first, then requantized and narrowed.
+    rng = _rng("requantize clamped")
+    hit = 0
+    for shape, (lo, hi, dtype), mode in itertools.product(
+            [(1, 1, 1), (3, 5, 16), (2, 7, 192)],
+            [(-32767, 32767, np.int16), (-127, 127, np.int8), (-5, 9, np.int16)],
+            ["random", "small", "min", "max"]):
+        if mode == "small":
+            acc = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        else:
+            acc = _fill(rng, shape, np.int32, mode)
+        clamp = int(rng.integers(1, 2**22))
+        mult, shift = _requant_tables(rng, shape[-1], 2**16, (hi - lo) / 4)
+        want = reference.requantize_clamped(acc, clamp, mult, shift, lo, hi, dtype)
+        _assert_same(kernels.requantize_clamped(acc, clamp, mult, shift, lo, hi, dtype), want)
+        hit += np.count_nonzero(np.abs(acc) > clamp)
+    assert hit > 0  # the clip mattered
+    with pytest.raises(ValueError, match="codes"):
+        kernels.requantize_clamped(acc, 5, mult, shift, -32768, 32768, np.int16)
+
+
 def test_requantize_pixels(threads):
     # The fused pixel head: requantize to 0..255 as uint8, columns past the width dropped.
     rng = _rng("pixels")
