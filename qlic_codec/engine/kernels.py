@@ -77,7 +77,7 @@ from .elementwise import (requantize, requantize_clamped, requantize_pixels, sca
 from .fused import conv_transpose2d_pixels, conv_transpose2d_requant_igdn, igdn_fuses
 from .gdn import gdn, igdn
 from .packing import PackedWeights, pack_conv_weights, pack_deconv_weights, pack_gdn_weights
-from .slicekernels import reconstruct, slice_heads, slice_residual
+from .slicekernels import reconstruct, slice_heads, slice_inputs, slice_residual
 
 __all__ = ["PATHS", "PackedWeights", "active_path", "available_paths", "conv2d", "conv2d_requant",
            "conv_transpose2d", "conv_transpose2d_pixels", "conv_transpose2d_requant",

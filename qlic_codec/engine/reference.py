@@ -167,6 +167,22 @@ def reconstruct(symbols, mean_g, mean_bits, clamp):
     return np.clip(v, -clamp, clamp).astype(np.int32)
 
 
+def slice_inputs(acc, a, n, mean_mult, mean_shift, clamp, hyper_mult, hyper_shift, codes,
+                 mean, scale, r0):
+    """What h_s predicts for the slice of channels ``a .. a + n - 1`` (FORMAT 3.11 steps 1
+    and 2), from its accumulators ``acc`` (rows, w, 2M: means, then log-scales), written into
+    rows ``r0 ..`` of ``codes`` (int8: the hyper codes ``requantize(acc, hyper_mult,
+    hyper_shift)`` of the slice's mean channels, then of its log-scale channels), ``mean``
+    (``requantize(acc[..., a:a+n], mean_mult, mean_shift)`` clamped to ``+-clamp``) and
+    ``scale`` (the log-scale accumulators as they are)."""
+    m = acc.shape[-1] // 2
+    rows = slice(r0, r0 + acc.shape[0])
+    hyper = requantize(acc, hyper_mult, hyper_shift, 0, 0, -127, 127)
+    codes[rows] = np.concatenate([hyper[..., a:a + n], hyper[..., m + a:m + a + n]], axis=-1)
+    mean[rows] = requantize(acc[..., a:a + n], mean_mult, mean_shift, 0, 0, -clamp, clamp)
+    scale[rows] = acc[..., m + a:m + a + n]
+
+
 def slice_heads(acc_d, mean_mult, mean_shift, hyper_mean, clamp, acc_scale, scale_mult,
                 scale_mult2, scale_offset, scale_shift, levels, mean_out, index_out):
     """A slice's mean and table index (FORMAT 3.11 steps 4 and 5) from its parameter

@@ -133,6 +133,73 @@ def reconstruct(symbols, mean_g, mean_bits, clamp):
     return out
 
 
+@njit(inline="always")
+def _requant_clamped(v, mult, shift, lo, hi):
+    # ``_requant_value`` without the LeakyReLU, branch-free so that LLVM vectorises it.
+    sh = np.int64(shift)
+    r = (np.int64(v) * np.int64(mult) + (np.int64(1) << (sh - 1))) >> sh
+    r = lo if r < lo else r
+    return hi if r > hi else r
+
+
+@njit(**JIT_PARALLEL)
+def _slice_inputs_kernel(acc, a, n, mean_mult, mean_shift, clamp, hyper_mult, hyper_shift,
+                         codes, mean, scale, r0):
+    rows, w, c2 = acc.shape
+    # Unsigned indices over flat rows (no negative-index wraparound), as ``copy_channels``.
+    ua, un, uc2 = np.uint64(a), np.uint64(n), np.uint64(c2)
+    um = uc2 // np.uint64(2)
+    lo_m, hi_m = np.int64(-clamp), np.int64(clamp)
+    lo_c, hi_c = np.int64(-127), np.int64(127)
+    hm_mean, hs_mean = hyper_mult[a:a + n], hyper_shift[a:a + n]
+    hm_scale, hs_scale = hyper_mult[c2 // 2 + a:c2 // 2 + a + n], \
+        hyper_shift[c2 // 2 + a:c2 // 2 + a + n]
+    for r in prange(rows):
+        src = acc[r].reshape(w * c2)
+        co = codes[r0 + r].reshape(w * 2 * n)
+        me = mean[r0 + r].reshape(w * n)
+        sc = scale[r0 + r].reshape(w * n)
+        for x in range(np.uint64(w)):
+            s0 = x * uc2 + ua
+            s1 = s0 + um
+            o = x * un
+            oc = o + o
+            for j in range(un):
+                v = src[s0 + j]
+                me[o + j] = _requant_clamped(v, mean_mult[j], mean_shift[j], lo_m, hi_m)
+                co[oc + j] = _requant_clamped(v, hm_mean[j], hs_mean[j], lo_c, hi_c)
+            for j in range(un):
+                u = src[s1 + j]
+                co[oc + un + j] = _requant_clamped(u, hm_scale[j], hs_scale[j], lo_c, hi_c)
+                sc[o + j] = u
+
+
+def slice_inputs(acc, a, n, mean_mult, mean_shift, clamp, hyper_mult, hyper_shift, codes,
+                 mean, scale, r0):
+    """``reference.slice_inputs`` written into rows ``r0 ..`` of ``codes`` (int8, (R, w,
+    2n)), ``mean`` and ``scale`` (int32, (R, w, n)): one parallel pass per slice over h_s's
+    accumulators ``acc`` (rows, w, 2M), where two requantizations of the whole, a copy of
+    its means and four gathers per slice ran."""
+    acc = _require(acc, "acc", _I32, 3)
+    rows, w, c2 = acc.shape
+    m = c2 // 2
+    if c2 % 2 or not (0 <= a and 1 <= n and a + n <= m):
+        raise ValueError(f"slice inputs: channels {a}..{a + n - 1} of {acc.shape}")
+    for arr, dtype, c in ((codes, np.int8, 2 * n), (mean, np.int32, n), (scale, np.int32, n)):
+        if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.ndim == 3
+                and arr.flags.c_contiguous and arr.shape[1:] == (w, c)
+                and 0 <= r0 <= r0 + rows <= arr.shape[0]):
+            raise ValueError(f"slice inputs: {getattr(arr, 'shape', arr)} does not take rows "
+                             f"{r0}..{r0 + rows - 1} of ({w}, {c}) {np.dtype(dtype)}")
+    mean_mult, mean_shift = _check_requant(mean_mult, mean_shift, n)
+    hyper_mult, hyper_shift = _check_requant(hyper_mult, hyper_shift, c2)
+    if not 0 <= clamp < 2**31:
+        raise ValueError(f"slice inputs: clamp {clamp}")
+    if rows and w:
+        _slice_inputs_kernel(acc, int(a), int(n), mean_mult, mean_shift, int(clamp),
+                             hyper_mult, hyper_shift, codes, mean, scale, int(r0))
+
+
 @njit(**JIT_PARALLEL)
 def _copy_channels_kernel(src, c0, n, dst, r0, d0):
     rows, w, cs = src.shape

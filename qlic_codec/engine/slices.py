@@ -171,17 +171,13 @@ class SliceState:
         """h_s's accumulators (rows, w, 2M) of latent rows ``lo ..``: their codes, means and
         scale accumulators go to each slice."""
         model, net, h = self.model, self.model.net, self.model.heads
-        M, rows = net.M, slice(lo, lo + len(acc))
-        mean_g = net._head(np.ascontiguousarray(acc[..., :M]), "mean", self.level,
-                           -net.clamps["y"], net.clamps["y"])
-        hyper = net.k.requantize(np.ascontiguousarray(acc), h["hyper.mult"], h["hyper.shift"],
-                                 0, 0, -127, 127)
+        mean_mult = net.heads["mean.mult"][self.level]
+        mean_shift = net.heads["mean.shift"][self.level]
         acc = np.ascontiguousarray(acc)
         for (codes, mean, scale), a, n in zip(self.parts, model.starts, model.sizes):
-            copy_channels(hyper, a, n, codes, lo, 0)
-            copy_channels(hyper, M + a, n, codes, lo, n)
-            copy_channels(mean_g, a, n, mean, lo, 0)
-            copy_channels(acc, M + a, n, scale, lo, 0)
+            net.k.slice_inputs(acc, a, n, np.ascontiguousarray(mean_mult[a:a + n]),
+                               np.ascontiguousarray(mean_shift[a:a + n]), net.clamps["y"],
+                               h["hyper.mult"], h["hyper.shift"], codes, mean, scale, lo)
 
     def _support_rows(self, i, lo, hi, own=None):
         """Rows ``lo .. hi - 1`` of slice ``i``'s support: its hyper codes, then the context

@@ -52,6 +52,32 @@ def test_slice_heads(threads, levels, index_dtype):
             levels))
 
 
+def test_slice_inputs(threads):
+    """What h_s predicts for each slice, from its accumulators (means, then log-scales), into
+    rows of the slice's arrays: the rows around them are left as they were."""
+    rng = _rng("slice_inputs")
+    for (rows, w, m), mode, clamp in itertools.product(
+            [(1, 1, 2), (3, 7, 48), (4, 33, 192)], ["random", "min", "max"], CLAMPS):
+        acc = (rng.integers(-(2**20), 2**20, (rows, w, 2 * m)).astype(np.int32)
+               if mode == "random" else _fill(rng, (rows, w, 2 * m), np.int32, mode))
+        mean_mult, mean_shift = _requant_tables(rng, m, 2**20, clamp / 4)
+        hyper_mult, hyper_shift = _requant_tables(rng, 2 * m, 2**20, 32)
+        for a, n in {(0, m), (0, 1), (m - 1, 1), (m // 3, max(1, m // 3))}:
+            got = [_fill(rng, (rows + 3, w, c), dt, "random", 99) for c, dt in
+                   ((2 * n, np.int8), (n, np.int32), (n, np.int32))]
+            want = [g.copy() for g in got]
+            tables = (np.ascontiguousarray(mean_mult[a:a + n]),
+                      np.ascontiguousarray(mean_shift[a:a + n]), clamp, hyper_mult, hyper_shift)
+            reference.slice_inputs(acc, a, n, *tables, *want, 2)
+            kernels.slice_inputs(acc, a, n, *tables, *got, 2)
+            for g, x in zip(got, want):
+                _assert_same(g, x)
+    with pytest.raises(ValueError, match="channels"):
+        kernels.slice_inputs(acc, m, 1, *tables, *got, 0)
+    with pytest.raises(ValueError, match="does not take rows"):
+        kernels.slice_inputs(acc, a, n, *tables, *got, 4)
+
+
 @pytest.mark.parametrize("ctx_max,ctx_dtype", [(127, np.int8), (2047, np.int16)])
 def test_slice_residual_into_a_slice_of_the_latent(threads, ctx_max, ctx_dtype):
     """The outputs are the slice's channels of (h, w, M) arrays, as ``SliceState`` has them:
