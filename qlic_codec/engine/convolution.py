@@ -263,7 +263,7 @@ def _epilogue(acc, coutp, out_row, requant, mult, shift, leaky_mult, leaky_shift
         flat = out_row.reshape(wo * cout)
         for ox in range(wo):
             requant_high_word(acc, ox * coutp, flat, ox * cout, cout // _LANES, mult, shift,
-                              lo, hi)
+                              lo, hi, leaky_mult, leaky_shift)
         return
     leaky, lm, ls, lr = _leaky_terms(leaky_mult, leaky_shift)
     lo64, hi64 = np.int64(lo), np.int64(hi)
@@ -399,8 +399,8 @@ def _requant_mode(req, out) -> int:
     """``_epilogue``'s mode for the requantization ``req`` (None: none) into ``out``."""
     if req is None:
         return _COPY
-    _, shift, _, leaky_shift, lo, hi = req
-    fits = high_word_fits(leaky_shift, shift, out.shape[-1], out.dtype, lo, hi)
+    _, shift, leaky_mult, leaky_shift, lo, hi = req
+    fits = high_word_fits(leaky_mult, leaky_shift, shift, out.shape[-1], out.dtype, lo, hi)
     return _HIGH_WORD if fits else _INT64
 
 

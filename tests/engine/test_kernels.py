@@ -875,8 +875,9 @@ def _high_word_tables(rng, c, scale, target):
                          ids=["int8", "int16"])
 def test_requantization_from_high_words(path, threads, out_spec):
     # Layers whose every shift is at least 33 (all of the shipped models') requantize in
-    # 32-bit lanes from the products' high words; one shift of 32, a LeakyReLU or channels
-    # not in vectors of 16 keep the int64 lanes. The same codes either way, on every path.
+    # 32-bit lanes from the products' high words, with or without a LeakyReLU; one shift of
+    # 32, a slope beyond what the loader allows or channels not in vectors of 16 keep the
+    # int64 lanes. The same codes either way, on every path.
     from qlic_codec.engine import convolution, highword
     out_dtype, lo, hi = out_spec
     rng = _rng("high words", np.dtype(out_dtype).name)
@@ -888,13 +889,17 @@ def test_requantization_from_high_words(path, threads, out_spec):
         scale = np.abs(reference.conv2d(x, w, bias, 1, 0)).mean()
         mult, shift = _high_word_tables(rng, cout, scale, hi / 4)
         fits = cout % 16 == 0
-        assert highword.high_word_fits(0, shift, cout, out_dtype, lo, hi) == fits
+        assert highword.high_word_fits(0, 0, shift, cout, out_dtype, lo, hi) == fits
+        assert highword.high_word_fits(*LEAKY[1], shift, cout, out_dtype, lo, hi) == fits
         # Clamp bounds beyond int32 (the codes then wrap to the output type, as in the
-        # reference) keep the int64 lanes.
-        assert not highword.high_word_fits(0, shift, cout, out_dtype, -(2**40), 2**40)
-        req = (mult, shift, 0, 0, lo, hi)
-        assert convolution._requant_mode(req, np.empty((0, cout), out_dtype)) == (
-            convolution._HIGH_WORD if fits else convolution._INT64)
+        # reference), and slopes the loader refuses, keep the int64 lanes.
+        assert not highword.high_word_fits(0, 0, shift, cout, out_dtype, -(2**40), 2**40)
+        assert not highword.high_word_fits(5, 2, shift, cout, out_dtype, lo, hi)
+        assert not highword.high_word_fits(1, 17, shift, cout, out_dtype, lo, hi)
+        for leaky in ((0, 0), LEAKY[1]):
+            req = (mult, shift, *leaky, lo, hi)
+            assert convolution._requant_mode(req, np.empty((0, cout), out_dtype)) == (
+                convolution._HIGH_WORD if fits else convolution._INT64)
         narrow = shift.copy()
         narrow[-1] = 32
         for sh, leaky, bounds in ((shift, (0, 0), (lo, hi)), (narrow, (0, 0), (lo, hi)),
@@ -921,22 +926,29 @@ def test_requantization_from_high_words(path, threads, out_spec):
             beta, gmult, gshift, 2047), want)
 
 
-def test_high_words_of_extreme_products():
+@pytest.mark.parametrize("leaky", [(0, 0), (655, 16), (0, 16), (2**16, 16), (1, 1), (2, 1),
+                                   (3, 2), (2**15 - 1, 16)],
+                         ids=["linear", "0.01", "zero", "one", "half", "one-1", "3/4", "odd"])
+def test_high_words_of_extreme_products(leaky):
     # ``requant_high_word`` against the reference on the products' extremes: accumulators
     # and mults at both ends of int32 (|acc * mult| up to 2**62), shifts 33 and 62, exact
-    # halves, every output clamped and not.
+    # halves, every output clamped and not; and before them LeakyReLUs of every slope the
+    # loader allows at the ends of its shifts (0 and 1 included), on every residue of the
+    # LeakyReLU's shift (the accumulators' low bits) and at int32's ends.
     from numba import njit
     from qlic_codec.engine import convolution
 
     @njit
-    def epilogue(acc, coutp, out, mult, shift, lo, hi):
-        convolution._epilogue(acc, coutp, out, convolution._HIGH_WORD, mult, shift, 0, 0, lo,
+    def epilogue(acc, coutp, out, mult, shift, lo, hi, lm, ls):
+        convolution._epilogue(acc, coutp, out, convolution._HIGH_WORD, mult, shift, lm, ls, lo,
                               hi)
 
     rng = _rng("extreme high words")
     edges = np.array([-(2**31), -(2**31) + 1, -(2**30), -1, 0, 1, 2**30, I32_MAX], np.int64)
     c = 32
-    acc = np.concatenate([np.repeat(edges, c),
+    residues = -np.arange(1, 2**17 + 1, 67, dtype=np.int64)  # every low-bit pattern of v < 0
+    residues = residues[: residues.size // c * c]
+    acc = np.concatenate([np.repeat(edges, c), residues, -residues - 2**20,
                           rng.integers(-(2**31), 2**31, 24 * c)]).astype(np.int32)
     pixels = acc.size // c
     for mult_edges, shift_edges, (lo, hi) in itertools.product(
@@ -948,8 +960,8 @@ def test_high_words_of_extreme_products():
         mult, shift = mult.astype(np.int32), shift.astype(np.int32)
         dtype = np.int8 if hi == 127 else np.int16
         out = np.empty((pixels, c), dtype)
-        epilogue(acc, c, out, mult, shift, lo, hi)
-        want = reference.requantize(acc.reshape(pixels, c), mult, shift, 0, 0, lo, hi)
+        epilogue(acc, c, out, mult, shift, lo, hi, *leaky)
+        want = reference.requantize(acc.reshape(pixels, c), mult, shift, *leaky, lo, hi)
         _assert_same(out, want.astype(dtype))
 
 
