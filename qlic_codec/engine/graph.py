@@ -38,7 +38,6 @@ from . import bands, fixedpoint, schema
 from . import reference
 from .reference import GDN_OUT_MAX, WIDE_CODE_MAX
 from .schema import TRANSFORMS
-from .slicekernels import copy_channels
 # Names of layers, ops and arrays end up in error messages: keep them short, printable and on
 # one line (the model file checks its array names with it too).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -520,6 +519,8 @@ class IntegerNetwork:
         if lo < height:
             # In parallel over the rows (a numpy assignment ran on one thread: 0.9 ms of a
             # 1920x1080 decode); the band's rows are C-contiguous, and so is a prefix of them.
+            # Imported here: ``qlic info`` reads model files through this module without Numba.
+            from .slicekernels import copy_channels
             copy_channels(np.ascontiguousarray(rows[: height - lo]), 0, 3, pixels, lo, 0)
 
     def analysis(self, pixels: np.ndarray, level: int, band_rows: int | None = None):
