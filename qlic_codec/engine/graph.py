@@ -519,9 +519,13 @@ class IntegerNetwork:
         if lo < height:
             # In parallel over the rows (a numpy assignment ran on one thread: 0.9 ms of a
             # 1920x1080 decode); the band's rows are C-contiguous, and so is a prefix of them.
+            rows = np.ascontiguousarray(rows[: height - lo])
+            if self.k is reference:  # the plain numpy network stays plain numpy
+                pixels[lo: lo + len(rows)] = rows
+                return
             # Imported here: ``qlic info`` reads model files through this module without Numba.
             from .slicekernels import copy_channels
-            copy_channels(np.ascontiguousarray(rows[: height - lo]), 0, 3, pixels, lo, 0)
+            copy_channels(rows, 0, 3, pixels, lo, 0)
 
     def analysis(self, pixels: np.ndarray, level: int, band_rows: int | None = None):
         """uint8 (H, W, 3), any size -> (fixed-point y_g int32, z int32) of the image padded
@@ -786,7 +790,8 @@ class IntegerNetwork:
         mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
 
         def codes(a, b):
-            # reconstruct() clamps to the range of the clamp in synthesis() already.
+            # reconstruct() clamped to +-clamps["y"] already; the clip here is the same
+            # kernel as synthesis()'s, and a no-op.
             return self.k.requantize_clamped(y_rows(a, b), self.clamps["y"], mult, shift, -cys,
                                              cys, np.int16)
 
