@@ -28,7 +28,7 @@ from .cpu import JIT_PARALLEL
 from .highword import LANES as _LANES
 from .highword import high_word_fits, requant_high_word
 from .elementwise import (_CODES, _I32, _NO_REQUANT, _check_requant, _output, _padded,
-                          _padded_bias, _padded_split, _require)
+                          _padded_bias, _padded_split, _require, _requantize_lane)
 from .microkernels import (_VNNI_DOT3, _VNNI_DOT4, _mk_narrow, _mk_vnni_dot3, _mk_vnni_dot4,
                            _mk_vnni_narrow, _mk_vnni_wide, _mk_wide, _mk_wssd_dot3,
                            _mk_wssd_dot4, _mk_wssd_narrow, _mk_wssd_wide)
@@ -247,11 +247,7 @@ def _requant_lane(v, mult, shift, leaky, lm, ls, lr, lo64, hi64):
     # (selects, not jumps), so that LLVM vectorises the loops that call it: the products
     # are int32 x int32 -> int64 and the shifts per-lane 64-bit shifts.
     lv = (v * lm + lr) >> ls
-    v = lv if (leaky and v < 0) else v
-    sh = np.int64(shift)
-    r = (v * np.int64(mult) + (np.int64(1) << (sh - 1))) >> sh
-    r = lo64 if r < lo64 else r
-    return hi64 if r > hi64 else r
+    return _requantize_lane(lv if (leaky and v < 0) else v, mult, shift, lo64, hi64)
 
 
 @njit(inline="always")

@@ -105,6 +105,16 @@ def requantize(acc, mult, shift, leaky_mult, leaky_shift, lo, hi):
     return out.reshape(acc.shape)
 
 
+@njit(inline="always")
+def _requantize_lane(v, mult, shift, lo64, hi64):
+    # ``_requant_value`` without the LeakyReLU, branch-free (selects, not jumps) so that LLVM
+    # vectorises the loops that call it: int32 x int32 -> int64 products, per-lane shifts.
+    sh = np.int64(shift)
+    r = (np.int64(v) * np.int64(mult) + (np.int64(1) << (sh - 1))) >> sh
+    r = lo64 if r < lo64 else r
+    return hi64 if r > hi64 else r
+
+
 @njit(**JIT_PARALLEL)
 def _requantize_clamped_kernel(acc, clamp, mult, shift, lo, hi, out):
     rows, c = acc.shape
@@ -114,11 +124,7 @@ def _requantize_clamped_kernel(acc, clamp, mult, shift, lo, hi, out):
         for j in range(np.uint64(c)):
             v = np.int64(a[j])
             v = -cl if v < -cl else v
-            v = cl if v > cl else v
-            sh = np.int64(shift[j])
-            q = (v * np.int64(mult[j]) + (np.int64(1) << (sh - 1))) >> sh
-            q = lo64 if q < lo64 else q
-            o[j] = hi64 if q > hi64 else q
+            o[j] = _requantize_lane(cl if v > cl else v, mult[j], shift[j], lo64, hi64)
 
 
 def requantize_clamped(acc, clamp, mult, shift, lo, hi, dtype):

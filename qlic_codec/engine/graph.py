@@ -511,6 +511,13 @@ class IntegerNetwork:
             mult, shift = mult[level], shift[level]
         return self.k.requantize(acc, mult, shift, 0, 0, lo, hi)
 
+    def _latent_codes(self, level):
+        """The synthesis' input codes of fixed-point latents at ``level``: clipped to
+        +-``clamps["y"]``, then ``head.ys`` into int16 codes of +-``clamps["ys"]``."""
+        mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
+        cy, cys = self.clamps["y"], self.clamps["ys"]
+        return lambda y: self.k.requantize_clamped(y, cy, mult, shift, -cys, cys, np.int16)
+
     def _pixel_rows(self, rows, lo, pixels):
         """A band's pixel rows ``lo ..`` (the last of ``_synthesis_steps``, cropped to the
         width of ``pixels`` already) into ``pixels`` (height, width, 3), cropped to its
@@ -724,14 +731,13 @@ class IntegerNetwork:
 
         g_s runs in bands of ``band_rows`` pixel rows (None: from the memory budget of
         ``bands.BAND_BYTES``), each written straight into the result."""
-        cy, cys = self.clamps["y"], self.clamps["ys"]
         height, width = size or (16 * y_g.shape[0], 16 * y_g.shape[1])
         pixels = np.empty((height, width, 3), np.uint8)
 
-        mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
+        codes_of = self._latent_codes(level)
 
         def codes(a, b):
-            return self.k.requantize_clamped(y_g[a:b], cy, mult, shift, -cys, cys, np.int16)
+            return codes_of(y_g[a:b])
 
         def pixel_rows(lo, rows):
             self._pixel_rows(rows, lo, pixels)
@@ -780,20 +786,17 @@ class IntegerNetwork:
                                  lambda c, d: z16[c:d], a, b)
             return self.reconstruct(symbols[a:b], self._mean_head(acc, level))
 
-        cys = self.clamps["ys"]
         height, width = size or (16 * rows, 16 * symbols.shape[1])
         pixels = np.empty((height, width, 3), np.uint8)
 
         def pixel_rows(lo, rows):
             self._pixel_rows(rows, lo, pixels)
 
-        mult, shift = self.heads["ys.mult"][level], self.heads["ys.shift"][level]
+        codes_of = self._latent_codes(level)
 
         def codes(a, b):
-            # reconstruct() clamped to +-clamps["y"] already; the clip here is the same
-            # kernel as synthesis()'s, and a no-op.
-            return self.k.requantize_clamped(y_rows(a, b), self.clamps["y"], mult, shift, -cys,
-                                             cys, np.int16)
+            # reconstruct() clamped to +-clamps["y"] already: the clip is a no-op here.
+            return codes_of(y_rows(a, b))
 
         bands.run(self._run_layer, self._synthesis_steps(width), rows, codes, pixel_rows,
                   band_rows, join_into=self._run_layer_joined, reuse=True)

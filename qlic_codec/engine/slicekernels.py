@@ -15,7 +15,7 @@ import numpy as np
 from .cpu import JIT_PARALLEL  # first: the engine's start-up imports Numba
 from numba import njit, prange
 
-from .elementwise import _check_requant, _requant_value, _require
+from .elementwise import _check_requant, _requant_value, _requantize_lane, _require
 
 _I32 = (np.dtype(np.int32),)
 _I64 = (np.dtype(np.int64),)
@@ -133,15 +133,6 @@ def reconstruct(symbols, mean_g, mean_bits, clamp):
     return out
 
 
-@njit(inline="always")
-def _requant_clamped(v, mult, shift, lo, hi):
-    # ``_requant_value`` without the LeakyReLU, branch-free so that LLVM vectorises it.
-    sh = np.int64(shift)
-    r = (np.int64(v) * np.int64(mult) + (np.int64(1) << (sh - 1))) >> sh
-    r = lo if r < lo else r
-    return hi if r > hi else r
-
-
 @njit(**JIT_PARALLEL)
 def _slice_inputs_kernel(acc, a, n, mean_mult, mean_shift, clamp, hyper_mult, hyper_shift,
                          codes, mean, scale, r0):
@@ -166,11 +157,11 @@ def _slice_inputs_kernel(acc, a, n, mean_mult, mean_shift, clamp, hyper_mult, hy
             oc = o + o
             for j in range(un):
                 v = src[s0 + j]
-                me[o + j] = _requant_clamped(v, mean_mult[j], mean_shift[j], lo_m, hi_m)
-                co[oc + j] = _requant_clamped(v, hm_mean[j], hs_mean[j], lo_c, hi_c)
+                me[o + j] = _requantize_lane(v, mean_mult[j], mean_shift[j], lo_m, hi_m)
+                co[oc + j] = _requantize_lane(v, hm_mean[j], hs_mean[j], lo_c, hi_c)
             for j in range(un):
                 u = src[s1 + j]
-                co[oc + un + j] = _requant_clamped(u, hm_scale[j], hs_scale[j], lo_c, hi_c)
+                co[oc + un + j] = _requantize_lane(u, hm_scale[j], hs_scale[j], lo_c, hi_c)
                 sc[o + j] = u
 
 
