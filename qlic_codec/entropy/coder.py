@@ -291,15 +291,16 @@ class SegmentDecoder:
         n = indexes.size
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        counts = rangedecoder.table_counts(indexes, self.tables.num_tables)
+        indexes = np.ascontiguousarray(indexes)
+        counts = rangedecoder.TableCounts(indexes, self.tables.num_tables)
         # Before anything of size n is allocated: even the likeliest symbols cost this much.
-        if int(self.state[4]) + int(counts @ t.min_info) > self.budget:
+        if int(self.state[4]) + int(counts.total @ t.min_info) > self.budget:
             raise CorruptStreamError(f"entropy-coded stream of {self.size} bytes is too short "
                                      f"for {n} more symbols")
         values = np.empty(n, dtype=np.int32)
         status = rangedecoder.decode_sequence(
-            self.words, self.state, np.ascontiguousarray(indexes), counts, t.cdf, t.sizes,
-            t.offsets, t.info, self.budget, *_header_model_arrays(), values)
+            self.words, self.state, indexes, counts.total, counts.grouped_positions(indexes),
+            t.cdf, t.sizes, t.offsets, t.info, self.budget, *_header_model_arrays(), values)
         if status != rangedecoder.OK:
             raise CorruptStreamError(rangedecoder.MESSAGES[status])
         return values

@@ -155,3 +155,20 @@ def test_table_counts_are_bincount(threads, dtype) -> None:
         got = rangedecoder.table_counts(indexes, tables)
         assert got.dtype == np.int64
         assert np.array_equal(got, coder._table_counts(indexes, tables))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_grouped_positions_are_a_stable_sort(threads, dtype) -> None:
+    """The positions the decoder groups by table in parallel chunks are those of a stable
+    sort of the indexes (the serial counting sort it replaced), from one chunk to many, with
+    tables that no index names and chunks that name none of some table."""
+    rng = np.random.default_rng(12)
+    for n, tables in ((1, 2), (1000, 64), (3 * rangedecoder._COUNT_CHUNK + 5, 7),
+                      (5 * rangedecoder._COUNT_CHUNK + 17, 300)):
+        top = min(tables, np.iinfo(dtype).max + 1)
+        indexes = rng.integers(0, top // 2 + 1, n).astype(dtype)
+        indexes[: n // 3] = 0  # whole chunks of one table
+        counts = rangedecoder.TableCounts(indexes, tables)
+        order = counts.grouped_positions(indexes)
+        assert order.dtype == np.int32
+        assert np.array_equal(order, np.argsort(indexes, kind="stable"))
