@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
+import secrets
 
 from qlic_codec.errors import OutputExistsError, QlicError
 
@@ -60,6 +60,10 @@ def _write_all(stream, data: bytes) -> None:
         view = view[written:]
 
 
+_TEMPORARY_TRIES = 100
+_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
 def atomic_write(path: str, data: bytes, replace: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one.
 
@@ -103,13 +107,21 @@ def atomic_write(path: str, data: bytes, replace: bool = True) -> None:
         return
 
     directory = os.path.dirname(path) or "."
+    tmp_path = None
     try:
-        fd, tmp_path = tempfile.mkstemp(
-            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-        )
-    except OSError as exc:
-        raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
-    try:
+        # The temporary file's name is chosen before it is created (mkstemp returned it only
+        # after), so that an interrupt inside the creation (a worker's SIGTERM turned into
+        # KeyboardInterrupt) still finds the file to remove.
+        for _ in range(_TEMPORARY_TRIES):
+            tmp_path = os.path.join(
+                directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(tmp_path, _TEMPORARY_FLAGS, 0o600)
+                break
+            except FileExistsError:
+                tmp_path = None  # another file's name: never removed
+        else:
+            raise FileExistsError(f"no free temporary name beside {path!r}")
         # fdopen takes ownership of fd, so the with-block closes it on every path.
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -117,7 +129,7 @@ def atomic_write(path: str, data: bytes, replace: bool = True) -> None:
             # Make the data durable before the rename publishes it; otherwise a crash
             # could leave an empty file under the final name.
             os.fsync(f.fileno())
-        # mkstemp creates 0600. A replaced file keeps its own mode (a private file stays
+        # The file is created 0600. A replaced file keeps its own mode (a private file stays
         # private); a new one gets the mode a normal open() would give.
         os.chmod(tmp_path, _existing_mode(path))
         if replace:
@@ -126,10 +138,11 @@ def atomic_write(path: str, data: bytes, replace: bool = True) -> None:
             _publish_new(tmp_path, path)
     except BaseException as exc:
         # BaseException: a Ctrl-C mid-write must not leave a stray temporary file.
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
+        if tmp_path is not None:
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
         if isinstance(exc, OSError):
             raise QlicError(f"cannot write {path!r}: {_reason(exc)}") from exc
         raise
