@@ -95,6 +95,13 @@ def main(argv=None) -> int:
                    help="also keep an exponential moving average of the weights with this "
                         "decay (e.g. 0.999), validated beside them and saved as "
                         "model_ema_fp16.pt (default: none)")
+    p.add_argument("--z-steps", action="store_true",
+                   help="learn a quantization step of z per level and channel (they start at "
+                        "1, so a model without them initialises one with them)")
+    p.add_argument("--z-step-lr", type=float, default=1e-3,
+                   help="learning rate of the z steps (their logarithms), which start where "
+                        "the weights' rate would take thousands of steps to move them; it "
+                        "follows the same warm-up and drop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--validate", default="", help="only validate this fp16 model and print JSON")
@@ -122,7 +129,7 @@ def main(argv=None) -> int:
                       log_every=args.log_every, lambdas=args.lambdas, slices=args.slices,
                       slice_hidden=args.slice_hidden, checkerboard=args.checkerboard,
                       validate_minutes=args.validate_minutes, wide_share=args.wide_share,
-                      ema_decay=args.ema)
+                      ema_decay=args.ema, z_steps=args.z_steps, z_step_lr=args.z_step_lr)
     train(cfg, log=lambda s: print(s, flush=True))
     return 0
 

@@ -23,6 +23,8 @@ def model_config(model: MeanScaleHyperprior) -> dict:
     if isinstance(model, ChannelConditionalHyperprior):
         config.update(slices=list(model.slices), hidden=model.hidden,
                       checkerboard=model.checkerboard)
+    if model.z_steps:
+        config["z_steps"] = True
     return config
 
 

@@ -58,6 +58,20 @@ class TrainConfig:
     # point of BD-rate from one validation to the next); the average sits nearer it. It is
     # validated beside the weights (sets named "<set>-ema") and saved as model_ema_fp16.pt.
     ema_decay: float = 0.0
+    # Learned per-level steps of z (model.MeanScaleHyperprior.z_step), with their own rate.
+    z_steps: bool = False
+    z_step_lr: float = 1e-3
+
+
+def parameter_groups(model, cfg: TrainConfig) -> list[dict]:
+    """The optimiser's groups: the z steps, if any, at ``z_step_lr`` (as a scale of ``lr``, so
+    that the warm-up and the drop apply to them too), everything else at ``lr``."""
+    steps = [p for n, p in model.named_parameters() if n == "log_z_step"]
+    rest = [p for n, p in model.named_parameters() if n != "log_z_step"]
+    groups = [{"params": rest}]
+    if steps:
+        groups.append({"params": steps, "lr_scale": cfg.z_step_lr / cfg.lr})
+    return groups
 
 
 def native_bf16() -> bool:
@@ -172,8 +186,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if cfg.slices:
         config.update(slices=list(cfg.slices), hidden=cfg.slice_hidden,
                       checkerboard=cfg.checkerboard)
+    if cfg.z_steps:
+        config["z_steps"] = True
     model = build_model(config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(parameter_groups(model, cfg), lr=cfg.lr)
     images = load_folder(Path(cfg.data_root) / "train")
     weights = (None if cfg.wide_share is None else
                wide_share_weights(Path(cfg.data_root) / "train", cfg.wide_share))
@@ -232,8 +248,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 "fresh")
         missing, unexpected = model.load_state_dict(weights, strict=False)
         # A channel-conditional model starts from a plain hyperprior's transforms; its slice
-        # networks start at zero output (see train.slices). Nothing else may be missing.
-        if unexpected or any(not k.startswith("contexts.") for k in missing):
+        # networks start at zero output (see train.slices), and z steps at 1. Nothing else
+        # may be missing.
+        if unexpected or any(not k.startswith("contexts.") and k != "log_z_step"
+                             for k in missing):
             raise ValueError(f"{cfg.init_from} does not fit this model: missing "
                              f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}")
         log(f"initialised from {cfg.init_from}"
@@ -321,7 +339,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             else:
                 del state["warmup_from"]
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x = sampler.batch(cfg.batch).to(device)
         if device == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)

@@ -46,7 +46,8 @@ class MeanScaleHyperprior(nn.Module):
         levels: number of trained gain vectors (quality levels).
     """
 
-    def __init__(self, N: int = 128, M: int = 192, levels: int = 8) -> None:
+    def __init__(self, N: int = 128, M: int = 192, levels: int = 8,
+                 z_steps: bool = False) -> None:
         super().__init__()
         self.N, self.M, self.levels = N, M, levels
         self.g_a = nn.Sequential(
@@ -75,20 +76,45 @@ class MeanScaleHyperprior(nn.Module):
         # Log-gains, spread at init so that low levels start at a coarser effective step.
         init = torch.linspace(-1.0, 1.0, levels)[:, None].repeat(1, M)
         self.log_gain = nn.Parameter(init)
+        # Per-level, per-channel quantization steps of ``z`` (log): ``z`` does not depend on
+        # the level, so without them every level pays the same bits for it, a fifth of the
+        # rate at the lowest level. They start at 1 (the model without them).
+        self.z_steps = bool(z_steps)
+        if self.z_steps:
+            self.log_z_step = nn.Parameter(torch.zeros(levels, N))
 
-    def gains(self, level: torch.Tensor) -> torch.Tensor:
-        """Per-channel gains for (fractional) 0-based levels: geometric interpolation."""
+    def _per_level(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Rows of a per-level table at (fractional) 0-based levels, interpolated linearly."""
         level = level.clamp(0, self.levels - 1)
         lo = level.floor().long().clamp(max=self.levels - 2)
         frac = (level - lo.to(level.dtype))[:, None]
-        log_gain = (1 - frac) * self.log_gain[lo] + frac * self.log_gain[lo + 1]
-        return torch.exp(log_gain)
+        return (1 - frac) * table[lo] + frac * table[lo + 1]
 
-    def hyper(self, y: torch.Tensor, train: bool):
-        z = self.h_a(y)
-        z_hat = round_ste(z.float())
-        z_noisy = z.float() + torch.empty_like(z.float()).uniform_(-0.5, 0.5) if train else z_hat
-        z_lik = self.z_prior.likelihood(z_noisy)
+    def gains(self, level: torch.Tensor) -> torch.Tensor:
+        """Per-channel gains for (fractional) 0-based levels: geometric interpolation."""
+        return torch.exp(self._per_level(self.log_gain, level))
+
+    def z_step(self, level: torch.Tensor) -> torch.Tensor | None:
+        """Quantization steps of ``z`` at (fractional) levels, (B, N, 1, 1); None without them."""
+        if not self.z_steps:
+            return None
+        return torch.exp(self._per_level(self.log_z_step, level))[:, :, None, None]
+
+    def hyper(self, y: torch.Tensor, train: bool, level: torch.Tensor | None = None):
+        z = self.h_a(y).float()
+        step = None if level is None else self.z_step(level)
+        if step is None:
+            z_hat = round_ste(z)
+            z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5) if train else z_hat
+            z_lik = self.z_prior.likelihood(z_noisy)
+        else:
+            # The symbol is round(z / step) and the decoder's z is symbol * step; its
+            # probability is the prior's mass over the symbol's interval of z.
+            scaled = z / step
+            symbols = round_ste(scaled)
+            noisy = scaled + torch.empty_like(scaled).uniform_(-0.5, 0.5) if train else symbols
+            z_lik = self.z_prior.likelihood(noisy, step)
+            z_hat = symbols * step
         params = self.h_s(z_hat.to(y.dtype)).float()
         mean, log_scale = params.chunk(2, dim=1)
         return z_hat, z_lik, mean, log_scale
@@ -105,7 +131,7 @@ class MeanScaleHyperprior(nn.Module):
         """
         y = self.g_a(x)
         gain = self.gains(level)[:, :, None, None]
-        _, z_lik, mean, log_scale = self.hyper(y, self.training)
+        _, z_lik, mean, log_scale = self.hyper(y, self.training, level)
         y_g = y.float() * gain
         mean_g = mean * gain
         scale_g = torch.exp(log_scale) * gain

@@ -47,12 +47,25 @@ class FactorizedPrior(nn.Module):
                 logits = logits + torch.tanh(self.factors[i]) * torch.tanh(logits)
         return logits
 
-    def likelihood(self, z: torch.Tensor) -> torch.Tensor:
-        """Probability mass of the unit interval around each element of ``z`` (N, C, H, W)."""
+    def likelihood(self, z: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
+        """Probability mass of the unit interval around each element of ``z`` (N, C, H, W).
+
+        With ``step`` (broadcastable to ``z``), ``z`` counts steps: the mass of
+        ``[(z - 1/2) * step, (z + 1/2) * step]``, the interval of the symbol ``z`` when the
+        value is quantized with that step."""
         channels = z.shape[1]
-        values = z.permute(1, 0, 2, 3).reshape(channels, 1, -1).float()
-        lower = self.logits_cdf(values - 0.5)
-        upper = self.logits_cdf(values + 0.5)
+
+        def flat(t):
+            return t.permute(1, 0, 2, 3).reshape(channels, 1, -1).float()
+
+        values = flat(z)
+        if step is None:
+            lower = self.logits_cdf(values - 0.5)
+            upper = self.logits_cdf(values + 0.5)
+        else:
+            step = flat(step.expand_as(z))
+            lower = self.logits_cdf((values - 0.5) * step)
+            upper = self.logits_cdf((values + 0.5) * step)
         # Evaluate on the side of the median where the sigmoid is not saturated.
         sign = -torch.sign(lower + upper).detach()
         lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))

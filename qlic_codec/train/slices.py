@@ -82,8 +82,8 @@ class ChannelConditionalHyperprior(MeanScaleHyperprior):
     """
 
     def __init__(self, N: int = 128, M: int = 192, levels: int = 8, slices=(48, 48, 48, 48),
-                 hidden: int = 64, checkerboard: bool = False) -> None:
-        super().__init__(N, M, levels)
+                 hidden: int = 64, checkerboard: bool = False, z_steps: bool = False) -> None:
+        super().__init__(N, M, levels, z_steps)
         slices = tuple(int(s) for s in slices)
         if sum(slices) != M or min(slices) < 1:
             raise ValueError(f"slices {slices} do not add up to M={M}")
@@ -144,7 +144,7 @@ class ChannelConditionalHyperprior(MeanScaleHyperprior):
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         y = self.g_a(x)
         gain = self.gains(level)[:, :, None, None]
-        _, z_lik, hyper_mean, hyper_log_scale = self.hyper(y, self.training)
+        _, z_lik, hyper_mean, hyper_log_scale = self.hyper(y, self.training, level)
         out = self.entropy_y(y, gain, hyper_mean, hyper_log_scale, self.points)
         x_hat = self.g_s(out["y_hat"].to(x.dtype))
         return {"x_hat": x_hat, "likelihoods": {"y": out["y"], "z": z_lik},

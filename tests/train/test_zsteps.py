@@ -1,0 +1,77 @@
+"""Learned quantization steps of z per level: a model with them starts exactly at the one
+without, the prior's mass is taken over each symbol's interval of z, and a run initialised
+from a model without them learns them at their own rate."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import LAMBDAS, config, data_root  # noqa: E402,F401  (fixture)
+from qlic_codec.train.checkpoint import load_float_model, save_float_model  # noqa: E402
+from qlic_codec.train.loop import train  # noqa: E402
+from qlic_codec.train.slices import ChannelConditionalHyperprior  # noqa: E402
+
+SLICES = (4, 4, 4)
+
+
+def _models():
+    torch.manual_seed(0)
+    plain = ChannelConditionalHyperprior(8, 12, 2, slices=SLICES, hidden=6).eval()
+    stepped = ChannelConditionalHyperprior(8, 12, 2, slices=SLICES, hidden=6,
+                                           z_steps=True).eval()
+    missing, unexpected = stepped.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["log_z_step"] and not unexpected
+    return plain, stepped
+
+
+def test_steps_of_one_change_nothing():
+    plain, stepped = _models()
+    x = torch.rand(2, 3, 64, 128)
+    level = torch.tensor([0.0, 0.6])
+    with torch.no_grad():
+        a, b = plain(x, level), stepped(x, level)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    for name in ("y", "z"):
+        assert torch.equal(a["likelihoods"][name], b["likelihoods"][name])
+
+
+def test_the_mass_of_a_symbol_is_the_priors_over_its_interval():
+    _, model = _models()
+    prior = model.z_prior
+    symbols = torch.arange(-6.0, 7.0).repeat(8, 1).T[:, :, None, None]  # (13, 8, 1, 1)
+    step = torch.linspace(0.5, 3.0, 8)[None, :, None, None]
+    mass = prior.likelihood(symbols, step)[:, :, 0, 0]
+    cdf = torch.sigmoid(prior.logits_cdf(((symbols + 0.5) * step)[:, :, 0, 0].T[:, None, :]))
+    cdf_lo = torch.sigmoid(prior.logits_cdf(((symbols - 0.5) * step)[:, :, 0, 0].T[:, None, :]))
+    torch.testing.assert_close(mass, (cdf - cdf_lo)[:, 0, :].T)
+
+
+def test_a_coarser_step_costs_fewer_bits_of_z():
+    _, model = _models()
+    x = torch.rand(1, 3, 128, 128)
+    bits = []
+    with torch.no_grad():
+        for log_step in (0.0, 1.0):
+            model.log_z_step.fill_(log_step)
+            out = model(x, torch.tensor([0.0]))
+            bits.append(float(-torch.log2(out["likelihoods"]["z"]).sum()))
+    assert bits[1] < bits[0]
+
+
+def test_a_run_learns_them_from_a_model_without(tmp_path, data_root):  # noqa: F811
+    plain, _ = _models()
+    save_float_model(plain, tmp_path / "plain.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    run = tmp_path / "run"
+    # The weights barely move at this rate; the steps move at theirs.
+    train(config(run, data_root, steps=4, lr=1e-9, slices=SLICES, slice_hidden=6,
+                 z_steps=True, z_step_lr=1e-2, init_from=str(tmp_path / "plain.pt")),
+          log=lambda line: None)
+    model, _ = load_float_model(run / "model_fp16.pt")
+    assert model.z_steps
+    moved = model.log_z_step.detach().abs()
+    assert moved.max() > 1e-3
+    torch.testing.assert_close(model.g_s[0].weight, plain.g_s[0].weight.half().float(),
+                               atol=1e-6, rtol=0)
+    blob = torch.load(run / "last.pt", weights_only=False)
+    scales = [g.get("lr_scale") for g in blob["optimizer"]["param_groups"]]
+    assert scales == [None, pytest.approx(1e7)]
