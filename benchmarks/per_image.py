@@ -8,6 +8,9 @@ Each photo's BD-rate comes from its own points (one per setting). A group is the
 names share the part before the first ``_`` (``urban100_img_006.png`` is in ``urban100``):
 its row is the BD-rate of the group's mean curve (mean bpp and mean PSNR or MS-SSIM at each
 setting, MS-SSIM then in dB), the averaging ``rd.py`` applies to the whole set. ``--split Q`` adds the BD-rate below and above quality ``Q`` (dB) of every row.
+``--less-bytes N`` takes ``N`` bytes from each of the test codec's files: what a container
+``N`` bytes smaller would give (against a float model, whose rate has no container at all,
+``--less-bytes 42`` leaves what the streams alone lose).
 Negative: the test codec needs fewer bits.
 """
 
@@ -33,12 +36,20 @@ def to_db(value: float, metric: str) -> float:
     return -10 * math.log10(max(1 - value, 1e-12))
 
 
-def curves(results: dict, metric: str) -> dict:
-    """``{image: {setting: (bpp, PSNR or MS-SSIM)}}`` of one results file."""
+def curves(results: dict, metric: str, less_bytes: int = 0) -> dict:
+    """``{image: {setting: (bpp, PSNR or MS-SSIM)}}`` of one results file, with
+    ``less_bytes`` taken from every file's size."""
     key = "psnr" if metric == "psnr" else "ms_ssim"
+    pixels = {i["name"]: i["width"] * i["height"] for i in results.get("images", [])}
     out = defaultdict(dict)
     for p in results["points"]:
-        out[p["image"]][p["setting"]] = (p["bpp"], p[key])
+        bpp = p["bpp"]
+        if less_bytes:
+            if p.get("bytes") is None or p["image"] not in pixels:
+                raise ValueError(f"{results.get('label', 'the test codec')} has no file sizes "
+                                 "to take bytes from")
+            bpp = (p["bytes"] - less_bytes) * 8 / pixels[p["image"]]
+        out[p["image"]][p["setting"]] = (bpp, p[key])
     return out
 
 
@@ -54,10 +65,12 @@ def mean_curve(per_image: dict, images: list, metric: str) -> tuple[list, list]:
     return [r[0] for r in rows], [to_db(r[1], metric) for r in rows]
 
 
-def table(test: dict, anchors: dict, metric: str, split: float | None) -> list[dict]:
+def table(test: dict, anchors: dict, metric: str, split: float | None,
+          less_bytes: int = 0) -> list[dict]:
     """One row per photo, per group and for the whole set: the BD-rate against each anchor
-    (``{label: value}``), and below / above ``split`` when given."""
-    t = curves(test, metric)
+    (``{label: value}``), and below / above ``split`` when given; ``less_bytes`` as in
+    ``curves``, for the test codec."""
+    t = curves(test, metric, less_bytes)
     a = {label: curves(r, metric) for label, r in anchors.items()}
     images = sorted(i for i in t if all(i in c for c in a.values()))
     groups = defaultdict(list)
@@ -97,18 +110,25 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", choices=("psnr", "ms-ssim"), default="psnr")
     parser.add_argument("--split", type=float, help="also the BD-rate below and above this "
                         "quality (dB)")
+    parser.add_argument("--less-bytes", type=int, default=0, metavar="N",
+                        help="take N bytes from each of the test codec's files (a smaller "
+                             "container)")
     args = parser.parse_args(argv)
     test = json.loads(Path(args.test).read_text())
     anchors = {}
     for path in args.anchors:
         results = json.loads(Path(path).read_text())
         anchors[_label(results, path)] = results
-    rows = table(test, anchors, args.metric, args.split)
+    try:
+        rows = table(test, anchors, args.metric, args.split, args.less_bytes)
+    except ValueError as exc:
+        parser.error(str(exc))
     parts = ["all"] + (["below", "above"] if args.split is not None else [])
     head = "".join(f" {label + (' ' + p if p != 'all' else ''):>16s}"
                    for label in anchors for p in parts)
     print(f"BD-rate of {_label(test, args.test)} ({args.metric}) against each anchor; "
           + (f"below / above {args.split:g} dB; " if args.split is not None else "")
+          + (f"{args.less_bytes} bytes less per file; " if args.less_bytes else "")
           + "negative: fewer bits")
     print(f"{'photo or group':44s}{head}")
     for row in rows:

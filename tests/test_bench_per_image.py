@@ -85,3 +85,34 @@ def test_command_line(tmp_path, capsys):
     assert not math.isnan(per_image.table(json.loads(test.read_text()),
                                           {"webp": json.loads(anchor.read_text())},
                                           "psnr", None)[-1]["bd"]["webp"]["all"])
+
+
+def _with_bytes(results, pixels):
+    """``results`` with each point's file size for photos of ``pixels`` pixels."""
+    out = {**results, "images": [{"name": n, "width": pixels, "height": 1}
+                                 for n in {p["image"] for p in results["points"]}]}
+    out["points"] = [{**p, "bytes": p["bpp"] * pixels / 8} for p in results["points"]]
+    return out
+
+
+def test_fewer_bytes_per_file_is_a_smaller_container():
+    pixels = 100_000
+    anchor = _results("float", {"a.png": 1.0})
+    # The test codec: the anchor's rate plus 50 bytes of container per file.
+    test = _with_bytes(_results("qlic", {"a.png": 1.0}), pixels)
+    for p in test["points"]:
+        p["bytes"] += 50
+        p["bpp"] = p["bytes"] * 8 / pixels
+
+    def bd(less):
+        rows = per_image.table(test, {"float": anchor}, "psnr", None, less_bytes=less)
+        return rows[-1]["bd"]["float"]["all"]
+    assert bd(0) > 0.3
+    assert bd(50) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < bd(25) < bd(0)
+
+
+def test_taking_bytes_needs_file_sizes():
+    test = _results("qlic", {"a.png": 1.0})
+    with pytest.raises(ValueError, match="no file sizes"):
+        per_image.table(test, {"float": test}, "psnr", None, less_bytes=10)
