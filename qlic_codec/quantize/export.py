@@ -227,6 +227,7 @@ def build(model, amax: dict, quants: dict, card: dict,
     quality; every per-level head gets a row per sub-level, with the float model's gains
     interpolated geometrically between the trained levels (``MeanScaleHyperprior.gains``).
     """
+    simulate.refuse_z_steps(model)
     b = _Builder(model, quants)
     M, N = model.M, model.N
     if not 1 <= quality_steps or (model.levels - 1) * quality_steps + 1 > 255:

@@ -333,6 +333,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, meta = load_float_model(args.checkpoint)
+    try:
+        simulate.refuse_z_steps(model)
+    except ValueError as exc:
+        p.error(str(exc))
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
     wide = [k for k in simulate.gdn_inputs(model) if k.split(".")[0] in
             args.wide_in] if args.wide_gdn_inputs else []

@@ -214,9 +214,18 @@ def snap_scale(scale: torch.Tensor) -> torch.Tensor:
     return SCALE_MIN * torch.exp(index * step)
 
 
+def refuse_z_steps(model) -> None:
+    """The integer engine codes ``z`` with one step; a model with learned steps per level
+    (``--z-steps`` in training) has no integer form yet."""
+    if getattr(model, "z_steps", False):
+        raise ValueError("the model has learned steps of z per level (--z-steps), which the "
+                         "integer engine and the model format do not have")
+
+
 class SimulatedModel(nn.Module):
     def __init__(self, model, quants: dict | None = None, tables: bool = False) -> None:
         super().__init__()
+        refuse_z_steps(model)
         self.model, self.quants, self.tables = model, quants, tables
         self.levels = model.levels
 

@@ -75,3 +75,15 @@ def test_a_run_learns_them_from_a_model_without(tmp_path, data_root):  # noqa: F
     blob = torch.load(run / "last.pt", weights_only=False)
     scales = [g.get("lr_scale") for g in blob["optimizer"]["param_groups"]]
     assert scales == [None, pytest.approx(1e7)]
+
+
+def test_the_integer_tools_refuse_a_model_with_steps(tmp_path):
+    from qlic_codec.quantize import export, finetune, simulate
+    _, model = _models()
+    with pytest.raises(ValueError, match="steps of z"):
+        simulate.SimulatedModel(model)
+    with pytest.raises(ValueError, match="steps of z"):
+        export.build(model, {}, {}, {})
+    save_float_model(model, tmp_path / "m.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    with pytest.raises(SystemExit):
+        finetune.main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "q.pt")])
