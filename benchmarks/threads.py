@@ -58,7 +58,10 @@ def child(path: str, threads: int, repeat: int, kept_memory: bool) -> float:
 
 
 def run_child(path: Path, threads: int, repeat: int, kept_memory: bool) -> float:
-    env = {**os.environ, "NUMBA_NUM_THREADS": str(max(threads, 1))}
+    # The repository first on the child's path, installed or not (as batch.py's workers).
+    path_now = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(max(threads, 1)),
+           "PYTHONPATH": str(REPO) + (os.pathsep + path_now if path_now else "")}
     out = subprocess.run([sys.executable, __file__, "--child", str(path), str(threads),
                           str(repeat), str(int(kept_memory))], capture_output=True, text=True,
                          env=env, check=True)

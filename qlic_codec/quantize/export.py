@@ -367,6 +367,10 @@ def main(argv=None) -> int:
                         "checkpoint carries ranges learned by its fine-tune")
     args = p.parse_args(argv)
     model, meta = load_float_model(args.checkpoint)
+    try:
+        simulate.refuse_z_steps(model)  # before the calibration's minutes
+    except ValueError as exc:
+        p.error(str(exc))
     images = calibration_images(args.data or default_data_root(), args.calibration_images)
     ranges = meta.get("quantization_finetune", {}).get("activation_ranges")
     learned = None

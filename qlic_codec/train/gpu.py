@@ -114,7 +114,9 @@ def train_on_gpu(pack_dir: Path, minutes: float, out: Path, device: str) -> None
                       continue_run=True, lambdas=tuple(config["lambdas"]),
                       slices=tuple(model_config.get("slices") or ()),
                       slice_hidden=model_config.get("hidden", 64),
-                      checkerboard=model_config.get("checkerboard", False))
+                      checkerboard=model_config.get("checkerboard", False),
+                      z_steps=model_config.get("z_steps", False),
+                      z_step_lr=config.get("z_step_lr", 1e-3))
     state = train(cfg, log=lambda s: print(s, flush=True))
     blob = torch.load(work / "run" / "last.pt", map_location="cpu", weights_only=False)
     weights = {k: v.detach().to(torch.float16) for k, v in blob["model"].items()}

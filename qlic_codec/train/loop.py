@@ -205,8 +205,17 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if saved and tuple(saved) != tuple(lambdas_list):
             raise ValueError(f"{ckpt_path} was trained with lambdas {list(saved)}, not "
                              f"{list(lambdas_list)}; resume it with the same --lambdas")
+        had_steps = bool(blob.get("model_config", {}).get("z_steps", False))
+        if had_steps != cfg.z_steps:
+            raise ValueError(f"{ckpt_path} was trained {'with' if had_steps else 'without'} "
+                             f"--z-steps; resume it the same way")
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
+        # The saved groups carry the rates of the run that saved them; this run's options
+        # set them (a new --z-step-lr or --lr takes effect on resume).
+        for group, fresh in zip(opt.param_groups, parameter_groups(model, cfg)):
+            if "lr_scale" in fresh:
+                group["lr_scale"] = fresh["lr_scale"]
         sampler.rng.bit_generator.state = blob["sampler_rng"]
         torch.set_rng_state(blob["torch_rng"])
         state = blob["state"]
@@ -223,14 +232,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
             # be lined up by value: level k starts from level k (or its rank-interpolated
             # neighbours where the tables' lengths differ) and the new objective sets the rate.
             if len(init_lambdas) != len(lambdas_list):
-                weights["log_gain"] = retarget_log_gains(
-                    weights["log_gain"], np.geomspace(1, 2, len(init_lambdas)),
-                    np.geomspace(1, 2, len(lambdas_list)))
+                for key in ("log_gain", "log_z_step"):
+                    if key in weights:
+                        weights[key] = retarget_log_gains(
+                            weights[key], np.geomspace(1, 2, len(init_lambdas)),
+                            np.geomspace(1, 2, len(lambdas_list)))
             log(f"levels carried over by rank from the {meta['metric']} table")
         elif tuple(init_lambdas) != tuple(lambdas_list):
-            # A new quality table: carry the transforms over, move the gain vectors.
-            weights["log_gain"] = retarget_log_gains(weights["log_gain"], init_lambdas,
-                                                     lambdas_list)
+            # A new quality table: carry the transforms over, move the gain vectors (and the
+            # steps of z, which are per level too).
+            for key in ("log_gain", "log_z_step"):
+                if key in weights:
+                    weights[key] = retarget_log_gains(weights[key], init_lambdas, lambdas_list)
             log(f"quality table moved from {list(init_lambdas)} to {list(lambdas_list)}")
         own = model.state_dict()
         if latent_channels(weights) != cfg.M:

@@ -46,7 +46,10 @@ def widen(weights: dict, fresh: dict) -> dict:
     if M2 < M:
         raise ValueError(f"cannot narrow a model from M={M} to M={M2}")
     H = 3 * M // 2
-    own = {k for k in weights if not k.startswith("contexts.")}
+    # The steps of z (levels x N) do not depend on M; a model without them gets the fresh
+    # model's, which change nothing (train.model.MeanScaleHyperprior.z_step).
+    own = {k for k in weights if not k.startswith("contexts.")} | (
+        {"log_z_step"} & set(fresh))
     if own != {k for k in fresh if not k.startswith("contexts.")}:
         missing = sorted({k for k in fresh if not k.startswith("contexts.")} - own)
         raise ValueError(f"the checkpoint does not fit this model: missing {missing[:4]}, "
@@ -55,7 +58,7 @@ def widen(weights: dict, fresh: dict) -> dict:
     for name, new in fresh.items():
         if name.startswith("contexts."):
             continue
-        old = weights[name]
+        old = weights.get(name, new)
         if old.shape == new.shape:
             out[name] = old.clone()
             continue

@@ -24,15 +24,38 @@ def _models():
     return plain, stepped
 
 
-def test_steps_of_one_change_nothing():
+@pytest.mark.parametrize("training", [False, True])
+def test_steps_of_one_change_nothing(training):
     plain, stepped = _models()
     x = torch.rand(2, 3, 64, 128)
     level = torch.tensor([0.0, 0.6])
+    plain.train(training)
+    stepped.train(training)
     with torch.no_grad():
-        a, b = plain(x, level), stepped(x, level)
+        torch.manual_seed(1)  # the same noise in both, where training draws it
+        a = plain(x, level)
+        torch.manual_seed(1)
+        b = stepped(x, level)
     assert torch.equal(a["x_hat"], b["x_hat"])
     for name in ("y", "z"):
         assert torch.equal(a["likelihoods"][name], b["likelihoods"][name])
+
+
+def test_each_level_has_its_own_steps_and_between_levels_their_geometric_mean():
+    _, model = _models()
+    with torch.no_grad():
+        model.log_z_step.copy_(torch.log(torch.tensor([[1.0] * 8, [4.0] * 4 + [0.25] * 4])))
+    steps = model.z_step(torch.tensor([0.0, 1.0, 0.5]))[:, :, 0, 0]
+    torch.testing.assert_close(steps[0], torch.ones(8))
+    torch.testing.assert_close(steps[1], torch.tensor([4.0] * 4 + [0.25] * 4))
+    torch.testing.assert_close(steps[2], torch.tensor([2.0] * 4 + [0.5] * 4))
+    # The level's steps are the ones its z is coded with: level 1's coarse channels cost
+    # fewer bits than level 0's, its fine ones more.
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        lik = [model(x, torch.tensor([v]))["likelihoods"]["z"][0] for v in (0.0, 1.0)]
+    bits = [-torch.log2(v).sum(dim=(1, 2)) for v in lik]
+    assert torch.all(bits[1][:4] <= bits[0][:4]) and torch.all(bits[1][4:] >= bits[0][4:])
 
 
 def test_the_mass_of_a_symbol_is_the_priors_over_its_interval():
@@ -87,3 +110,51 @@ def test_the_integer_tools_refuse_a_model_with_steps(tmp_path):
     save_float_model(model, tmp_path / "m.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
     with pytest.raises(SystemExit):
         finetune.main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "q.pt")])
+
+
+def _steps_run(tmp_path, data_root, **changes):  # noqa: F811
+    plain, _ = _models()
+    save_float_model(plain, tmp_path / "plain.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    settings = dict(steps=2, slices=SLICES, slice_hidden=6, z_steps=True, z_step_lr=1e-2,
+                    init_from=str(tmp_path / "plain.pt"))
+    settings.update(changes)
+    return config(tmp_path / "run", data_root, **settings)
+
+
+def test_a_resumed_run_takes_this_runs_rate_for_the_steps(tmp_path, data_root):  # noqa: F811
+    train(_steps_run(tmp_path, data_root), log=lambda line: None)
+    lines = []
+    train(_steps_run(tmp_path, data_root, steps=3, z_step_lr=3e-2), log=lines.append)
+    assert any("resumed" in line for line in lines)
+    blob = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert blob["optimizer"]["param_groups"][1]["lr_scale"] == pytest.approx(3e-2 / 3e-3)
+
+
+def test_a_run_resumed_without_the_steps_says_so(tmp_path, data_root):  # noqa: F811
+    train(_steps_run(tmp_path, data_root), log=lambda line: None)
+    with pytest.raises(ValueError, match="--z-steps"):
+        train(_steps_run(tmp_path, data_root, steps=3, z_steps=False), log=lambda line: None)
+
+
+def test_a_new_quality_table_moves_the_steps_with_the_gains(tmp_path, data_root):  # noqa: F811
+    _, model = _models()
+    with torch.no_grad():
+        model.log_z_step.copy_(torch.tensor([[0.0] * 8, [1.0] * 8]))
+    save_float_model(model, tmp_path / "m.pt", {"metric": "mse", "lambdas": [0.01, 0.04]})
+    run = tmp_path / "run"
+    # 0.02 lies halfway between 0.01 and 0.04 on the log axis.
+    train(config(run, data_root, steps=0, slices=SLICES, slice_hidden=6, z_steps=True,
+                 lambdas=(0.01, 0.02), init_from=str(tmp_path / "m.pt")),
+          log=lambda line: None)
+    moved, _ = load_float_model(run / "model_fp16.pt")
+    torch.testing.assert_close(moved.log_z_step[1], torch.full((8,), 0.5), atol=1e-3, rtol=0)
+
+
+def test_a_wider_latent_starts_with_steps_of_one(tmp_path, data_root):  # noqa: F811
+    plain, _ = _models()
+    save_float_model(plain, tmp_path / "plain.pt", {"metric": "mse", "lambdas": list(LAMBDAS)})
+    run = tmp_path / "run"
+    train(config(run, data_root, steps=0, M=16, slices=(4, 4, 4, 4), slice_hidden=6,
+                 z_steps=True, init_from=str(tmp_path / "plain.pt")), log=lambda line: None)
+    model, _ = load_float_model(run / "model_fp16.pt")
+    assert model.M == 16 and float(model.log_z_step.detach().abs().sum()) == 0
