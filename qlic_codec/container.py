@@ -27,6 +27,34 @@ The fixed prefix (magic to model hash) is ``PREFIX_SIZE`` = 26 bytes. The tables
 are at most ``MAX_TABLES_SIZE`` - 26 bytes, so the first ``MAX_TABLES_SIZE`` = 82 bytes of a
 file always say how long its whole header is (``header_size``).
 
+Format 3 says the same in 16 fewer bytes for a photo (``pack(..., version=3)``; qlic still
+writes format 2 by default). Its sizes are unsigned LEB128 numbers ("varints": 7 bits a
+byte, low bits first, the top bit set on every byte but the last; at most 5 bytes, the
+shortest encoding, at most ``2**32 - 1``), it always has two streams, the last one's length
+is what the file's size leaves, and the file CRC32 is its only checksum:
+
+====================  ===========  ==================================================
+Field                 Size         Meaning
+====================  ===========  ==================================================
+magic                 4            ``b"QLIC"``
+format version        u8           3
+flags                 u8           bits 0-1 the metric code, bits 2-3 the number of
+                                   chunks ``c`` (0..3), bits 4-7 zero
+quality steps         u8           ``s``, 1..255
+quality sub-level     u8           ``k``, 0..254
+width                 varint       >= 1
+height                varint       >= 1
+model hash            8            as in format 2
+first stream length   varint       the byte length of ``z``; ``y`` is the rest
+chunk table           c * (4 + v)  each chunk's tag and its length as a varint
+chunk data            sum(chunks)  the chunks' bytes, in table order
+streams               ...          ``z`` then ``y``
+file CRC32            u32          ``zlib.crc32`` of every byte before it
+====================  ===========  ==================================================
+
+Without a header checksum, ``read_header`` checks a format 3 header's structure only;
+``parse`` checks the file CRC before it returns anything.
+
 Metadata chunks, each at most ``MAX_CHUNK_SIZE`` (16 MiB) and each tag at most once:
 ``ICCP`` (an ICC colour profile), ``EXIF`` (EXIF as a TIFF structure, without JPEG's
 ``Exif\\0\\0`` prefix), ``XMP `` (an XMP packet, UTF-8). A reader refuses any other tag: a
@@ -59,6 +87,7 @@ __all__ = [
     "CHUNK_TAGS",
     "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "MAGIC",
     "MAX_CHUNK_SIZE",
     "MAX_CHUNKS",
@@ -75,7 +104,9 @@ __all__ = [
 
 MAGIC = b"QLIC"
 _MODEL_MAGIC = b"QLICMDL\0"  # modelfile.MAGIC, not imported: this module stands alone
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # what ``pack`` writes unless told otherwise
+# The formats this module reads and writes.
+FORMAT_VERSIONS = (2, 3)
 # 2**28 pixels is a 16384 x 16384 image: far beyond normal photos. The transforms run in
 # bands of bounded memory (``engine.bands``), so decoding needs memory in proportion to the
 # pixels only for the latents and the decoded image: about 6 bytes per padded pixel plus
@@ -121,6 +152,8 @@ class Header:
         stream_lengths: Byte length of each entropy stream (1..8 streams).
         chunks: Metadata chunks, ``(tag, data)`` pairs with tags from ``CHUNK_TAGS``, each
             at most once and at most ``MAX_CHUNK_SIZE`` bytes.
+        version: The container format, one of ``FORMAT_VERSIONS`` (format 3: exactly two
+            streams).
 
     Raises:
         ValueError: If a field is out of range.
@@ -134,9 +167,14 @@ class Header:
     model_hash: bytes
     stream_lengths: tuple[int, ...]
     chunks: tuple[tuple[str, bytes], ...] = ()
+    version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         # Validating here means every Header in memory can be packed.
+        if not _is_int(self.version) or self.version not in FORMAT_VERSIONS:
+            raise ValueError(f"version must be one of {FORMAT_VERSIONS}, got {self.version!r}")
+        if self.version == 3 and _is_tuple_of(self.stream_lengths, 2) is False:
+            raise ValueError(f"format 3 has exactly 2 streams, got {self.stream_lengths!r}")
         for name in ("width", "height"):
             value = getattr(self, name)
             if not _is_int(value) or not 1 <= value <= _U32_MAX:
@@ -184,7 +222,9 @@ class Header:
 
     @property
     def header_size(self) -> int:
-        """Size in bytes of this header, chunks and CRC included."""
+        """Size in bytes of this header, chunks and (format 2) its CRC included."""
+        if self.version == 3:
+            return len(_head_v3(self))
         return _tables_size(len(self.stream_lengths), len(self.chunks)) + sum(
             len(data) for _, data in self.chunks) + 4
 
@@ -218,10 +258,16 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
             raise ValueError(
                 f"stream {index} is {len(stream)} bytes but the header declares {length}"
             )
+    if header.version == 3:
+        out = bytearray(_head_v3(header))
+        for stream in streams:
+            out += stream
+        out += _U32.pack(zlib.crc32(out))
+        return bytes(out)
     head = bytearray(
         _PREFIX.pack(
             MAGIC,
-            FORMAT_VERSION,
+            2,
             METRICS.index(header.metric),
             header.quality_steps,
             header.level,
@@ -257,7 +303,8 @@ def header_size(data: bytes) -> int:
         CorruptStreamError, UnsupportedError: As ``read_header``.
     """
     view = memoryview(data).cast("B")
-    _check_start(view)
+    if _check_start(view) == 3:
+        return _fields_v3(view)["size"]
     n_streams, n_chunks = _counts(view)
     return _tables_size(n_streams, n_chunks) + sum(
         length for _, length in _chunk_table(view, n_streams, n_chunks)) + 4
@@ -268,7 +315,9 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
 
     Only the header's own bytes (``header_size``) are read, so a caller such as ``qlic
     info`` may pass just the start of a file. The streams and the file CRC are not checked;
-    use ``parse`` for that.
+    use ``parse`` for that. A format 3 header has no CRC of its own, and its second stream's
+    length is what ``data`` leaves for it after the first stream and the file CRC (0 for a
+    header alone).
 
     Args:
         data: The file, or at least its first ``header_size(data)`` bytes.
@@ -310,6 +359,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, li
     """
     view = memoryview(data).cast("B")
     header, offset = _read_header(view, max_pixels)
+    if header.version == 3:
+        return _parse_v3(view, header, offset)
     expected = offset + sum(header.stream_lengths) + 4
     if len(view) < expected:
         raise CorruptStreamError(f"truncated: expected {expected} bytes, got {len(view)}")
@@ -328,8 +379,9 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, li
     return header, streams
 
 
-def _check_start(view: memoryview) -> None:
-    """Magic and version: enough to know this is a file this reader understands."""
+def _check_start(view: memoryview) -> int:
+    """Magic and version: enough to know this is a file this reader understands. Returns
+    the version."""
     size = len(view)
     # A short file whose first bytes are not the magic is "not a qlic file" (an empty file
     # or a stray text file), not a truncated one.
@@ -342,20 +394,23 @@ def _check_start(view: memoryview) -> None:
     if size < 5:
         raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
     version = view[4]
-    if version > FORMAT_VERSION:
+    known = " and ".join(str(v) for v in FORMAT_VERSIONS)
+    if version > max(FORMAT_VERSIONS):
         raise UnsupportedError(
             f"written by a newer qlic (format {version}); upgrade qlic "
-            f"(this one reads format {FORMAT_VERSION})"
+            f"(this one reads formats {known})"
         )
     if version in _READER_OF:
         raise UnsupportedError(
-            f"this file is qlic format {version}; this qlic reads format {FORMAT_VERSION}: "
+            f"this file is qlic format {version}; this qlic reads formats {known}: "
             f"decode it with {_READER_OF[version]}"
         )
-    if version != FORMAT_VERSION:
+    if version not in FORMAT_VERSIONS:
         raise CorruptStreamError(f"invalid format version {version}")
-    if size < PREFIX_SIZE:
-        raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
+    least = _PREFIX_V3_SIZE if version == 3 else PREFIX_SIZE
+    if size < least:
+        raise CorruptStreamError(f"truncated: expected at least {least} bytes, got {size}")
+    return version
 
 
 def _counts(view: memoryview) -> tuple[int, int]:
@@ -379,16 +434,7 @@ def _chunk_table(view: memoryview, n_streams: int, n_chunks: int) -> list[tuple[
     table = []
     for i in range(n_chunks):
         raw, length = _CHUNK_ENTRY.unpack_from(view, PREFIX_SIZE + 4 * n_streams + 8 * i)
-        tag = raw.decode("latin-1")
-        if tag not in CHUNK_TAGS:
-            raise CorruptStreamError(f"unknown metadata chunk {raw!r} (this qlic reads "
-                                     f"{', '.join(CHUNK_TAGS)})")
-        if any(tag == seen for seen, _ in table):
-            raise CorruptStreamError(f"metadata chunk {raw!r} appears twice")
-        if length > MAX_CHUNK_SIZE:
-            raise CorruptStreamError(f"metadata chunk {raw!r} claims {length} bytes, over "
-                                     f"the limit of {MAX_CHUNK_SIZE}")
-        table.append((tag, length))
+        table.append(_checked_chunk(raw, length, table))
     return table
 
 
@@ -396,7 +442,8 @@ def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
     """Validate the header at the start of ``view``; return it and the offset of stream 0."""
     if not _is_int(max_pixels) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
-    _check_start(view)
+    if _check_start(view) == 3:
+        return _read_header_v3(view, max_pixels)
     _, _, metric_code, steps, level, n_streams, n_chunks, width, height, model_hash = (
         _PREFIX.unpack_from(view, 0)
     )
@@ -438,6 +485,147 @@ def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
         chunks=tuple(chunks),
     )
     return header, size
+
+
+# Format 3: magic, version, flags, quality steps, sub-level; then varints and the model hash.
+_PREFIX_V3_SIZE = 8
+_VARINT_MAX_BYTES = 5
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _read_varint(view: memoryview, at: int, name: str) -> tuple[int, int]:
+    """The varint at ``at`` and the offset after it; refused if truncated, longer than 5
+    bytes, not the shortest encoding or above ``2**32 - 1``."""
+    value = shift = 0
+    for i in range(_VARINT_MAX_BYTES):
+        if at + i >= len(view):
+            raise CorruptStreamError(f"truncated: the {name} runs past the end of the data")
+        byte = view[at + i]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if i and byte == 0:
+                raise CorruptStreamError(f"invalid {name}: not its shortest encoding")
+            if value > _U32_MAX:
+                raise CorruptStreamError(f"invalid {name}: {value} is over {_U32_MAX}")
+            return value, at + i + 1
+    raise CorruptStreamError(f"invalid {name}: longer than {_VARINT_MAX_BYTES} bytes")
+
+
+def _head_v3(header: "Header") -> bytes:
+    """The format 3 header of ``header``: everything before the streams."""
+    flags = METRICS.index(header.metric) | len(header.chunks) << 2
+    head = bytearray(struct.pack("<4sBBBB", MAGIC, 3, flags, header.quality_steps,
+                                 header.level))
+    head += _varint(header.width) + _varint(header.height) + header.model_hash
+    head += _varint(header.stream_lengths[0])
+    for tag, data in header.chunks:
+        head += tag.encode("ascii") + _varint(len(data))
+    for _, data in header.chunks:
+        head += data
+    return bytes(head)
+
+
+def _fields_v3(view: memoryview) -> dict:
+    """The fields of a format 3 header, checked but for the pixel limit, with ``size`` (the
+    header's bytes, chunk data included) and ``chunk_table``."""
+    flags, steps, level = view[5], view[6], view[7]
+    metric_code, n_chunks = flags & 3, flags >> 2 & 3
+    if flags >> 4:
+        raise CorruptStreamError(f"invalid flags {flags:#04x}: bits 4-7 must be zero")
+    if metric_code >= len(METRICS):
+        raise CorruptStreamError(f"unknown metric code {metric_code}")
+    if steps < 1:
+        raise CorruptStreamError(f"invalid quality steps {steps} (must be 1..255)")
+    if level > 254:
+        raise CorruptStreamError(f"invalid quality sub-level {level} (must be 0..254)")
+    width, at = _read_varint(view, _PREFIX_V3_SIZE, "width")
+    height, at = _read_varint(view, at, "height")
+    if at + 8 > len(view):
+        raise CorruptStreamError(f"truncated: expected at least {at + 8} bytes, got "
+                                 f"{len(view)}")
+    model_hash = bytes(view[at: at + 8])
+    z_length, at = _read_varint(view, at + 8, "first stream length")
+    table = []
+    for _ in range(n_chunks):
+        if at + 4 > len(view):
+            raise CorruptStreamError(f"truncated: expected at least {at + 4} bytes, got "
+                                     f"{len(view)}")
+        raw = bytes(view[at: at + 4])
+        length, at = _read_varint(view, at + 4, "chunk length")
+        table.append(_checked_chunk(raw, length, table))
+    size = at + sum(length for _, length in table)
+    return {"metric_code": metric_code, "steps": steps, "level": level, "width": width,
+            "height": height, "model_hash": model_hash, "z_length": z_length,
+            "chunk_table": table, "tables_end": at, "size": size}
+
+
+def _read_header_v3(view: memoryview, max_pixels: int) -> tuple["Header", int]:
+    f = _fields_v3(view)
+    width, height = f["width"], f["height"]
+    if width < 1 or height < 1:
+        raise CorruptStreamError(f"invalid image size {width}x{height}")
+    if width * height > max_pixels:
+        raise ResourceLimitError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels}; raise it with --max-pixels if you trust this file"
+        )
+    if len(view) < f["size"]:
+        raise CorruptStreamError(f"truncated: expected at least {f['size']} bytes, got "
+                                 f"{len(view)}")
+    chunks, offset = [], f["tables_end"]
+    for tag, length in f["chunk_table"]:
+        chunks.append((tag, bytes(view[offset: offset + length])))
+        offset += length
+    # The second stream's length is known only from the whole file; the header read alone
+    # (``qlic info``) reports what the data given leaves for it, at least 0.
+    rest = max(len(view) - f["size"] - f["z_length"] - 4, 0)
+    header = Header(width=width, height=height, level=f["level"], quality_steps=f["steps"],
+                    metric=METRICS[f["metric_code"]], model_hash=f["model_hash"],
+                    stream_lengths=(f["z_length"], rest), chunks=tuple(chunks), version=3)
+    return header, f["size"]
+
+
+def _parse_v3(view: memoryview, header: "Header", offset: int) -> tuple["Header", list]:
+    z_length = header.stream_lengths[0]
+    if len(view) < offset + z_length + 4:
+        raise CorruptStreamError(f"truncated: expected at least {offset + z_length + 4} "
+                                 f"bytes, got {len(view)}")
+    (stored,) = _U32.unpack_from(view, len(view) - 4)
+    if zlib.crc32(view[: len(view) - 4]) != stored:
+        raise CorruptStreamError("file checksum mismatch: the data is corrupt")
+    z = bytes(view[offset: offset + z_length])
+    y = bytes(view[offset + z_length: len(view) - 4])
+    return header, [z, y]
+
+
+def _checked_chunk(raw: bytes, length: int, table: list) -> tuple[str, int]:
+    """A chunk table entry: a known tag, not seen before, within the size limit."""
+    tag = raw.decode("latin-1")
+    if tag not in CHUNK_TAGS:
+        raise CorruptStreamError(f"unknown metadata chunk {raw!r} (this qlic reads "
+                                 f"{', '.join(CHUNK_TAGS)})")
+    if any(tag == seen for seen, _ in table):
+        raise CorruptStreamError(f"metadata chunk {raw!r} appears twice")
+    if length > MAX_CHUNK_SIZE:
+        raise CorruptStreamError(f"metadata chunk {raw!r} claims {length} bytes, over "
+                                 f"the limit of {MAX_CHUNK_SIZE}")
+    return tag, length
+
+
+def _is_tuple_of(value, count: int) -> bool:
+    return isinstance(value, tuple) and len(value) == count
 
 
 def _tables_size(n_streams: int, n_chunks: int) -> int:

@@ -15,6 +15,7 @@ from qlic_codec import container
 from qlic_codec.container import (
     DEFAULT_MAX_PIXELS,
     FORMAT_VERSION,
+    FORMAT_VERSIONS,
     MAX_CHUNK_SIZE,
     MAX_TABLES_SIZE,
     PREFIX_SIZE,
@@ -280,16 +281,17 @@ def test_rejects_short_non_qlic_file_as_not_qlic() -> None:
 
 
 def test_rejects_newer_version() -> None:
-    with pytest.raises(UnsupportedError, match=r"newer qlic \(format 3\); upgrade qlic"):
-        parse(forge(version=FORMAT_VERSION + 1))
+    with pytest.raises(UnsupportedError, match=r"newer qlic \(format 4\); upgrade qlic "
+                                               r"\(this one reads formats 2 and 3\)"):
+        parse(forge(version=max(FORMAT_VERSIONS) + 1))
 
 
 def test_rejects_format_1_naming_the_release_that_reads_it() -> None:
     # A real format-1 file: magic, version 1, msssim, quality 7, 2 streams, 3x2, hash, ...
     old = bytes.fromhex("514c4943010107020300000002000000010203040506070802000000030000"
                         "00d0a1c27a7a7a797979c0f4eddd")
-    message = ("^this file is qlic format 1; this qlic reads format 2: decode it with "
-               "qlic 0.1$")
+    message = ("^this file is qlic format 1; this qlic reads formats 2 and 3: decode it "
+               "with qlic 0.1$")
     for data in (old, old[:5]):
         with pytest.raises(UnsupportedError, match=message):
             parse(data)

@@ -487,7 +487,7 @@ def test_a_format_1_file_names_its_version_and_the_release_that_reads_it(tiny_mo
     old = bytes.fromhex("514c4943010107020300000002000000010203040506070802000000030000"
                         "00d0a1c27a7a7a797979c0f4eddd")
     line = _one_error_line(_cli_decode(tmp_path, old, tiny_model))
-    assert line.endswith("this file is qlic format 1; this qlic reads format 2: decode it "
-                         "with qlic 0.1"), line
+    assert line.endswith("this file is qlic format 1; this qlic reads formats 2 and 3: "
+                         "decode it with qlic 0.1"), line
     result = CliRunner().invoke(cli_main, ["info", str(tmp_path / "in.qlic")])
     assert "format 1" in _one_error_line(result)
