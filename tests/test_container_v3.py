@@ -76,7 +76,7 @@ def test_round_trip_at_every_varint_width(width, height, z_length) -> None:
 def test_sixteen_bytes_fewer_than_format_2_for_a_photo() -> None:
     fields = dict(width=768, height=512, level=48, quality_steps=16, metric="mse",
                   model_hash=HASH, stream_lengths=(872, 25848))
-    v2, v3 = Header(**fields), Header(**fields, version=3)
+    v2, v3 = Header(**fields, version=2), Header(**fields, version=3)
     assert v2.header_size + 4 == 42 and v3.header_size + 4 == 26
     streams = [b"z" * 872, b"y" * 25848]
     assert len(pack(v2, streams)) - len(pack(v3, streams)) == 16
@@ -211,3 +211,13 @@ def test_overwritten_bytes_raise_only_qlic_errors(offset: int, patch: bytes) -> 
             read(bytes(data))
         except QlicError:
             pass
+
+
+def test_qlic_writes_format_3_and_reads_both() -> None:
+    header = Header(width=3, height=2, level=1, quality_steps=16, metric="mse",
+                    model_hash=HASH, stream_lengths=(2, 3))
+    assert header.version == container.FORMAT_VERSION == 3
+    data = pack(header, STREAMS)
+    assert data[4] == 3
+    v2 = pack(Header(**{**header.__dict__, "version": 2}), STREAMS)
+    assert parse(v2)[1] == parse(data)[1] == STREAMS

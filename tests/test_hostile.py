@@ -37,9 +37,11 @@ REGRESSIONS = HERE / "regressions"
 
 def qlic_file(model_id: bytes, width: int, height: int, streams=(b"", b""), level=48,
               chunks=()) -> bytes:
-    """A file for the tiny model (16 sub-levels per quality: sub-level 48 is quality 4)."""
+    """A file for the tiny model (16 sub-levels per quality: sub-level 48 is quality 4), in
+    container format 2, whose fixed layout these tests edit (format 3's rules:
+    ``test_container_v3.py``)."""
     header = container.Header(width=width, height=height, level=level, quality_steps=16,
-                              metric="mse", chunks=chunks,
+                              metric="mse", chunks=chunks, version=2,
                               model_hash=model_id, stream_lengths=tuple(map(len, streams)))
     return container.pack(header, list(streams))
 
@@ -456,8 +458,10 @@ def test_a_sub_level_beyond_the_model_is_refused_in_one_line(tiny_model, tmp_pat
 ])
 def test_bad_metadata_chunks_are_refused_in_one_line(tiny_model, tmp_path, chunks, message):
     # Forged by hand, with valid checksums: the container's rules refuse them, not a CRC.
-    good = qlic_codec.encode(synthetic_photo(20, 30), 4, tiny_model)
-    header, streams = container.parse(good)
+    # In format 2, whose fixed layout is edited here (format 3: test_container_v3.py).
+    written = qlic_codec.encode(synthetic_photo(20, 30), 4, tiny_model)
+    header, streams = container.parse(written)
+    good = container.pack(container.Header(**{**header.__dict__, "version": 2}), streams)
     n = len(header.stream_lengths)
     prefix = bytearray(good[:container.PREFIX_SIZE + 4 * n])
     prefix[9] = len(chunks)

@@ -139,8 +139,12 @@ def test_api_carries_metadata_and_read_info_reports_it(tiny_model):
     info = qlic_codec.read_info(data)
     assert info["metadata"] == {"icc": len(ICC), "exif": len(meta.exif), "xmp": len(XMP)}
     assert qlic_codec.read_info(plain)["metadata"] == {}
-    # The streams are the same; only the header grows.
-    assert len(data) - len(plain) == sum(8 + n for n in info["metadata"].values())
+    # The streams are the same; only the header grows: each chunk by its tag, its length
+    # (a varint) and its data.
+    def varint_size(n):
+        return 1 + (n >= 2**7) + (n >= 2**14) + (n >= 2**21) + (n >= 2**28)
+    assert len(data) - len(plain) == sum(4 + varint_size(n) + n
+                                         for n in info["metadata"].values())
 
 
 # --- the command line ---------------------------------------------------------------------

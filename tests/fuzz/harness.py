@@ -66,17 +66,30 @@ SEED_METADATA = (None, Metadata(icc=b"\0\0\x02\x0cprofile", exif=b"MM\0*\0\0\0\x
 
 
 def make_seed_streams(model_path: str = str(TINY_MODEL)) -> list[bytes]:
-    """Real ``.qlic`` files: synthetic photos encoded with the tiny model."""
-    return [api.encode(synthetic_photo(h, w, seed=i), q, model_path, metadata=meta)
-            for i, ((h, w, q), meta) in enumerate(zip(SEED_IMAGES, SEED_METADATA))]
+    """Real ``.qlic`` files: synthetic photos encoded with the tiny model, half of them as
+    qlic writes them (container format 3), half moved into format 2, whose fixed layout
+    ``reseal_qlic`` knows; both formats are read."""
+    seeds = []
+    for i, ((h, w, q), meta) in enumerate(zip(SEED_IMAGES, SEED_METADATA)):
+        data = api.encode(synthetic_photo(h, w, seed=i), q, model_path, metadata=meta)
+        if i % 2 == 0:
+            header, streams = container.parse(data)
+            data = container.pack(container.Header(**{**header.__dict__, "version": 2}),
+                                  streams)
+        seeds.append(data)
+    return seeds
 
 
 # ------------------------------------------------------------------------------------------
 # Re-sealing
 
 def reseal_qlic(data: bytes) -> bytes:
-    """Recompute the header CRC32 and the file CRC32 wherever the layout allows it."""
+    """Recompute the header CRC32 and the file CRC32 wherever the layout allows it (format 3
+    has the file CRC32 only)."""
     b = bytearray(data)
+    if len(b) >= 12 and b[4] == 3:
+        struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[:-4])))
+        return bytes(b)
     layout = _qlic_layout(bytes(b))
     if layout is not None:
         hs = layout[1]
