@@ -328,15 +328,15 @@ def main(argv=None) -> int:
                         "measured against, so that the comparison does not credit the "
                         "annealing at a low learning rate to quantization")
     args = p.parse_args(argv)
+    allocator.keep_freed_memory()  # as in training: the same arrays every step
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # before the model is built, as the documented fine-tunes ran
     model, meta = load_float_model(args.checkpoint)
     try:
         simulate.refuse_z_steps(model)
     except ValueError as exc:
         p.error(str(exc))
-    allocator.keep_freed_memory()  # as in training: the same arrays every step
-    if args.threads:
-        torch.set_num_threads(args.threads)
     crop = args.crop or (128 if meta.get("metric", "mse") == "mse" else 192)
     wide = [k for k in simulate.gdn_inputs(model) if k.split(".")[0] in
             args.wide_in] if args.wide_gdn_inputs else []

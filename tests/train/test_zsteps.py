@@ -100,8 +100,11 @@ def test_a_run_learns_them_from_a_model_without(tmp_path, data_root):  # noqa: F
     assert scales == [None, pytest.approx(1e7)]
 
 
-def test_the_integer_tools_refuse_a_model_with_steps(tmp_path):
+def test_the_integer_tools_refuse_a_model_with_steps(tmp_path, monkeypatch):
+    from qlic_codec import allocator
     from qlic_codec.quantize import export, finetune, simulate
+    # The fine-tune's command sets the allocator policy first; not in the test process.
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: True)
     _, model = _models()
     with pytest.raises(ValueError, match="steps of z"):
         simulate.SimulatedModel(model)
