@@ -69,9 +69,10 @@ model; the decoder only uses ``k`` as a row index into the model's heads.
 Format 1 (qlic 0.1) had one quality byte (an integer level) and no chunks; it is refused
 with a message that names it.
 
-``parse`` checks the header, every length against the buffer size and both checksums before
-it slices anything, so a hostile file cannot make qlic allocate memory in proportion to the
-sizes it claims.
+``parse`` checks the header, every length against the buffer size and the checksums (format
+2's two, format 3's one) before it returns anything, and slices nothing larger than the data
+it was given, so a hostile file cannot make qlic allocate memory in proportion to the sizes
+it claims.
 
 This module imports nothing from qlic except ``errors``.
 """
@@ -240,7 +241,8 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
         streams: The entropy streams, in order (``z`` then ``y`` for qlic).
 
     Returns:
-        The complete file: header, chunks, header CRC, streams and file CRC.
+        The complete file: header, chunks (format 2: and the header CRC), streams and file
+        CRC.
 
     Raises:
         ValueError: If ``header`` is not a ``Header`` or ``streams`` does not match
@@ -295,11 +297,12 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
 
 
 def header_size(data: bytes) -> int:
-    """The size of a file's whole header (chunks and CRC included) from its first bytes.
+    """The size of a file's whole header (chunks, and format 2's header CRC, included) from
+    its first bytes.
 
     ``data`` needs at most the first ``MAX_TABLES_SIZE`` bytes of the file; a reader that
     wants only the header (``qlic info``, the Pillow plugin) reads that much, then the rest
-    of the header. The counts, tags and lengths are validated on the way, but not the CRC.
+    of the header. The counts, tags and lengths are validated on the way, but not a CRC.
 
     Raises:
         CorruptStreamError, UnsupportedError: As ``read_header``.
@@ -342,8 +345,9 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
 def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, list[bytes]]:
     """Validate a complete ``.qlic`` file and split it into its header and streams.
 
-    Every check (header fields, pixel limit, chunk tags and sizes, header CRC, exact file
-    size, file CRC) runs before any buffer proportional to a claimed size is created.
+    Every check (header fields, pixel limit, chunk tags and sizes, format 2's header CRC and
+    exact file size, the file CRC) runs before any buffer proportional to a claimed size is
+    created.
 
     Args:
         data: The complete file.
@@ -394,7 +398,8 @@ def _check_start(view: memoryview) -> int:
         raise CorruptStreamError("a qlic model file (.qlicm), not an image; pass it with "
                                  "--model")
     if size < 5:
-        raise CorruptStreamError(f"truncated: expected at least {PREFIX_SIZE} bytes, got {size}")
+        raise CorruptStreamError(f"truncated: expected at least {_PREFIX_V3_SIZE} bytes, got "
+                                 f"{size}")
     version = view[4]
     known = " and ".join(str(v) for v in FORMAT_VERSIONS)
     if version > max(FORMAT_VERSIONS):
@@ -594,6 +599,9 @@ def _read_header_v3(view: memoryview, max_pixels: int) -> tuple["Header", int]:
     # The second stream's length is known only from the whole file; the header read alone
     # (``qlic info``) reports what the data given leaves for it, at least 0.
     rest = max(len(view) - f["size"] - f["z_length"] - 4, 0)
+    if rest > _U32_MAX:
+        raise CorruptStreamError(f"the second stream is {rest} bytes, over the {_U32_MAX} a "
+                                 "stream may have")
     header = Header(width=width, height=height, level=f["level"], quality_steps=f["steps"],
                     metric=METRICS[f["metric_code"]], model_hash=f["model_hash"],
                     stream_lengths=(f["z_length"], rest), chunks=tuple(chunks), version=3)

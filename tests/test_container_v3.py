@@ -60,7 +60,7 @@ def test_golden_bytes() -> None:
 
 @pytest.mark.parametrize("width, height, z_length", [
     (1, 1, 0), (127, 128, 127), (481, 321, 372), (16383, 16384, 2**14),
-    (2**32 - 1, 1, 2**21 - 1), (1, 2**32 - 1, 2**28),
+    (2**32 - 1, 1, 2**21 - 1), (1, 2**32 - 1, 2**21),
 ])
 def test_round_trip_at_every_varint_width(width, height, z_length) -> None:
     header = Header(width=width, height=height, level=3, quality_steps=16, metric="mse",
@@ -160,6 +160,20 @@ def test_a_first_stream_longer_than_the_file_is_truncation() -> None:
     with pytest.raises(CorruptStreamError, match="truncated"):
         parse(forge(z=b"\x06", streams=b"abcde"))
     assert parse(forge(z=b"\x05", streams=b"abcde"))[1] == [b"abcde", b""]
+
+
+def test_a_first_stream_length_of_5_bytes_is_read_before_the_size_check() -> None:
+    with pytest.raises(CorruptStreamError, match="truncated"):
+        parse(forge(z=b"\x80\x80\x80\x80\x01"))  # 2**28 bytes claimed
+
+
+def test_a_second_stream_over_4_gib_is_refused(monkeypatch) -> None:
+    # As if the file were 4 GiB long: the limit, lowered, is what is under test.
+    data = forge(size=b"\x01\x01", z=b"\x00", streams=b"abcde")
+    assert parse(data)[1] == [b"", b"abcde"]
+    monkeypatch.setattr(container, "_U32_MAX", 4)
+    with pytest.raises(CorruptStreamError, match="the second stream is 5 bytes"):
+        parse(data)
 
 
 def test_a_trailing_byte_fails_the_checksum() -> None:

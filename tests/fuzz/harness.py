@@ -157,8 +157,8 @@ _STREAMS_AT, _CHUNKS_AT = 8, 9
 def _qlic_layout(b: bytes):
     """(n_streams, header_size, stream lengths) if the header layout is intact, else None;
     the header size counts the metadata chunks and the header CRC."""
-    if len(b) < container.PREFIX_SIZE:
-        return None
+    if len(b) < container.PREFIX_SIZE or b[4] != 2:
+        return None  # format 3 has no fixed layout to edit (reseal_qlic: its file CRC only)
     n, c = b[_STREAMS_AT], b[_CHUNKS_AT]
     tables = container.PREFIX_SIZE + 4 * n + 8 * c
     if not 1 <= n <= container.MAX_STREAMS or c > container.MAX_CHUNKS or len(b) < tables:

@@ -1,7 +1,7 @@
-"""The independent decoder reads container format 2 (FORMAT.md section 5) and refuses what
-the document refuses, format 1 included.
+"""The independent decoder reads container formats 2 and 3 (FORMAT.md sections 5 and 5.1)
+and refuses what the document refuses, format 1 included.
 
-``test_qlic_writes_what_the_document_says`` needs qlic's own format-2 container (fractional
+``test_qlic_writes_what_the_document_says`` reads qlic's own container (format 3: fractional
 quality, metadata chunks); the other tests make their files with ``container2``.
 """
 

@@ -4,7 +4,7 @@ exactly qlic's pixels, which checks the document as much as the code.
 
 Modules follow the document's sections: ``modelfile`` (1, 2), ``layers`` (3.1-3.5),
 ``network`` (3.6-3.9), ``slices`` (2.6, 3.11: the channel-conditional model), ``rangecoder``
-and ``symbols`` (4), ``container`` (5, format 2), and ``decode`` ties them together.
+and ``symbols`` (4), ``container`` (5 and 5.1: formats 2 and 3), and ``decode`` ties them together.
 """
 
 from .decode import decode  # noqa: F401

@@ -119,6 +119,8 @@ def _parse_3(data: bytes) -> Stream:
     start = at + sum(length for _, length in entries)
     if len(data) < start + z_length + 4:
         raise FormatError("the file is shorter than its header and first stream")
+    if len(data) - start - z_length - 4 >= 2**32:
+        raise FormatError("a y stream of 4 GiB or more")
     if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
         raise FormatError("file CRC32 mismatch")
     chunks = {}
