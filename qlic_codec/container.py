@@ -176,7 +176,7 @@ class Header:
         # Validating here means every Header in memory can be packed.
         if not _is_int(self.version) or self.version not in FORMAT_VERSIONS:
             raise ValueError(f"version must be one of {FORMAT_VERSIONS}, got {self.version!r}")
-        if self.version == 3 and _is_tuple_of(self.stream_lengths, 2) is False:
+        if self.version == 3 and not _is_tuple_of(self.stream_lengths, 2):
             raise ValueError(f"format 3 has exactly 2 streams, got {self.stream_lengths!r}")
         for name in ("width", "height"):
             value = getattr(self, name)
@@ -454,20 +454,9 @@ def _read_header(view: memoryview, max_pixels: int) -> tuple[Header, int]:
     _, _, metric_code, steps, level, n_streams, n_chunks, width, height, model_hash = (
         _PREFIX.unpack_from(view, 0)
     )
-    if metric_code >= len(METRICS):
-        raise CorruptStreamError(f"unknown metric code {metric_code}")
-    if steps < 1:
-        raise CorruptStreamError(f"invalid quality steps {steps} (must be 1..255)")
-    if level > 254:
-        raise CorruptStreamError(f"invalid quality sub-level {level} (must be 0..254)")
+    _check_quality_fields(metric_code, steps, level)
     n_streams, n_chunks = _counts(view)
-    if width < 1 or height < 1:
-        raise CorruptStreamError(f"invalid image size {width}x{height}")
-    if width * height > max_pixels:
-        raise ResourceLimitError(
-            f"image is {width}x{height} = {width * height} pixels, over the limit of "
-            f"{max_pixels}; raise it with --max-pixels if you trust this file"
-        )
+    _check_image_size(width, height, max_pixels)
     table = _chunk_table(view, n_streams, n_chunks)
     offset = _tables_size(n_streams, n_chunks)
     size = offset + sum(length for _, length in table) + 4
@@ -552,12 +541,7 @@ def _fields_v3(view: memoryview) -> dict:
     metric_code, n_chunks = flags & 3, flags >> 2 & 3
     if flags >> 4:
         raise CorruptStreamError(f"invalid flags {flags:#04x}: bits 4-7 must be zero")
-    if metric_code >= len(METRICS):
-        raise CorruptStreamError(f"unknown metric code {metric_code}")
-    if steps < 1:
-        raise CorruptStreamError(f"invalid quality steps {steps} (must be 1..255)")
-    if level > 254:
-        raise CorruptStreamError(f"invalid quality sub-level {level} (must be 0..254)")
+    _check_quality_fields(metric_code, steps, level)
     width, at = _read_varint(view, _PREFIX_V3_SIZE, "width")
     height, at = _read_varint(view, at, "height")
     if at + 8 > len(view):
@@ -582,13 +566,7 @@ def _fields_v3(view: memoryview) -> dict:
 def _read_header_v3(view: memoryview, max_pixels: int) -> tuple["Header", int]:
     f = _fields_v3(view)
     width, height = f["width"], f["height"]
-    if width < 1 or height < 1:
-        raise CorruptStreamError(f"invalid image size {width}x{height}")
-    if width * height > max_pixels:
-        raise ResourceLimitError(
-            f"image is {width}x{height} = {width * height} pixels, over the limit of "
-            f"{max_pixels}; raise it with --max-pixels if you trust this file"
-        )
+    _check_image_size(width, height, max_pixels)
     if len(view) < f["size"]:
         raise CorruptStreamError(f"truncated: expected at least {f['size']} bytes, got "
                                  f"{len(view)}")
@@ -637,6 +615,27 @@ def _checked_chunk(raw: bytes, length: int, table: list) -> tuple[str, int]:
 
 def _is_tuple_of(value, count: int) -> bool:
     return isinstance(value, tuple) and len(value) == count
+
+
+def _check_quality_fields(metric_code: int, steps: int, level: int) -> None:
+    """The metric, quality steps and sub-level of a header (both formats)."""
+    if metric_code >= len(METRICS):
+        raise CorruptStreamError(f"unknown metric code {metric_code}")
+    if steps < 1:
+        raise CorruptStreamError(f"invalid quality steps {steps} (must be 1..255)")
+    if level > 254:
+        raise CorruptStreamError(f"invalid quality sub-level {level} (must be 0..254)")
+
+
+def _check_image_size(width: int, height: int, max_pixels: int) -> None:
+    """A header's image size: at least 1x1, at most ``max_pixels`` (both formats)."""
+    if width < 1 or height < 1:
+        raise CorruptStreamError(f"invalid image size {width}x{height}")
+    if width * height > max_pixels:
+        raise ResourceLimitError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels}; raise it with --max-pixels if you trust this file"
+        )
 
 
 def _tables_size(n_streams: int, n_chunks: int) -> int:

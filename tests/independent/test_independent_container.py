@@ -29,10 +29,11 @@ def tiny():
     return data, container.parse(data), pixels, TINY_MODEL.read_bytes()
 
 
-def _repack(s, **changes):
+def _repack(s, packer=pack, **changes):
+    """``s``'s streams in a new file (format 2, or 3 with ``packer=pack3``), with changes."""
     fields = dict(metric=0, steps=s.quality_steps, level=s.level, chunks=())
     fields.update(changes)
-    return pack(s.width, s.height, s.model_id, [s.z, s.y], **fields)
+    return packer(s.width, s.height, s.model_id, [s.z, s.y], **fields)
 
 
 def test_chunks_are_carried_and_do_not_change_the_pixels(tiny):
@@ -121,9 +122,7 @@ def test_qlic_writes_what_the_document_says():
 
 
 def _repack3(s, **changes):
-    fields = dict(metric=0, steps=s.quality_steps, level=s.level, chunks=())
-    fields.update(changes)
-    return pack3(s.width, s.height, s.model_id, [s.z, s.y], **fields)
+    return _repack(s, pack3, **changes)
 
 
 def test_format_3_reads_as_format_2(tiny):

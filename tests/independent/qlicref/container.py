@@ -48,11 +48,7 @@ def parse(data: bytes) -> Stream:
         raise FormatError("truncated header")
     lengths = struct.unpack_from(f"<{n}I", data, PREFIX.size)
     entries = [struct.unpack_from("<4sI", data, table + 8 * i) for i in range(c)]
-    tags = [tag for tag, _ in entries]
-    if any(t not in CHUNK_TAGS for t in tags) or len(set(tags)) != len(tags):
-        raise FormatError(f"unknown or repeated metadata chunk in {tags}")
-    if any(length > MAX_CHUNK_SIZE for _, length in entries):
-        raise FormatError("metadata chunk over 16 MiB")
+    _check_chunks(entries)
     end = chunk_start + sum(length for _, length in entries)
     if len(data) < end + 4:
         raise FormatError("truncated header")
@@ -70,6 +66,15 @@ def parse(data: bytes) -> Stream:
     z = data[start:start + lengths[0]]
     y = data[start + lengths[0]:start + lengths[0] + lengths[1]]
     return Stream(width, height, level, steps, METRICS[metric], model_id, chunks, z, y)
+
+
+def _check_chunks(entries) -> None:
+    """Known tags, each once, each at most 16 MiB (both formats)."""
+    tags = [tag for tag, _ in entries]
+    if any(t not in CHUNK_TAGS for t in tags) or len(set(tags)) != len(tags):
+        raise FormatError(f"unknown or repeated metadata chunk in {tags}")
+    if any(length > MAX_CHUNK_SIZE for _, length in entries):
+        raise FormatError("metadata chunk over 16 MiB")
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -111,11 +116,7 @@ def _parse_3(data: bytes) -> Stream:
         tag = data[at:at + 4]
         length, at = _varint(data, at + 4)
         entries.append((tag, length))
-    tags = [tag for tag, _ in entries]
-    if any(t not in CHUNK_TAGS for t in tags) or len(set(tags)) != len(tags):
-        raise FormatError(f"unknown or repeated metadata chunk in {tags}")
-    if any(length > MAX_CHUNK_SIZE for _, length in entries):
-        raise FormatError("metadata chunk over 16 MiB")
+    _check_chunks(entries)
     start = at + sum(length for _, length in entries)
     if len(data) < start + z_length + 4:
         raise FormatError("the file is shorter than its header and first stream")
